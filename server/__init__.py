@@ -1,0 +1,1 @@
+"""The coordinating site's Flower ServerApp and its phase-aware FedAvg strategy (imports flwr)."""

@@ -1,0 +1,91 @@
+"""The config system: YAML into frozen dataclasses, base files, overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cccmr_model.config import CONFIG_DIR, config_from_dict, config_to_dict, load_config
+from cccmr_model.errors import ConfigError
+
+
+def test_default_holds_paper_settings() -> None:
+    cfg = load_config("default")
+    assert cfg.model.encoder.arch == "swin3d_tiny"
+    assert cfg.data.image_size == 224 and cfg.data.pixel_spacing_mm == pytest.approx(0.994)
+    assert cfg.data.slices == {"cine_4ch": 1, "cine_sax": 3, "lge_sax": 6}
+    assert cfg.train.focal_gamma == 2.0 and cfg.train.lr == pytest.approx(1e-3)
+    assert [cfg.train.phases[p].epochs for p in ("pretrain", "fim", "fusion")] == [300, 600, 10]
+    assert cfg.train.resample_factor == 4
+    assert cfg.num_classes == 2
+
+
+def test_tiny_inherits_from_default_and_shrinks() -> None:
+    tiny = load_config(CONFIG_DIR / "tiny.yaml")
+    assert tiny.data.image_size < 224
+    assert tiny.train.focal_gamma == 2.0  # inherited
+    assert tiny.model.encoder.depths is not None
+
+
+def test_configs_are_frozen() -> None:
+    cfg = load_config("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_override_and_round_trip() -> None:
+    cfg = load_config("tiny", ["train.lr=3e-4", "task=subtyping"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.num_classes == 5
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["train.lrr=1"], "key 'train.lrr': unknown key"),
+        (["train.lr=abc"], "key 'train.lr': expected a number"),
+        (["train.batch_size=1"], "key 'train.batch_size'"),
+        (["task=regression"], "key 'task': must be one of"),
+        (["data.slices.cine_4ch=2"], "key 'data.slices'"),
+        (["model.encoder.pretrained.t1_map=x.pth"], "unknown sequences"),
+        (["train.amp=3"], "key 'train.amp': expected true or false"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", overrides)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_bad_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+ invalid YAML"):
+        load_config(bad)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(loop)
+
+
+def test_cli_config_typo_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("base: " + str(CONFIG_DIR / "tiny.yaml") + "\ntrain:\n  learning_rate: 0.1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cccmr_model", "config", "--config", str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "typo.yaml" in lines[0] and "train.learning_rate" in lines[0]
+    assert "Traceback" not in result.stderr
