@@ -1,0 +1,74 @@
+"""Augmentation a cine series survives, applied alike to every slice (and frame) of one sequence.
+
+Per sequence one set of parameters is drawn: a cyclic temporal offset (a cine covers one cardiac cycle, so rolling
+the frames gives another valid cine), a small rotation and shift, a left-right flip and an intensity jitter
+(scale and offset on the z-scored intensities). An absent LGE (zeros, `has_lge` false) is left untouched.
+All randomness comes from the `torch.Generator` passed in, so a (sample, seed) pair always gives the same result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cccmr_model.config.schema import AugmentConfig
+from cccmr_model.sequences import CINE_SEQUENCES, LGE_SAX
+
+Sample = dict[str, torch.Tensor]
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def affine_grid_2d(angle_deg: float, shift_px: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
+    """Sampling grid (1, H, W, 2) rotating by `angle_deg` about the centre and shifting by (dx, dy) pixels."""
+    height, width = size
+    angle = math.radians(angle_deg)
+    cos, sin = math.cos(angle), math.sin(angle)
+    dx, dy = shift_px
+    theta = torch.tensor([[cos, -sin, -2.0 * dx / width], [sin, cos, -2.0 * dy / height]], dtype=torch.float32)
+    return F.affine_grid(theta[None], [1, 1, height, width], align_corners=False)  # 1, H, W, 2
+
+
+def augment_volume(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, *, temporal: bool) -> torch.Tensor:
+    """Augment one sequence: x (S, T, H, W) for cine (`temporal`), (S, H, W) for LGE; same draw for all slices."""
+    height, width = x.shape[-2:]
+    if temporal and cfg.temporal_offset:
+        offset = int(torch.randint(0, x.shape[1], (), generator=generator))
+        x = torch.roll(x, shifts=offset, dims=1)  # S, T, H, W
+    angle = _uniform(generator, -cfg.max_rotation_deg, cfg.max_rotation_deg)
+    max_shift = float(cfg.max_shift_px)
+    shift = (_uniform(generator, -max_shift, max_shift), _uniform(generator, -max_shift, max_shift))
+    flip = float(torch.rand((), generator=generator)) < cfg.flip_prob
+    scale = 1.0 + _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
+    bias = _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
+    if angle != 0.0 or shift != (0.0, 0.0):
+        flat = x.reshape(1, -1, height, width).float()  # 1, S*T, H, W
+        grid = affine_grid_2d(angle, shift, (height, width))
+        x = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(x.shape)
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return x * scale + bias
+
+
+def augment_sample(sample: Sample, cfg: AugmentConfig, generator: torch.Generator) -> Sample:
+    """A new sample dict with each image sequence augmented independently; labels and flags copied."""
+    out = dict(sample)
+    for seq in CINE_SEQUENCES:
+        out[seq] = augment_volume(sample[seq], cfg, generator, temporal=True)
+    if bool(sample["has_lge"]):
+        out[LGE_SAX] = augment_volume(sample[LGE_SAX], cfg, generator, temporal=False)
+    return out
+
+
+class Augmenter:
+    """Picklable callable (DataLoader workers) binding an `AugmentConfig`."""
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, sample: Sample, generator: torch.Generator) -> Sample:
+        return augment_sample(sample, self.cfg, generator)

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import torch
+
+from cccmr_model.config.schema import AugmentConfig
+from cccmr_model.engine.augment import augment_sample, augment_volume
+
+
+def _sample(has_lge: bool = True) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "cine_4ch": torch.randn(1, 8, 32, 32, generator=g),
+        "cine_sax": torch.randn(3, 8, 32, 32, generator=g),
+        "lge_sax": torch.randn(6, 32, 32, generator=g) if has_lge else torch.zeros(6, 32, 32),
+        "has_lge": torch.tensor(has_lge),
+        "label": torch.tensor(1),
+        "subtype": torch.tensor(0),
+    }
+
+
+def test_same_seed_same_result_and_shapes_kept() -> None:
+    cfg = AugmentConfig()
+    a = augment_sample(_sample(), cfg, torch.Generator().manual_seed(5))
+    b = augment_sample(_sample(), cfg, torch.Generator().manual_seed(5))
+    c = augment_sample(_sample(), cfg, torch.Generator().manual_seed(6))
+    for key in ("cine_4ch", "cine_sax", "lge_sax"):
+        assert a[key].shape == _sample()[key].shape
+        assert torch.equal(a[key], b[key])
+    assert not torch.equal(a["cine_sax"], c["cine_sax"])
+    assert int(a["label"]) == 1
+
+
+def test_temporal_offset_alone_is_the_same_cyclic_roll_for_every_slice() -> None:
+    cfg = AugmentConfig(max_rotation_deg=0.0, max_shift_px=0, flip_prob=0.0, intensity_jitter=0.0)
+    x = torch.arange(3 * 8, dtype=torch.float32).reshape(3, 8, 1, 1).expand(3, 8, 4, 4).clone()
+    y = augment_volume(x, cfg, torch.Generator().manual_seed(2), temporal=True)
+    shifts = {int(torch.argmax((y[s, :, 0, 0] == x[s, 0, 0, 0]).int())) for s in range(3)}
+    assert len(shifts) == 1  # one offset for all slices
+    assert torch.equal(torch.sort(y, dim=1).values, torch.sort(x, dim=1).values)  # frames permuted, none lost
+
+
+def test_flip_alone_mirrors_all_slices_and_absent_lge_stays_zero() -> None:
+    cfg = AugmentConfig(
+        temporal_offset=False, max_rotation_deg=0.0, max_shift_px=0, flip_prob=1.0, intensity_jitter=0.0
+    )
+    s = _sample(has_lge=False)
+    out = augment_sample(s, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(out["cine_sax"], torch.flip(s["cine_sax"], dims=(-1,)))
+    assert torch.count_nonzero(out["lge_sax"]) == 0
+
+
+def test_small_rotation_keeps_most_of_the_image() -> None:
+    cfg = AugmentConfig(
+        temporal_offset=False, max_rotation_deg=5.0, max_shift_px=1, flip_prob=0.0, intensity_jitter=0.0
+    )
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    blob = torch.exp(-(xx**2 + yy**2) * 4).expand(1, 8, 32, 32).clone()
+    out = augment_volume(blob, cfg, torch.Generator().manual_seed(1), temporal=True)
+    assert torch.corrcoef(torch.stack([out.flatten(), blob.flatten()]))[0, 1] > 0.95
