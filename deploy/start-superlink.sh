@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Start the CC-CMR SuperLink (coordinating site): TLS and SuperNode authentication are on by default.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=flwr-env.sh
+. "$here/flwr-env.sh"
+
+usage() {
+    cat <<USAGE
+Usage: $(basename "$0") [options] [-- EXTRA_FLOWER_SUPERLINK_ARGS...]
+
+Starts flower-superlink with TLS (certificates from make-ca.sh) and SuperNode authentication
+(only SuperNodes whose public key was registered with register-site.sh may join).
+
+  --certs DIR        directory with ca.crt, superlink.crt, superlink.key (default: \$CCCMR_CERTS or ./certs)
+  --host HOST        address to listen on (default: 0.0.0.0)
+  --port PORT        the SuperLink's one HTTP(S) port for Fleet, Control and Runtime APIs (default: 8000)
+  --state-dir DIR    state database, log file and FLWR_HOME (default: \$CCCMR_STATE_DIR or ./superlink-state)
+  --isolation MODE   subprocess (default: ServerApps run as child processes) or process (Docker: a
+                     separate flower-superexec runs them)
+  --superexec-secret FILE  shared secret for flower-superexec in process isolation (optional)
+  --insecure         NO TLS and NO SuperNode authentication: local tests on 127.0.0.1 only (loud warning)
+  --print-command    print the flower-superlink command line and exit without starting it
+  -h, --help         this help
+
+Environment: FLWR_HOME (default STATE_DIR/flwr-home); FLOWER_SUPERLINK (path of flower-superlink).
+The offline variables FLWR_TELEMETRY_ENABLED=0, FLWR_DISABLE_UPDATE_CHECK=1 and
+FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 are always set.
+USAGE
+}
+
+die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
+
+certs="${CCCMR_CERTS:-./certs}"; host="0.0.0.0"; port=8000
+state_dir="${CCCMR_STATE_DIR:-./superlink-state}"; isolation="subprocess"; secret=""
+insecure=0; print_only=0; extra=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --certs) [ $# -ge 2 ] || die "--certs needs a directory"; certs="$2"; shift 2 ;;
+        --host) [ $# -ge 2 ] || die "--host needs an address"; host="$2"; shift 2 ;;
+        --port) [ $# -ge 2 ] || die "--port needs a number"; port="$2"; shift 2 ;;
+        --state-dir) [ $# -ge 2 ] || die "--state-dir needs a directory"; state_dir="$2"; shift 2 ;;
+        --isolation) [ $# -ge 2 ] || die "--isolation needs subprocess or process"; isolation="$2"; shift 2 ;;
+        --superexec-secret) [ $# -ge 2 ] || die "--superexec-secret needs a file"; secret="$2"; shift 2 ;;
+        --insecure) insecure=1; shift ;;
+        --print-command) print_only=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; extra=("$@"); break ;;
+        *) usage >&2; die "unknown argument $1" ;;
+    esac
+done
+[[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port must be 1-65535, got '$port'"
+case "$isolation" in subprocess|process) ;; *) die "--isolation must be subprocess or process, got '$isolation'" ;; esac
+for a in ${extra[@]+"${extra[@]}"}; do
+    case "$a" in --insecure|--ssl-*) die "pass $a through this script's own options, not after --" ;; esac
+done
+
+mkdir -p "$state_dir/logs"
+state_dir="$(cd "$state_dir" && pwd)"
+[ ! -d "$certs" ] || certs="$(cd "$certs" && pwd)"
+cccmr_flwr_env "$state_dir"
+exe="$(cccmr_find_exe flower-superlink "${FLOWER_SUPERLINK:-}")" || exit 2
+
+cmd=("$exe" --host "$host" --port "$port" --database "$state_dir/state.db" --isolation "$isolation"
+     --log-file "$state_dir/logs/superlink.log" --disable-runtime-dependency-installation)
+if [ "$insecure" -eq 1 ]; then
+    cccmr_insecure_banner "flower-superlink"
+    cmd+=(--insecure)
+else
+    for f in ca.crt superlink.crt; do cccmr_check_cert "$certs/$f" || exit 2; done
+    cccmr_check_private_key "$certs/superlink.key" || exit 2
+    cmd+=(--ssl-ca-certfile "$certs/ca.crt" --ssl-certfile "$certs/superlink.crt" --ssl-keyfile "$certs/superlink.key"
+          --enable-supernode-auth)
+fi
+[ -z "$secret" ] || cmd+=(--superexec-auth-secret-file "$secret")
+cmd+=(${extra[@]+"${extra[@]}"})
+
+if [ "$print_only" -eq 1 ]; then
+    printf '%q ' "${cmd[@]}"; echo
+    exit 0
+fi
+echo "Starting SuperLink on $host:$port (state: $state_dir, FLWR_HOME: $FLWR_HOME, log: $state_dir/logs/superlink.log)" >&2
+exec "${cmd[@]}"
