@@ -1,0 +1,179 @@
+"""A release holds only the cine encoders and the fusion MLP, and loading refuses anything tampered or foreign."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cccmr_model.config import load_config
+from cccmr_model.errors import CccmrError
+from cccmr_model.model import build_model
+from cccmr_model.release import RELEASE_PREFIXES, load_release, write_release
+
+METRICS = {
+    "pooled": {"auc": {"value": 0.81, "ci_low": 0.7, "ci_high": 0.9}, "accuracy": 0.75, "n": 40},
+    "sites": {"anzhen": {"auc": {"value": 0.8, "ci_low": 0.6, "ci_high": 0.95}}, "lanzhou": {"auc": 0.83}},
+}
+TRAINING = {
+    "mode": "federated",
+    "sites": {"anzhen": {"subjects": 30, "with_lge": 25}, "lanzhou": {"subjects": 20, "with_lge": 12}},
+    "phases": {"pretrain": {"rounds": 2, "local_epochs": 1}, "fusion": {"rounds": 1, "local_epochs": 2}},
+    "privacy": {"central_dp": {"epsilon_spent": None}},
+}
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def full_state(config) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return build_model(config, with_lge=True).state_dict()
+
+
+@pytest.fixture()
+def release_dir(tmp_path: Path, config, full_state) -> Path:
+    return write_release(tmp_path / "release", state=full_state, config=config, metrics=METRICS, training_info=TRAINING)
+
+
+def test_release_keeps_only_cine_encoders_and_fusion(release_dir: Path, full_state) -> None:
+    weights = load_file(str(release_dir / "model.safetensors"))
+    assert all(k.startswith(RELEASE_PREFIXES) for k in weights)
+    for prefix in RELEASE_PREFIXES:
+        assert any(k.startswith(prefix) for k in weights), prefix
+    assert not any(k.startswith(("encoders.lge_sax.", "heads.", "uncertainty.")) for k in weights)
+    assert any(k.startswith("encoders.lge_sax.") for k in full_state)  # the filter had something to drop
+    for key, tensor in weights.items():
+        torch.testing.assert_close(tensor, full_state[key].float())
+
+
+def test_release_files_and_card(release_dir: Path) -> None:
+    names = {p.name for p in release_dir.iterdir()}
+    expected = {"model.safetensors", "config.yaml", "metrics.json", "training.json", "MODEL_CARD.md", "release.json"}
+    assert names == expected
+    manifest = json.loads((release_dir / "release.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["config_version"] == 1
+    assert len(manifest["content_hash"]) == 64
+    card = (release_dir / "MODEL_CARD.md").read_text()
+    for text in ("Intended use", "Limits", "anzhen", "lanzhou", "| 30 |", "pretrain", "0.810", "0.700 - 0.900"):
+        assert text in card, text
+    assert "`central_dp.enabled`: False" in card and "`central_dp.epsilon_spent`: None" in card  # config + run
+    assert "| n | 40 |" in card
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (release_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not owner-only
+    assert json.loads((release_dir / "metrics.json").read_text()) == METRICS
+
+
+def test_load_release_roundtrip(release_dir: Path, config, full_state) -> None:
+    release = load_release(release_dir)
+    assert release.config == config
+    assert release.metrics == METRICS
+    assert not any(k.startswith("encoders.lge_sax.") for k in release.model.state_dict())
+    for key, tensor in release.model.state_dict().items():
+        if key.startswith(RELEASE_PREFIXES):
+            torch.testing.assert_close(tensor, full_state[key])
+    x4 = torch.randn(2, 1, config.data.frames, config.data.image_size, config.data.image_size)  # B, C, T, H, W
+    xs = torch.randn(2, 3, config.data.frames, config.data.image_size, config.data.image_size)
+    reference = build_model(config, with_lge=True).eval()
+    reference.load_state_dict(full_state)
+    with torch.no_grad():
+        torch.testing.assert_close(release.model.predict(x4, xs), reference.predict(x4, xs))
+
+
+def test_rewrite_replaces_release(release_dir: Path, config, full_state) -> None:
+    write_release(
+        release_dir, state=full_state, config=config, metrics={"pooled": {"auc": 0.5}}, training_info=TRAINING
+    )
+    assert load_release(release_dir).metrics == {"pooled": {"auc": 0.5}}
+    assert sorted(p.name for p in release_dir.parent.iterdir()) == ["release"]  # no temporary folders left
+
+
+def test_refuses_to_overwrite_other_folder(tmp_path: Path, config, full_state) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(CccmrError, match="not a release"):
+        write_release(tmp_path, state=full_state, config=config, metrics=METRICS, training_info=TRAINING)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.yaml", "metrics.json", "MODEL_CARD.md"])
+def test_tampered_file_is_named(release_dir: Path, name: str) -> None:
+    file = release_dir / name
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    file.write_bytes(bytes(data))
+    with pytest.raises(CccmrError, match=rf"{name}: sha256 does not match .*corrupt or was modified"):
+        load_release(release_dir)
+
+
+def test_missing_file_is_named(release_dir: Path) -> None:
+    (release_dir / "config.yaml").unlink()
+    with pytest.raises(CccmrError, match=r"config.yaml: missing"):
+        load_release(release_dir)
+
+
+def test_not_a_release(tmp_path: Path) -> None:
+    with pytest.raises(CccmrError, match=r"release.json: missing"):
+        load_release(tmp_path)
+    with pytest.raises(CccmrError, match="release folder not found"):
+        load_release(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("field", "message"), [("format_version", "release format version 99"), ("config_version", "config version 99")]
+)
+def test_unsupported_version(release_dir: Path, field: str, message: str) -> None:
+    manifest = json.loads((release_dir / "release.json").read_text())
+    manifest[field] = 99
+    (release_dir / "release.json").write_text(json.dumps(manifest))
+    with pytest.raises(CccmrError, match=rf"release.json: {message} is not supported"):
+        load_release(release_dir)
+
+
+def _rewrite_weights(release_dir: Path, weights: dict[str, torch.Tensor]) -> None:
+    """Replace the weights and re-sign the manifest, as a careless or malicious publisher would."""
+    from cccmr_model.release.files import content_hash, file_sha256
+
+    save_file(weights, str(release_dir / "model.safetensors"))
+    manifest = json.loads((release_dir / "release.json").read_text())
+    manifest["files"]["model.safetensors"] = file_sha256(release_dir / "model.safetensors")
+    manifest["content_hash"] = content_hash(manifest["files"])
+    (release_dir / "release.json").write_text(json.dumps(manifest))
+
+
+def test_edited_manifest_hash_is_caught(release_dir: Path) -> None:
+    manifest = json.loads((release_dir / "release.json").read_text())
+    manifest["content_hash"] = "0" * 64
+    (release_dir / "release.json").write_text(json.dumps(manifest))
+    with pytest.raises(CccmrError, match="content_hash does not match"):
+        load_release(release_dir)
+
+
+def test_weight_key_problems_are_named(release_dir: Path) -> None:
+    weights = load_file(str(release_dir / "model.safetensors"))
+    fusion_key = next(k for k in weights if k.startswith("fusion."))
+    missing = {k: v for k, v in weights.items() if k != fusion_key}
+    _rewrite_weights(release_dir, missing)
+    with pytest.raises(CccmrError, match=rf"model.safetensors: 1 weight\(s\) missing, e.g. {fusion_key}"):
+        load_release(release_dir)
+    _rewrite_weights(release_dir, {**weights, "heads.lge_sax.weight": torch.zeros(2, 2)})
+    with pytest.raises(CccmrError, match=r"unexpected weight\(s\), e.g. heads.lge_sax.weight"):
+        load_release(release_dir)
+    _rewrite_weights(release_dir, {**weights, fusion_key: torch.zeros(*weights[fusion_key].shape, 2)})
+    with pytest.raises(CccmrError, match=rf"wrong shape, e.g. {fusion_key}"):
+        load_release(release_dir)
+
+
+def test_write_rejects_incomplete_state(tmp_path: Path, config, full_state) -> None:
+    lge_only = {k: v for k, v in full_state.items() if not k.startswith("fusion.")}
+    with pytest.raises(CccmrError, match=r"write_release: .*missing, e.g. fusion\."):
+        write_release(tmp_path / "r", state=lge_only, config=config, metrics=METRICS, training_info=TRAINING)
+    with pytest.raises(CccmrError, match=r"training_info\['mode'\]"):
+        write_release(tmp_path / "r", state=full_state, config=config, metrics=METRICS, training_info={})
+    assert not (tmp_path / "r").exists()
