@@ -119,7 +119,8 @@ class CCCMRModel(nn.Module):
         )
 
     @property
-    def has_lge(self) -> bool:
+    def with_lge(self) -> bool:
+        """Whether this model holds the LGE encoder and head (training) or not (cine-only inference)."""
         return LGE_SAX in self.encoders
 
     def encode(self, seq: str, x: Tensor) -> Tensor:

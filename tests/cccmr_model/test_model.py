@@ -68,6 +68,18 @@ def test_build_model_follows_the_config() -> None:
     assert built.encoders["cine_sax"].patch_embed.proj.in_channels == 3
     assert list(built.uncertainty.parameters()) == [] and built.focal_gamma == 1.5
     assert not any(name.startswith(("uncertainty.",)) for name in built.state_dict())
+    assert not built.with_lge and set(built.encoders) == set(built.heads) == {"cine_4ch", "cine_sax"}
+
+
+def test_grad_checkpointing_from_config_keeps_gradients() -> None:
+    torch.manual_seed(0)
+    built = build_model(load_config("tiny", ["model.encoder.grad_checkpointing=true"]))
+    assert all(stage.grad_checkpointing for encoder in built.encoders.values() for stage in encoder.layers)
+    batch = make_batch()
+    built.fim_total(built.fim_losses(built(batch), LABELS, batch["has_lge"])).backward()
+    assert all(
+        parameter.grad is not None for name, parameter in built.named_parameters() if name.startswith("encoders.")
+    )
 
 
 def test_forward_returns_features_and_logits_per_sequence(model: CCCMRModel) -> None:
