@@ -52,6 +52,9 @@ def test_parameter_names_fall_into_the_agreed_groups(model: CCCMRModel) -> None:
     assert set(model.state_dict()) == set(names)  # no buffers: the state is what a federation sends
     assert model.uncertainty.log_sigma.shape == (6,) and model.uncertainty.names == FIM_TERMS
     assert FIM_TERMS[3:] == tuple(f"fsa:{a}|{b}" for a, b in SEQUENCE_PAIRS)
+    no_decay = model.no_weight_decay()
+    assert "uncertainty.log_sigma" in no_decay and no_decay <= set(names)
+    assert any(name.startswith("encoders.lge_sax.") and "relative_position_bias_table" in name for name in no_decay)
 
 
 def test_build_model_follows_the_config() -> None:
