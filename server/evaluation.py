@@ -1,0 +1,62 @@
+"""Global evaluation metrics computed exactly from the sites' confusion counts (and pooled scores when shared)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from server.validation import NUM_EXAMPLES
+
+
+def global_eval_metrics(site_metrics: Mapping[str, Mapping[str, object]], num_classes: int) -> dict[str, float]:
+    """Pool per-site `confusion` (row = true class, column = predicted, flattened) and `loss` into global metrics.
+
+    Counts add exactly, so the global accuracy, sensitivity and specificity equal those of one evaluation on all
+    sites' validation subjects. With shared `scores`/`labels` the pooled AUC is added.
+    """
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    loss_sum, count = 0.0, 0
+    for metrics in site_metrics.values():
+        confusion += np.asarray(metrics["confusion"], dtype=np.int64).reshape(num_classes, num_classes)
+        n = int(metrics[NUM_EXAMPLES])
+        loss_sum += float(metrics["loss"]) * n
+        count += n
+    out = {NUM_EXAMPLES: count, "loss": loss_sum / count if count else float("nan")}
+    out.update(confusion_metrics(confusion))
+    auc = pooled_auc(site_metrics, num_classes)
+    if auc is not None:
+        out["auc"] = auc
+    return out
+
+
+def confusion_metrics(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and balanced accuracy; for two classes also sensitivity (class 1) and specificity (class 0)."""
+    total = confusion.sum()
+    per_class = confusion.sum(axis=1)
+    recall = np.divide(np.diag(confusion), per_class, out=np.full(len(per_class), np.nan), where=per_class > 0)
+    out = {
+        "accuracy": float(np.trace(confusion) / total) if total else float("nan"),
+        "balanced_accuracy": float(np.nanmean(recall)) if np.any(per_class > 0) else float("nan"),
+    }
+    if confusion.shape == (2, 2):
+        out["specificity"], out["sensitivity"] = float(recall[0]), float(recall[1])
+    return out
+
+
+def pooled_auc(site_metrics: Mapping[str, Mapping[str, object]], num_classes: int) -> float | None:
+    """AUC over every site's shared subject scores (one-vs-rest macro for subtypes); None when not computable."""
+    shared = [m for m in site_metrics.values() if "scores" in m and "labels" in m]
+    if not shared or len(shared) != len(site_metrics):
+        return None
+    labels = np.concatenate([np.asarray(m["labels"], dtype=np.int64) for m in shared])
+    scores = np.concatenate([np.asarray(m["scores"], dtype=np.float64) for m in shared])
+    if len(np.unique(labels)) < 2:
+        return None
+    if num_classes == 2:
+        return float(roc_auc_score(labels, scores))
+    scores = scores.reshape(len(labels), num_classes)
+    if len(np.unique(labels)) < num_classes:
+        return None
+    return float(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))

@@ -1,0 +1,332 @@
+"""Phase-aware FedAvg: each round trains one phase's parameter groups and merges their average into the full model.
+
+The strategy keeps the full global model. `configure_train` sends the groups of the round's phase (plus the
+frozen groups its forward pass needs) with the phase, local epochs, learning-rate window and seed; sites reply
+with exactly the groups they trained. `aggregate_train` rejects unusable replies (logged by site name), averages
+the rest weighted by `num-examples` with Flower's own helper and writes the average into the global model.
+`aggregate_evaluate`, the last hook `Strategy.start` calls in a round, pools the sites' evaluation counts, then
+closes the round: one history line and one checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
+
+from cccmr_model.errors import CccmrError
+from server import history
+from server.checkpoint import save_checkpoint
+from server.evaluation import global_eval_metrics
+from server.schedule import RoundPlan, round_seed, select
+from server.validation import NUM_EXAMPLES, check_metrics, check_train_reply
+
+log = logging.getLogger("cccmr.server")
+
+SITE_RECORD = "site"  # ConfigRecord in every reply: {"name": <site name>}
+
+
+class FederationError(CccmrError):
+    """A round that cannot go on (too few usable replies); resume from the last checkpoint."""
+
+
+@dataclass
+class RoundLog:
+    """What one round did, written as one history line."""
+
+    plan: RoundPlan
+    started: float = field(default_factory=time.monotonic)
+    sent_to: dict[int, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train_global: dict[str, float] = field(default_factory=dict)
+    evaluate: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluate_global: dict[str, float] = field(default_factory=dict)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+class PhaseFedAvg(FedAvg):
+    """FedAvg over the phase schedule `plan`, continuing after `completed_rounds` rounds (resume)."""
+
+    def __init__(
+        self,
+        plan: Sequence[RoundPlan],
+        global_state: Mapping[str, np.ndarray],
+        *,
+        experiment: Mapping[str, Any],
+        run_dir: Path,
+        eval_keys: Sequence[str],
+        completed_rounds: int = 0,
+        known_sites: Mapping[int, str] | None = None,
+        checkpoint_keep: int = 2,
+    ) -> None:
+        federation = experiment["federation"]
+        min_sites = int(federation["min_sites"])
+        super().__init__(min_train_nodes=min_sites, min_evaluate_nodes=min_sites, min_available_nodes=min_sites)
+        self.plan = list(plan)
+        self.global_state = {k: np.array(v, copy=True) for k, v in global_state.items()}
+        self.experiment = dict(experiment)
+        self.run_dir = Path(run_dir)
+        self.eval_keys = list(eval_keys)
+        self.completed_rounds = completed_rounds
+        self.resumed_from = completed_rounds
+        self.sites: dict[int, str] = dict(known_sites or {})
+        self.checkpoint_keep = checkpoint_keep
+        self.expected_sites = len(federation["sites"])
+        self.min_sites = min_sites
+        self.max_update_norm = federation["max_update_norm"]
+        self.evaluate_every = int(federation["evaluate_every"])
+        self.share_scores = bool(federation["share_subject_scores"])
+        self.num_classes = 2 if experiment["task"] == "screening" else 5
+        self.join_timeout_s = float(federation["round_timeout_s"])
+        self._round: RoundLog | None = None
+        self._experiment_json = json.dumps(self.experiment)
+
+    @property
+    def history_path(self) -> Path:
+        return self.run_dir / "history.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def remaining_rounds(self) -> int:
+        return len(self.plan) - self.completed_rounds
+
+    def global_arrays(self) -> ArrayRecord:
+        return to_array_record(self.global_state)
+
+    # ---- training ----
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send the round's phase groups and schedule to every connected site."""
+        plan = self._plan(server_round)
+        self._round = RoundLog(plan)
+        node_ids = self._connected_nodes(grid, first=server_round == 1)
+        content = RecordDict(
+            {
+                self.arrayrecord_key: to_array_record(select(self.global_state, plan.sends)),
+                self.configrecord_key: ConfigRecord(
+                    {
+                        "phase": plan.phase,
+                        "local-epochs": plan.local_epochs,
+                        "lr-window-start": plan.lr_window[0],
+                        "lr-window-end": plan.lr_window[1],
+                        "server-round": plan.server_round,
+                        "seed": round_seed(int(self.experiment["seed"]), plan),
+                        "experiment": self._experiment_json,
+                    }
+                ),
+            }
+        )
+        log.info(
+            "round %d/%d: phase %s %d/%d, lr window %.3f-%.3f, sending %d arrays to %s",
+            plan.server_round, len(self.plan), plan.phase, plan.phase_round, plan.phase_rounds,
+            *plan.lr_window, len(content[self.arrayrecord_key]), self._names(node_ids),
+        )  # fmt: skip
+        return self._messages(content, node_ids, f"{MessageType.TRAIN}.{plan.phase}")
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Average the usable replies into the global model; fail the round below `min_sites`."""
+        plan = self._plan(server_round)
+        expected = select(self.global_state, plan.trains)
+        accepted = []
+        for site, msg in self._replies(replies):
+            arrays = {k: v.numpy() for k, v in msg.content.array_records.get(self.arrayrecord_key, {}).items()}
+            metrics = _metrics(msg)
+            reason = check_train_reply(arrays, metrics, expected, self.max_update_norm)
+            if reason is not None:
+                self._fail(site, f"rejected: {reason}")
+                continue
+            self._round.train[site] = metrics
+            accepted.append((site, msg.content))
+        if len(accepted) < self.min_sites:
+            raise FederationError(
+                f"round {plan.server_round}: {len(accepted)} usable replies, fewer than federation.min_sites "
+                f"{self.min_sites}; resume from {self.checkpoint_dir}"
+            )
+        contents = [content for _, content in sorted(accepted, key=lambda item: item[0])]  # fixed summation order
+        averaged = aggregate_arrayrecords(contents, NUM_EXAMPLES)
+        for key, value in averaged.items():
+            self.global_state[key] = value.numpy().astype(self.global_state[key].dtype, copy=False)
+        train_global = dict(aggregate_metricrecords(contents, NUM_EXAMPLES))
+        train_global[NUM_EXAMPLES] = sum(int(c.metric_records["metrics"][NUM_EXAMPLES]) for c in contents)
+        self._round.train_global = train_global
+        log.info("round %d: averaged %s (%s)", plan.server_round, [s for s, _ in accepted], _short(train_global))
+        return self.global_arrays(), MetricRecord(train_global)
+
+    # ---- evaluation, end of round ----
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Send the cine-only model to every site every `evaluate_every` rounds and after the last round."""
+        plan = self._plan(server_round)
+        if plan.server_round % self.evaluate_every and plan.server_round != len(self.plan):
+            return []
+        node_ids = self._connected_nodes(grid, first=False)
+        content = RecordDict(
+            {
+                self.arrayrecord_key: to_array_record({k: self.global_state[k] for k in self.eval_keys}),
+                self.configrecord_key: ConfigRecord(
+                    {
+                        "phase": plan.phase,
+                        "server-round": plan.server_round,
+                        "share-subject-scores": self.share_scores,
+                        "experiment": self._experiment_json,
+                    }
+                ),
+            }
+        )
+        return self._messages(content, node_ids, MessageType.EVALUATE)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Pool the sites' counts into global metrics, then write the round's history line and checkpoint."""
+        site_metrics = {}
+        for site, msg in self._replies(replies):
+            metrics = _metrics(msg)
+            reason = check_metrics(metrics) or _check_eval(metrics, self.num_classes)
+            if reason is not None:
+                self._fail(site, f"evaluation rejected: {reason}")
+                continue
+            site_metrics[site] = metrics
+        result = None
+        if site_metrics:
+            self._round.evaluate = {s: _without_lists(m) for s, m in site_metrics.items()}
+            self._round.evaluate_global = global_eval_metrics(site_metrics, self.num_classes)
+            result = MetricRecord(self._round.evaluate_global)
+            log.info("round %d: evaluation %s", self._round.plan.server_round, _short(self._round.evaluate_global))
+        self._end_round()
+        return result
+
+    def _end_round(self) -> None:
+        rnd = self._round
+        plan = rnd.plan
+        history.append_round(
+            self.history_path,
+            {
+                "round": plan.server_round,
+                "phase": plan.phase,
+                "phase_round": plan.phase_round,
+                "lr_window": list(plan.lr_window),
+                "local_epochs": plan.local_epochs,
+                "sites_sent": sorted(set(rnd.sent_to.values())),
+                "sites_replied": sorted(rnd.train),
+                "sites_failed": rnd.failed,
+                "train": rnd.train,
+                "train_global": rnd.train_global,
+                "sigma": {k: v for k, v in rnd.train_global.items() if "sigma" in k},
+                "evaluate": rnd.evaluate,
+                "evaluate_global": rnd.evaluate_global,
+                "bytes_sent": rnd.bytes_sent,
+                "bytes_received": rnd.bytes_received,
+                "round_time_s": round(time.monotonic() - rnd.started, 3),
+            },
+        )
+        self.completed_rounds = plan.server_round
+        meta = {"config": self.experiment, "strategy": {"sites": {str(k): v for k, v in self.sites.items()}}}
+        save_checkpoint(self.checkpoint_dir, plan.server_round, self.global_state, meta, keep=self.checkpoint_keep)
+
+    # ---- helpers ----
+
+    def _plan(self, server_round: int) -> RoundPlan:
+        """`Strategy.start` counts rounds from 1 in every process; a resumed run continues the plan."""
+        return self.plan[self.resumed_from + server_round - 1]
+
+    def _messages(self, content: RecordDict, node_ids: list[int], message_type: str) -> list[Message]:
+        size = content[self.arrayrecord_key].count_bytes()
+        for node_id in node_ids:
+            self._round.sent_to[node_id] = self._name(node_id)
+        self._round.bytes_sent += size * len(node_ids)
+        return self._construct_messages(content, node_ids, message_type)
+
+    def _replies(self, replies: Iterable[Message]) -> list[tuple[str, Message]]:
+        """Replies with content, named by site; errors and sites that sent nothing are logged as failed."""
+        good, seen = [], set()
+        for msg in replies:
+            node_id = msg.metadata.src_node_id
+            seen.add(node_id)
+            if msg.has_error():
+                reason = (msg.error.reason or "").strip().splitlines()
+                self._fail(self._name(node_id), f"error: {reason[-1] if reason else msg.error.code}")
+                continue
+            name = self._learn_name(node_id, msg)
+            self._round.bytes_received += sum(r.count_bytes() for r in msg.content.array_records.values())
+            good.append((name, msg))
+        for node_id, name in self._round.sent_to.items():
+            if node_id not in seen and name not in self._round.failed:
+                self._fail(name, "no reply before the round timeout")
+        return good
+
+    def _fail(self, site: str, reason: str) -> None:
+        log.warning("round %d: site %s left out: %s", self._round.plan.server_round, site, reason)
+        self._round.failed[site] = reason
+
+    def _learn_name(self, node_id: int, msg: Message) -> str:
+        record = msg.content.config_records.get(SITE_RECORD)
+        if record is not None and isinstance(record.get("name"), str):
+            self.sites[node_id] = record["name"]
+        return self._name(node_id)
+
+    def _name(self, node_id: int) -> str:
+        return self.sites.get(node_id, f"node-{node_id}")
+
+    def _names(self, node_ids: Iterable[int]) -> list[str]:
+        return [self._name(n) for n in node_ids]
+
+    def _connected_nodes(self, grid: Grid, *, first: bool) -> list[int]:
+        """All connected nodes; the first round of a process waits (up to the round timeout) for every site."""
+        want = self.expected_sites if first else self.min_sites
+        deadline = time.monotonic() + self.join_timeout_s
+        while True:
+            nodes = list(grid.get_nodes())
+            for node in nodes:
+                if node.name and node.node_id not in self.sites:
+                    self.sites[node.node_id] = node.name
+            if len(nodes) >= want or (len(nodes) >= self.min_sites and time.monotonic() > deadline):
+                return sorted(node.node_id for node in nodes)
+            if time.monotonic() > deadline:
+                raise FederationError(f"{len(nodes)} sites connected, fewer than federation.min_sites {self.min_sites}")
+            time.sleep(1.0)
+
+
+def to_array_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()})
+
+
+def _metrics(msg: Message) -> dict[str, Any]:
+    records = list(msg.content.metric_records.values())
+    return dict(records[0]) if len(records) == 1 else {}
+
+
+def _check_eval(metrics: Mapping[str, Any], num_classes: int) -> str | None:
+    confusion = metrics.get("confusion")
+    if not isinstance(confusion, list) or len(confusion) != num_classes * num_classes:
+        return f"confusion must be a list of {num_classes * num_classes} counts"
+    if "loss" not in metrics:
+        return "no loss"
+    return None
+
+
+def _without_lists(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-site metrics for the history: counts kept, per-subject score lists left out."""
+    return {k: v for k, v in metrics.items() if k not in ("scores", "labels")}
+
+
+def _short(metrics: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

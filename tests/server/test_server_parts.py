@@ -1,0 +1,83 @@
+"""Round plan, reply checks, history file and checkpoints of the federated server."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cccmr_model.config import load_config
+from server import history
+from server.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from server.evaluation import global_eval_metrics
+from server.schedule import plan_rounds, round_seed
+from server.validation import check_train_reply, update_norm
+
+GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
+
+
+def test_plan_covers_each_phase_schedule_once():
+    plan = plan_rounds(load_config("default").federation.phases, GROUPS)
+    assert len(plan) == 30 + 60 + 2
+    fim = [p for p in plan if p.phase == "fim"]
+    assert fim[0].lr_window == (0.0, 1 / 60) and fim[-1].lr_window == (59 / 60, 1.0)
+    assert all(a.lr_window[1] == b.lr_window[0] for a, b in itertools.pairwise(fim))
+    assert [p.server_round for p in plan] == list(range(1, 93))
+    fusion = plan[-1]
+    assert fusion.trains == ("fusion.",)
+    assert fusion.sends == ("fusion.", "encoders.cine_4ch.", "encoders.cine_sax.")
+    assert plan[0].sends == plan[0].trains == ("encoders.", "heads.")
+    assert round_seed(7, fim[0]) == 7 and round_seed(7, fim[3]) == 10
+
+
+def test_check_train_reply():
+    sent = {"a": np.zeros((2, 2), np.float32), "b": np.ones(3, np.float32)}
+    ok = {"a": np.full((2, 2), 0.5, np.float32), "b": np.ones(3, np.float32)}
+    assert check_train_reply(ok, {"num-examples": 4, "loss": 0.3}, sent, max_update_norm=1.01) is None
+    assert update_norm(ok, sent) == pytest.approx(1.0)
+    assert "exceeds" in check_train_reply(ok, {"num-examples": 4}, sent, max_update_norm=0.5)
+    assert "missing b" in check_train_reply({"a": ok["a"]}, {"num-examples": 4}, sent)
+    assert "float64" in check_train_reply({**ok, "b": np.ones(3)}, {"num-examples": 4}, sent)
+    assert "num-examples" in check_train_reply(ok, {"num-examples": 0}, sent)
+    assert "num-examples" in check_train_reply(ok, {"loss": 1.0}, sent)
+    assert "loss is not finite" in check_train_reply(ok, {"num-examples": 4, "loss": float("inf")}, sent)
+
+
+def test_history_append_truncate_and_nan(tmp_path):
+    path = tmp_path / "history.jsonl"
+    for r in range(1, 5):
+        history.append_round(path, {"round": r, "loss": float("nan") if r == 2 else 0.1 * r})
+    assert history.read_history(path)[1]["loss"] is None
+    history.truncate_after(path, 2)
+    assert [r["round"] for r in history.read_history(path)] == [1, 2]
+
+
+def test_checkpoint_roundtrip_keeps_order_meta_and_the_newest(tmp_path):
+    state = {"z.w": np.arange(6, dtype=np.float32).reshape(2, 3), "a.b": np.ones(2, np.float32)}
+    for r in (1, 2, 3):
+        save_checkpoint(tmp_path, r, state, {"config": {"seed": r}}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["round-0002.safetensors", "round-0003.safetensors"]
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.server_round == 3 and ckpt.meta["config"] == {"seed": 3}
+    assert list(ckpt.state) == ["z.w", "a.b"]
+    np.testing.assert_array_equal(ckpt.state["z.w"], state["z.w"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no round-"):
+        load_checkpoint(tmp_path / "empty")
+
+
+def test_global_metrics_equal_pooled_evaluation():
+    sites = {
+        "a": {"num-examples": 5, "loss": 1.0, "confusion": [2, 1, 0, 2], "scores": [0.1, 0.6, 0.2, 0.9, 0.8],
+              "labels": [0, 0, 0, 1, 1]},
+        "b": {"num-examples": 3, "loss": 2.0, "confusion": [1, 0, 1, 1], "scores": [0.3, 0.4, 0.7],
+              "labels": [0, 1, 1]},
+    }  # fmt: skip
+    g = global_eval_metrics(sites, 2)
+    assert g["accuracy"] == pytest.approx(6 / 8) and g["loss"] == pytest.approx(11 / 8)
+    labels = sites["a"]["labels"] + sites["b"]["labels"]
+    assert g["auc"] == pytest.approx(roc_auc_score(labels, sites["a"]["scores"] + sites["b"]["scores"]))
+    del sites["b"]["scores"]
+    assert "auc" not in global_eval_metrics(sites, 2)
