@@ -1,0 +1,216 @@
+"""`train_phase`: one training phase for E epochs from given weights (paper section 3.1).
+
+This is the one function the federation calls (and `cccmr train` calls three times). It builds the model from the
+config, loads the given weights with every key checked, trains the phase's parameter groups with AdamW under the
+cosine schedule over `lr_window` of the phase, checkpoints every epoch and resumes exactly from a checkpoint in
+`checkpoint_dir`. Batches, augmentation and fusion views are pure functions of (seed, epoch); dropout draws from
+the torch RNG, whose state the checkpoint holds, so a resumed run gives the same weights as an uninterrupted one.
+On CUDA: bf16 autocast, pinned memory, and no host sync per step (losses are summed on the device and read once
+per epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from cccmr_model.config import PHASES, config_to_dict
+from cccmr_model.config.schema import ExperimentConfig
+from cccmr_model.engine.checkpoint import (
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+    seed_everything,
+)
+from cccmr_model.engine.datasets import dataset_labels, task_dataset
+from cccmr_model.engine.loading import cpu_state, load_checked, resolve_device, state_fingerprint
+from cccmr_model.engine.runners import EncoderRunner, FusionRunner
+from cccmr_model.engine.schedule import check_lr_window, lr_at, warmup_fraction, window_progress
+from cccmr_model.errors import DataError
+from cccmr_model.model import CCCMRModel, build_model, set_trainable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PhaseResult:
+    state: dict[str, Tensor]  # the full model state after training
+    num_examples: int  # training samples seen (batches x their sizes), for FedAvg weighting
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def autocast_for(device: torch.device, config: ExperimentConfig) -> Callable[[], AbstractContextManager]:
+    """bf16 autocast on CUDA when `train.amp`; a no-op elsewhere."""
+    if device.type == "cuda" and config.train.amp:
+        return partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext
+
+
+def phase_lr(config: ExperimentConfig, phase: str) -> float:
+    override = config.train.phases[phase].lr
+    return config.train.lr if override is None else override
+
+
+def make_optimizer(model: CCCMRModel, config: ExperimentConfig, phase: str, device: torch.device):
+    """AdamW over the trainable parameters; matrices decay, vectors, norms, biases and sigmas do not (nanoGPT)."""
+    skip = model.no_weight_decay()
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 and name not in skip else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=phase_lr(config, phase), fused=device.type == "cuda")
+
+
+def _run_signature(phase, epochs, lr_window, seed, n, config, start_state) -> dict:
+    return {
+        "phase": phase,
+        "epochs": epochs,
+        "lr_window": list(lr_window),
+        "seed": seed,
+        "num_train": n,
+        "task": config.task,
+        "start": state_fingerprint(start_state),
+    }
+
+
+def train_phase(
+    state: Mapping[str, Tensor] | None,
+    phase: str,
+    train_set: Dataset,
+    config: ExperimentConfig,
+    *,
+    epochs: int,
+    lr_window: tuple[float, float] = (0.0, 1.0),
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    checkpoint_dir: Path | None = None,
+) -> PhaseResult:
+    """Train `phase` ("pretrain", "fim" or "fusion") for `epochs` epochs from `state` (None: fresh weights)."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of {list(PHASES)}")
+    if epochs < 1:
+        raise ValueError("epochs must be at least 1")
+    lr_window = check_lr_window(lr_window)
+    dev = resolve_device(device)
+    data = task_dataset(train_set, config.task)
+    labels = dataset_labels(data)
+    if len(labels) == 0:
+        raise DataError(f"phase {phase}: no training samples for task {config.task}")
+
+    seed_everything(seed)
+    model = build_model(config)
+    if state is not None:
+        load_checked(model, state)
+    start_state = state if state is not None else model.state_dict()
+    model.to(dev)
+    set_trainable(model, phase)
+    optimizer = make_optimizer(model, config, phase, dev)
+    autocast = autocast_for(dev, config)
+    run = _run_signature(phase, epochs, lr_window, seed, len(labels), config, start_state)
+
+    path = checkpoint_path(checkpoint_dir, phase) if checkpoint_dir is not None else None
+    ckpt = load_checkpoint(path, run) if path is not None else None
+    history: list[dict[str, float]] = []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history = ckpt["history"]
+        log.info("phase %s: resuming after epoch %d of %d from %s", phase, len(history), epochs, path)
+    if len(history) < epochs:
+        runner = _make_runner(phase, model, data, labels, config, dev, seed, autocast)
+        if ckpt is not None:
+            restore_rng_states(ckpt["rng"])
+        _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, history, autocast, path, run)
+    return PhaseResult(cpu_state(model), int(sum(h["samples"] for h in history)), _summary(history, model, phase))
+
+
+def _make_runner(phase, model, data, labels, config, dev, seed, autocast):
+    if phase == "fusion":
+        return FusionRunner(model, data, labels, config, dev, seed, autocast)
+    return EncoderRunner(phase, model, data, labels, config, dev, seed)
+
+
+def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, history, autocast, path, run) -> None:
+    steps_per_epoch = runner.steps_per_epoch()
+    total_steps = steps_per_epoch * epochs
+    base_lr = phase_lr(config, phase)
+    warmup = warmup_fraction(config.train.warmup_steps, total_steps, lr_window)
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = config.train.grad_clip_norm
+    for epoch in range(len(history), epochs):
+        runner.set_modes()
+        start = time.perf_counter()
+        sums: dict[str, Tensor] = {}
+        samples, step = 0, epoch * steps_per_epoch
+        for batch in runner.epoch(epoch):
+            lr = lr_at(
+                window_progress(step, total_steps, lr_window),
+                base_lr=base_lr,
+                min_lr=config.train.min_lr,
+                warmup_fraction=warmup,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast():
+                loss, terms = runner.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            n = int(batch["label"].shape[0])
+            for name, value in {"loss": loss, **terms}.items():  # summed on the device: no sync per step
+                sums[name] = sums.get(name, 0.0) + value.detach().float() * n
+            samples += n
+            step += 1
+        seconds = time.perf_counter() - start
+        record = {name: float(total) / samples for name, total in sums.items()}  # one sync per epoch
+        record.update(samples=samples, seconds=seconds, lr=lr)
+        history.append(record)
+        log.info(
+            "phase %s epoch %d/%d: loss %.4f (%.1f samples/s)",
+            phase,
+            epoch + 1,
+            epochs,
+            record["loss"],
+            samples / max(seconds, 1e-9),
+        )
+        if path is not None:
+            payload = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "history": history,
+                "epoch": epoch + 1,
+                "step": step,
+                "run": run,
+                "config": config_to_dict(config),
+            }
+            save_checkpoint(path, payload)
+
+
+def _summary(history: list[dict[str, float]], model: CCCMRModel, phase: str) -> dict[str, float]:
+    """Metrics of the call: the last epoch's mean losses, lr, throughput and (FIM) the learned sigmas."""
+    last = history[-1]
+    seconds = sum(h["seconds"] for h in history)
+    samples = sum(h["samples"] for h in history)
+    metrics = {name: float(value) for name, value in last.items() if name not in ("samples", "seconds")}
+    metrics["epochs"] = float(len(history))
+    metrics["samples_per_s"] = float(samples / seconds) if seconds > 0 else 0.0
+    if phase == "fim":
+        for name, sigma in model.uncertainty.sigmas().items():
+            metrics[f"sigma:{name}"] = float(sigma)
+    return metrics
