@@ -1,0 +1,353 @@
+"""Pre-flight checks of a hospital site before it joins the federation (`cccmr doctor`).
+
+The site config is a small TOML or YAML file with the site's own settings (the same ones its SuperNode gets as
+`--node-config`, plus where its certificate and key live):
+
+    site = "anzhen"
+    data-path = "/srv/cmr/dicom"          # holds manifest.csv
+    cache-path = "/var/cache/cccmr/anzhen"
+    device = "cuda"                       # cpu, cuda or cuda:N
+    superlink = "superlink.cccmr.example.org:8000"
+    root-certificate = "/etc/cccmr/certs/ca.crt"
+    private-key = "/etc/cccmr/keys/anzhen"
+    config = "default"                    # optional: experiment config whose preprocessing the dry ingest uses
+
+Every check returns a `Check` (ok / warn / fail, what was found, how to fix it). Nothing is written except a
+probe file in the cache path; no patient data leaves the process. No flwr import here: this runs before Flower.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+
+from cccmr_model.errors import CccmrError, ConfigError
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+REQUIRED_KEYS = ("site", "data-path", "cache-path", "superlink", "root-certificate", "private-key")
+OPTIONAL_KEYS = {"device": "cpu", "config": "default", "connect-timeout": 5.0}
+EXPIRY_WARNING = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    site: str
+    data_path: Path
+    cache_path: Path
+    device: str
+    superlink: str  # HOST:PORT
+    root_certificate: Path
+    private_key: Path
+    config: str = "default"
+    connect_timeout: float = 5.0
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.superlink.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok, warn or fail
+    detail: str
+    fix: str = ""
+
+
+def _read_mapping(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError as exc:  # Python 3.10
+            raise ConfigError(f"{path}: TOML needs Python 3.11+; write the site config as YAML") from exc
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return data if data is not None else {}
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read a site config (.toml, or .yaml/.yml); ConfigError for a missing file, unknown or missing keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: site config not found")
+    raw = _read_mapping(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected key = value pairs at the top level")
+    unknown = sorted(set(raw) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if unknown or missing:
+        raise ConfigError(f"{path}: unknown keys {unknown}, missing keys {missing} (keys: {', '.join(REQUIRED_KEYS)})")
+    values = {**OPTIONAL_KEYS, **raw}
+    superlink = str(values["superlink"])
+    host, _, port = superlink.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{path}: superlink must be HOST:PORT, got {superlink!r}")
+    base = path.parent
+    return SiteConfig(
+        site=str(values["site"]),
+        data_path=base / Path(str(values["data-path"])).expanduser(),
+        cache_path=base / Path(str(values["cache-path"])).expanduser(),
+        device=str(values["device"]),
+        superlink=superlink,
+        root_certificate=base / Path(str(values["root-certificate"])).expanduser(),
+        private_key=base / Path(str(values["private-key"])).expanduser(),
+        config=str(values["config"]),
+        connect_timeout=float(values["connect-timeout"]),
+    )
+
+
+# ---- individual checks --------------------------------------------------------------------------------------
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if (3, 10) <= sys.version_info[:2] <= (3, 12):
+        return Check("python", OK, f"Python {version}")
+    return Check("python", FAIL, f"Python {version}", "use Python 3.10-3.12 (the project's venv)")
+
+
+def check_torch(device: str) -> Check:
+    try:
+        import torch
+    except ImportError as exc:
+        return Check("torch", FAIL, f"torch not importable: {exc}", "install the project: pip install -e .")
+    cuda = torch.cuda.is_available()
+    count = torch.cuda.device_count() if cuda else 0
+    found = f"torch {torch.__version__}, CUDA {'available, ' + str(count) + ' device(s)' if cuda else 'not available'}"
+    if device == "cpu":
+        note = " (device = cpu: training will be slow; set device = cuda if this host has a GPU)" if cuda else ""
+        return Check("torch + device", OK, found + note)
+    if not device.startswith("cuda"):
+        return Check("torch + device", FAIL, f"{found}; device {device!r} unknown", "set device to cpu, cuda or cuda:N")
+    index = int(device.partition(":")[2] or 0)
+    if not cuda:
+        fix = "install the NVIDIA driver and a CUDA build of torch, or set device = cpu"
+        return Check("torch + device", FAIL, f"{found}; device {device} requested", fix)
+    if index >= count:
+        return Check("torch + device", FAIL, f"{found}; {device} does not exist", f"use cuda:0..cuda:{count - 1}")
+    name = torch.cuda.get_device_name(index)
+    return Check("torch + device", OK, f"{found}; {device} = {name}")
+
+
+def check_data(site: SiteConfig) -> list[Check]:
+    """Data path, manifest, and a dry ingest (read + preprocess in memory) of the first subject's series."""
+    if not site.data_path.is_dir():
+        return [Check("data path", FAIL, f"{site.data_path} is not a directory", "set data-path to the DICOM root")]
+    checks = [Check("data path", OK, str(site.data_path))]
+    try:
+        from cccmr_model.data import load_series, preprocess_series, read_manifest
+    except ImportError as exc:
+        return [*checks, Check("manifest", FAIL, f"cccmr_model.data not importable: {exc}", "reinstall the project")]
+    try:
+        entries = read_manifest(site.data_path)
+    except CccmrError as exc:
+        return [*checks, Check("manifest", FAIL, str(exc), "write manifest.csv (draft: cccmr ingest --discover)")]
+    sick = sum(e.label for e in entries)
+    checks.append(
+        Check("manifest", OK, f"{len(entries)} subjects ({sick} cardiomyopathy, {len(entries) - sick} healthy)")
+    )
+    first = entries[0]
+    try:
+        from cccmr_model.config import load_config
+
+        data_config = load_config(site.config).data
+        shapes = []
+        for sequence, ref in first.series.items():
+            if ref is None:
+                continue
+            series = load_series(ref.path, ref.series_uid)
+            preprocess_series(series, sequence, data_config)
+            shapes.append(f"{sequence} {series.num_slices}x{series.num_frames}")
+    except CccmrError as exc:
+        fix = "fix or replace this series (cccmr ingest reports every subject)"
+        return [*checks, Check("dry ingest", FAIL, f"first subject {first.subject_id}: {exc}", fix)]
+    detail = f"first subject {first.subject_id}: {', '.join(shapes)} (slices x frames) read and preprocessed"
+    return [*checks, Check("dry ingest", OK, detail)]
+
+
+def check_cache(site: SiteConfig) -> Check:
+    try:
+        site.cache_path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=site.cache_path, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        return Check(
+            "cache path", FAIL, f"{site.cache_path} not writable: {exc}", "create it, owned by the service user"
+        )
+    return Check("cache path", OK, f"{site.cache_path} writable")
+
+
+def _load_certificate(path: Path):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _expiry_check(name: str, cert, fix: str) -> Check | None:
+    now = datetime.now(timezone.utc)
+    if cert.not_valid_before_utc > now:
+        return Check(name, FAIL, f"not valid before {cert.not_valid_before_utc:%Y-%m-%d}", "check this host's clock")
+    if cert.not_valid_after_utc <= now:
+        return Check(name, FAIL, f"expired on {cert.not_valid_after_utc:%Y-%m-%d}", fix)
+    if cert.not_valid_after_utc - now < EXPIRY_WARNING:
+        return Check(name, WARN, f"expires on {cert.not_valid_after_utc:%Y-%m-%d}", fix)
+    return None
+
+
+def check_root_certificate(site: SiteConfig) -> Check:
+    from cryptography import x509
+
+    name, path = "root certificate", site.root_certificate
+    if not path.is_file():
+        return Check(name, FAIL, f"{path} not found", "copy the consortium ca.crt from the coordinating site")
+    try:
+        cert = _load_certificate(path)
+    except ValueError as exc:
+        return Check(name, FAIL, f"{path} is not a PEM certificate: {exc}", "copy ca.crt again (PEM text)")
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        return Check(name, FAIL, f"{path} is not a CA certificate", "use ca.crt, not the SuperLink's own certificate")
+    expiry = _expiry_check(name, cert, "ask the coordinating site for the renewed consortium CA")
+    subject = cert.subject.rfc4514_string()
+    return expiry or Check(name, OK, f"{subject}, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
+
+
+def check_private_key(site: SiteConfig) -> Check:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    name, path = "site key", site.private_key
+    if not path.is_file():
+        fix = f"create it: deploy/make-site-keys.sh {site.site}, and send {path.name}.pub to the coordinator"
+        return Check(name, FAIL, f"{path} not found", fix)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return Check(name, FAIL, f"{path} is readable by other users (mode {mode:o})", f"chmod 600 {path}")
+    try:
+        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        return Check(name, FAIL, f"{path} is not an unencrypted OpenSSH private key: {exc}", "make it again")
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp384r1":
+        return Check(name, FAIL, f"{path} is not an ECDSA P-384 key", "make it with deploy/make-site-keys.sh")
+    public = path.with_name(path.name + ".pub")
+    note = "" if public.is_file() else f" ({public.name} missing: the coordinator needs it to register the site)"
+    return Check(name, OK if not note else WARN, f"{path}: ECDSA P-384, mode {mode:o}{note}")
+
+
+def check_superlink(site: SiteConfig) -> list[Check]:
+    """TCP reachability, then a TLS handshake that verifies the SuperLink certificate (chain, dates, hostname)."""
+    host, port = site.host_port
+    try:
+        with socket.create_connection((host, port), timeout=site.connect_timeout):
+            pass
+    except OSError as exc:
+        fix = "check the address, DNS, the hospital firewall (outbound TCP) and that the SuperLink runs"
+        return [Check("superlink reachable", FAIL, f"{host}:{port}: {exc}", fix)]
+    checks = [Check("superlink reachable", OK, f"TCP connect to {host}:{port}")]
+    if not site.root_certificate.is_file():
+        return checks
+    context = ssl.create_default_context(cafile=str(site.root_certificate))
+    try:
+        with (
+            socket.create_connection((host, port), timeout=site.connect_timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host) as tls,
+        ):
+            version = tls.version()
+    except ssl.SSLCertVerificationError as exc:
+        return [
+            *checks,
+            Check(
+                "superlink certificate",
+                FAIL,
+                f"{exc.verify_message}; {_peer_summary(host, port, site)}",
+                _certificate_fix(exc.verify_message, host),
+            ),
+        ]
+    except (ssl.SSLError, OSError) as exc:
+        fix = "the SuperLink must run with TLS (start-superlink.sh without --insecure)"
+        return [*checks, Check("superlink certificate", FAIL, f"TLS handshake failed: {exc}", fix)]
+    return [*checks, Check("superlink certificate", OK, f"{version}, {_peer_summary(host, port, site)}")]
+
+
+def _peer_summary(host: str, port: int, site: SiteConfig) -> str:
+    """The SuperLink certificate's SANs and expiry, fetched without verification (for the message only)."""
+    from cryptography import x509
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=site.connect_timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        cert = x509.load_der_x509_certificate(der)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(v) for v in san.get_values_for_type(x509.DNSName)]
+        names += [str(v) for v in san.get_values_for_type(x509.IPAddress)]
+        return f"SuperLink certificate SANs {names}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    except (OSError, ValueError, x509.ExtensionNotFound) as exc:
+        return f"(could not read the SuperLink certificate: {exc})"
+
+
+def _certificate_fix(message: str, host: str) -> str:
+    if "mismatch" in message.lower():
+        return f"connect by a name in the SANs, or ask the coordinator to reissue: make-ca.sh --force ... {host}"
+    if "expired" in message.lower():
+        return "ask the coordinator to reissue the SuperLink certificate (make-ca.sh --force)"
+    return "root-certificate must be the consortium ca.crt that signed the SuperLink certificate"
+
+
+# ---- the checklist ------------------------------------------------------------------------------------------
+
+
+def run_checks(site: SiteConfig) -> list[Check]:
+    steps: list[Callable[[], Check | list[Check]]] = [
+        check_python,
+        lambda: check_torch(site.device),
+        lambda: check_data(site),
+        lambda: check_cache(site),
+        lambda: check_root_certificate(site),
+        lambda: check_private_key(site),
+        lambda: check_superlink(site),
+    ]
+    checks: list[Check] = []
+    for step in steps:
+        result = step()
+        checks.extend(result if isinstance(result, list) else [result])
+    return checks
+
+
+def format_checklist(site: SiteConfig, checks: list[Check]) -> str:
+    marks = {OK: "[ OK ]", WARN: "[WARN]", FAIL: "[FAIL]"}
+    lines = [f"cccmr doctor: site {site.site}, SuperLink {site.superlink}"]
+    for check in checks:
+        lines.append(f"{marks[check.status]} {check.name}: {check.detail}")
+        if check.fix and check.status != OK:
+            lines.append(f"       fix: {check.fix}")
+    failed = sum(c.status == FAIL for c in checks)
+    warned = sum(c.status == WARN for c in checks)
+    verdict = "ready to join" if not failed else f"NOT ready: {failed} blocking problem(s)"
+    lines.append(f"{verdict}; {warned} warning(s)")
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""start-superlink.sh, start-supernode.sh, register-site.sh: TLS and authentication unless --insecure, offline env."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+OFFLINE = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+@pytest.fixture
+def fake_flower(tmp_path: Path) -> Path:
+    """A stand-in for flower-superlink/-supernode that records its arguments and environment, then exits 0."""
+    fake = tmp_path / "fake-flower"
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$0.args"\nenv > "$0.env"\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def _recorded(fake: Path) -> tuple[list[str], dict[str, str]]:
+    args = Path(f"{fake}.args").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in Path(f"{fake}.env").read_text().splitlines() if "=" in line)
+    return args, env
+
+
+def _flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_superlink_runs_with_tls_auth_and_offline_env(tmp_path, run_script, certs_dir, fake_flower) -> None:
+    state = tmp_path / "state"
+    result = run_script(
+        "start-superlink.sh", "--certs", certs_dir, "--state-dir", state, "--port", "8123",
+        FLOWER_SUPERLINK=str(fake_flower),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    args, env = _recorded(fake_flower)
+    assert "--enable-supernode-auth" in args and "--insecure" not in args
+    assert _flag(args, "--ssl-ca-certfile") == str(certs_dir / "ca.crt")
+    assert _flag(args, "--ssl-certfile") == str(certs_dir / "superlink.crt")
+    assert _flag(args, "--ssl-keyfile") == str(certs_dir / "superlink.key")
+    assert _flag(args, "--port") == "8123" and _flag(args, "--database") == str(state / "state.db")
+    assert "--disable-runtime-dependency-installation" in args
+    assert {k: env[k] for k in OFFLINE} == OFFLINE
+    assert env["FLWR_HOME"] == str(state / "flwr-home")
+    assert "WARNING" not in result.stderr
+
+
+def test_superlink_refuses_to_start_without_certificates(tmp_path, run_script, fake_flower) -> None:
+    result = run_script("start-superlink.sh", "--certs", tmp_path / "none", FLOWER_SUPERLINK=str(fake_flower))
+    assert result.returncode == 2
+    assert "ca.crt not found" in result.stderr
+    assert not Path(f"{fake_flower}.args").exists()
+
+
+def test_superlink_refuses_an_expired_certificate(tmp_path, run_script, fake_flower) -> None:
+    certs = tmp_path / "certs"
+    assert run_script("make-ca.sh", "--out", certs, "--days", "0", "127.0.0.1").returncode == 0
+    result = run_script("start-superlink.sh", "--certs", certs, "--print-command", FLOWER_SUPERLINK=str(fake_flower))
+    assert result.returncode == 2 and "expired" in result.stderr
+
+
+def test_superlink_insecure_is_explicit_and_loud(tmp_path, run_script, fake_flower) -> None:
+    result = run_script(
+        "start-superlink.sh", "--insecure", "--state-dir", tmp_path, "--print-command",
+        FLOWER_SUPERLINK=str(fake_flower),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    command = shlex.split(result.stdout)
+    assert command[0] == str(fake_flower)
+    assert "--insecure" in command and "--enable-supernode-auth" not in command
+    assert not any(a.startswith("--ssl") for a in command)
+    assert "WARNING: flower-superlink started with --insecure" in result.stderr
+    assert "local tests on 127.0.0.1 ONLY" in result.stderr
+    assert not Path(f"{fake_flower}.args").exists()  # --print-command never starts it
+
+
+def test_superlink_print_command_matches_what_runs(tmp_path, run_script, certs_dir, fake_flower) -> None:
+    common = ("--certs", certs_dir, "--state-dir", tmp_path / "s", "--host", "127.0.0.1")
+    printed = run_script("start-superlink.sh", *common, "--print-command", FLOWER_SUPERLINK=str(fake_flower))
+    ran = run_script("start-superlink.sh", *common, FLOWER_SUPERLINK=str(fake_flower))
+    assert printed.returncode == ran.returncode == 0
+    assert shlex.split(printed.stdout)[1:] == _recorded(fake_flower)[0]
+
+
+def test_supernode_runs_with_tls_key_and_node_config(tmp_path, run_script, certs_dir, keys_dir, fake_flower) -> None:
+    result = run_script(
+        "start-supernode.sh", "--superlink", "superlink.example.org:8000", "--site", "alpha",
+        "--data-path", tmp_path / "data", "--cache-path", tmp_path / "cache", "--device", "cuda:1",
+        "--root-cert", certs_dir / "ca.crt", "--key", keys_dir / "alpha", "--port", "9200",
+        "--state-dir", tmp_path / "node", FLOWER_SUPERNODE=str(fake_flower),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    args, env = _recorded(fake_flower)
+    assert _flag(args, "--superlink") == "superlink.example.org:8000"
+    assert _flag(args, "--root-certificates") == str(certs_dir / "ca.crt")
+    assert _flag(args, "--auth-supernode-private-key") == str(keys_dir / "alpha")
+    assert _flag(args, "--port") == "9200" and "--insecure" not in args
+    node_config = _flag(args, "--node-config")
+    assert node_config == (
+        f'site="alpha" data-path="{tmp_path / "data"}" cache-path="{tmp_path / "cache"}" device="cuda:1"'
+    )
+    assert {k: env[k] for k in OFFLINE} == OFFLINE and env["FLWR_HOME"] == str(tmp_path / "node" / "flwr-home")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--key": "missing-key"}, "private key"),
+        ({"--root-cert": "missing.crt"}, "certificate"),
+        ({"--device": "gpu"}, "--device must be"),
+        ({"--site": "a b"}, "site name"),
+        ({"--superlink": "nohostport"}, "HOST:PORT"),
+    ],
+)
+def test_supernode_refuses_bad_or_missing_security_inputs(
+    tmp_path, run_script, certs_dir, keys_dir, fake_flower, change, message
+) -> None:
+    options = {
+        "--superlink": "127.0.0.1:8000", "--site": "alpha", "--data-path": str(tmp_path), "--cache-path": str(tmp_path),
+        "--root-cert": str(certs_dir / "ca.crt"), "--key": str(keys_dir / "alpha"),
+    }  # fmt: skip
+    options.update({k: str(tmp_path / v) if k in ("--key", "--root-cert") else v for k, v in change.items()})
+    args = [part for item in options.items() for part in item]
+    result = run_script("start-supernode.sh", *args, "--print-command", FLOWER_SUPERNODE=str(fake_flower))
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_supernode_insecure_drops_tls_and_key_and_warns(tmp_path, run_script, fake_flower) -> None:
+    result = run_script(
+        "start-supernode.sh", "--superlink", "127.0.0.1:8000", "--site", "alpha", "--data-path", tmp_path,
+        "--cache-path", tmp_path, "--state-dir", tmp_path / "n", "--insecure", "--print-command",
+        FLOWER_SUPERNODE=str(fake_flower),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    command = shlex.split(result.stdout)
+    assert "--insecure" in command
+    assert "--root-certificates" not in command and "--auth-supernode-private-key" not in command
+    assert "WARNING: flower-supernode (alpha) started with --insecure" in result.stderr
+
+
+def test_register_site_uses_a_tls_connection(tmp_path, run_script, certs_dir, keys_dir) -> None:
+    result = run_script(
+        "register-site.sh", "--superlink", "127.0.0.1:8000", "--root-cert", certs_dir / "ca.crt", "--print-command",
+        "alpha", keys_dir / "alpha.pub",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    command = shlex.split(result.stdout)
+    assert command[1:4] == ["supernode", "register", str(keys_dir / "alpha.pub")]
+    assert command[-2:] == ["--name", "alpha"]
+    wrong_key = tmp_path / "rsa.pub"
+    wrong_key.write_text("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ test\n")
+    refused = run_script("register-site.sh", "--root-cert", certs_dir / "ca.crt", "alpha", wrong_key)
+    assert refused.returncode == 2 and "not an ECDSA P-384" in refused.stderr
