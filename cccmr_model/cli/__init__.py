@@ -18,6 +18,7 @@ from cccmr_model.errors import CccmrError
 # subcommand name -> module in cccmr_model.cli
 COMMANDS: dict[str, str] = {
     "config": "config_cmd",
+    "doctor": "doctor_cmd",
 }
 
 
