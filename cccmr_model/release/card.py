@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cccmr_model.config import ExperimentConfig
+from cccmr_model.metrics import markdown_table
 
 SUBTYPES = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")
 
@@ -144,7 +145,12 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]
 
 
 def _metrics(metrics: Mapping[str, Any], confidence: float) -> list[str]:
-    """One table per group of metrics (pooled, each site, ...), each value with its CI when one is given."""
+    """Table 1 layout for `cccmr_model.metrics.evaluation_report` results (pooled, each site); else one table per
+    group of metrics, each value with its CI when one is given."""
+    reports = _reports(metrics, "")
+    if reports:
+        counts = ", ".join(f"{name}: {report.get('n', '?')}" for name, report in reports.items())
+        return [markdown_table(reports, first_column="Evaluated on").rstrip("\n"), "", f"Subjects evaluated: {counts}."]
     groups = _metric_groups(metrics, "")
     if not groups:
         return ["No evaluation metrics were recorded."]
@@ -156,6 +162,17 @@ def _metrics(metrics: Mapping[str, Any], confidence: float) -> list[str]:
             ci = f"{_num(low)} - {_num(high)}" if low is not None and high is not None else ""
             lines.append(f"| {name} | {_num(value)} | {ci} |")
     return lines
+
+
+def _reports(data: Mapping[str, Any], path: str) -> dict[str, Mapping[str, Any]]:
+    """Every evaluation report (a mapping with `task`, `bootstrap` and `metrics`) in `data`, named by its path."""
+    if {"task", "bootstrap", "metrics"} <= set(data):
+        return {path or "overall": data}
+    found: dict[str, Mapping[str, Any]] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            found.update(_reports(value, f"{path} / {key}" if path else str(key)))
+    return found
 
 
 def _metric_groups(data: Mapping[str, Any], path: str) -> list[tuple[str, list[tuple[str, Any]]]]:

@@ -6,12 +6,14 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from cccmr_model.config import load_config
 from cccmr_model.errors import CccmrError
+from cccmr_model.metrics import evaluation_report
 from cccmr_model.model import build_model
 from cccmr_model.release import RELEASE_PREFIXES, load_release, write_release
 
@@ -177,3 +179,16 @@ def test_write_rejects_incomplete_state(tmp_path: Path, config, full_state) -> N
     with pytest.raises(CccmrError, match=r"training_info\['mode'\]"):
         write_release(tmp_path / "r", state=full_state, config=config, metrics=METRICS, training_info={})
     assert not (tmp_path / "r").exists()
+
+
+def test_card_lays_out_evaluation_reports(tmp_path: Path, config, full_state) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 10)
+    scores = np.clip(labels * 0.4 + rng.random(20) * 0.6, 0, 1)
+    report = evaluation_report("screening", np.stack([1 - scores, scores], 1), labels, resamples=20)
+    metrics = {"pooled": report, "sites": {"anzhen": report}}
+    out = write_release(tmp_path / "r", state=full_state, config=config, metrics=metrics, training_info=TRAINING)
+    card = (out / "MODEL_CARD.md").read_text()
+    auc = report["metrics"]["auc"]
+    assert f"{auc['value']:.3f} ({auc['ci_low']:.3f}, {auc['ci_high']:.3f})" in card
+    assert "| pooled |" in card and "| sites / anzhen |" in card and "Subjects evaluated: pooled: 20" in card

@@ -1,0 +1,66 @@
+"""`cccmr predict`: P(cardiomyopathy) and the call from a 4CH and a SAX cine series, with a release's model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from cccmr_model.errors import CccmrError
+from cccmr_model.predict import Prediction, Predictor, predict_manifest, write_predictions
+from cccmr_model.release import load_release
+
+HELP = "screen a subject (or a manifest of subjects) from cine CMR alone with a published release"
+log = logging.getLogger("cccmr.predict")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--release", required=True, type=Path, help="release folder (written by train or the server)")
+    parser.add_argument("--cine-4ch", metavar="PATH", help="4-chamber cine series: folder or multi-frame file[#UID]")
+    parser.add_argument("--cine-sax", metavar="PATH", help="short-axis cine series: folder or multi-frame file[#UID]")
+    parser.add_argument(
+        "--manifest", type=Path, help="CSV with subject_id,cine_4ch,cine_sax (paths relative to the CSV): batch mode"
+    )
+    parser.add_argument("--out", type=Path, help="batch mode: CSV of results, one row per subject")
+    parser.add_argument("--json", action="store_true", help="print the single-subject result as JSON")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+
+
+def run(args: argparse.Namespace) -> int:
+    single = args.cine_4ch is not None or args.cine_sax is not None
+    if single == (args.manifest is not None):
+        raise CccmrError("give either --cine-4ch and --cine-sax, or --manifest and --out")
+    if single and (args.cine_4ch is None or args.cine_sax is None):
+        raise CccmrError("both --cine-4ch and --cine-sax are needed")
+    if args.manifest is not None and args.out is None:
+        raise CccmrError("--manifest needs --out (the results CSV)")
+    release = load_release(args.release)
+    log.info("release %s (%s, %s), content hash %s", args.release, release.config.name, release.config.task,
+             release.content_hash[:12])  # fmt: skip
+    predictor = Predictor(release, args.device)
+    if single:
+        prediction = predictor.predict_files(args.cine_4ch, args.cine_sax)
+        print(_render(prediction, release.content_hash, as_json=args.json))
+        return 0
+    rows = predict_manifest(predictor, args.manifest)
+    write_predictions(args.out, rows, release.config)
+    rejected = sum(row.prediction is None for row in rows)
+    log.info("%d subject(s) scored, %d rejected; results in %s", len(rows) - rejected, rejected, args.out)
+    if rejected:
+        print(f"{rejected} of {len(rows)} subject(s) could not be scored; reasons in {args.out}")
+        return 2
+    return 0
+
+
+def _render(prediction: Prediction, content_hash: str, *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({**prediction.to_dict(), "release_content_hash": content_hash}, indent=2)
+    if prediction.task == "screening":
+        return (
+            f"P(cardiomyopathy): {prediction.p_cardiomyopathy:.4f}\n"
+            f"call: {prediction.call} (threshold {prediction.threshold:g})"
+        )
+    lines = [f"{name}: {p:.4f}" for name, p in zip(prediction.class_names, prediction.probabilities, strict=True)]
+    lines.append(f"most probable subtype: {prediction.call} (a subtyping release assumes a cardiomyopathy)")
+    return "\n".join(lines)

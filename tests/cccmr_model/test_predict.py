@@ -1,0 +1,190 @@
+"""`cccmr predict`: DICOM cine in, the release's preprocessing, P(cardiomyopathy) and the call out; LGE never read."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cccmr_model.cli import main
+from cccmr_model.config import load_config
+from cccmr_model.data import load_series, preprocess_series
+from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.model import build_model
+from cccmr_model.predict import Predictor
+from cccmr_model.release import load_release, write_release
+
+TRAINING = {"mode": "central", "sites": {"demo": {"subjects": 4}}, "phases": {"fusion": {"epochs": 1}}}
+ROW, COL = (1.0, 0.0, 0.0), (0.0, 0.0, -1.0)
+
+
+def _cine(out: Path, slices: int, frames: int = 10, size: int = 72, seed: int = 0, enhanced: bool = False) -> Path:
+    """A beating-disc cine series (S, F, size, size) at 3 mm pixels, 8 mm apart, 40 ms per frame."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    radius = 10 + 4 * np.sin(2 * np.pi * np.arange(frames) / frames)  # F
+    disc = (np.hypot(yy, xx)[None] < radius[:, None, None]).astype(np.float32)  # F, R, C
+    array = 200 + 600 * disc[None] + rng.normal(0, 20, (slices, frames, size, size))  # S, F, R, C
+    trigger = np.tile(np.arange(frames) * 40.0, (slices, 1))
+    write_series(
+        out, array.astype(np.float32), geometry=Geometry.stack([0, 0, 0], ROW, COL, slices, 8.0),
+        pixel_spacing=(3.0, 3.0), slice_thickness=8.0, trigger_times=trigger,
+        tags=SeriesTags(series_description="cine"), enhanced=enhanced,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def subject(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("subject")
+    return {
+        "cine_4ch": _cine(root / "s1" / "cine_4ch", slices=1, seed=1),
+        "cine_sax": _cine(root / "s1" / "cine_sax.dcm", slices=5, seed=2, enhanced=True),
+        "bad_sax": _cine(root / "s2" / "cine_sax", slices=2, seed=3),  # too few slices for 3 SAX channels
+        "root": root,
+    }
+
+
+def _release(root: Path, task: str = "screening", threshold: float = 0.5) -> Path:
+    config = load_config("tiny", [f"task={task}", f"evaluation.threshold={threshold}"])
+    torch.manual_seed(0)
+    state = build_model(config).state_dict()
+    return write_release(
+        root / f"release-{task}-{threshold}", state=state, config=config, metrics={}, training_info=TRAINING
+    )
+
+
+@pytest.fixture(scope="module")
+def release_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _release(tmp_path_factory.mktemp("rel"))
+
+
+def test_predict_matches_release_preprocessing_and_model(release_dir: Path, subject, capsys) -> None:
+    release = load_release(release_dir)
+    inputs = [
+        preprocess_series(load_series(subject[seq]), seq, release.config.data).array[None]  # 1, S, T, H, W
+        for seq in ("cine_4ch", "cine_sax")
+    ]
+    assert inputs[0].shape == (1, 1, 8, 64, 64) and inputs[1].shape == (1, 3, 8, 64, 64)
+    with torch.no_grad():
+        logits = release.model.predict(torch.from_numpy(inputs[0]), torch.from_numpy(inputs[1]))
+    expected = torch.softmax(logits, dim=1)[0, 1].item()
+
+    prediction = Predictor(release).predict_files(subject["cine_4ch"], subject["cine_sax"])
+    assert prediction.p_cardiomyopathy == pytest.approx(expected, abs=1e-6)
+    assert sum(prediction.probabilities) == pytest.approx(1.0, abs=1e-6)
+
+    argv = ["predict", "--release", str(release_dir), "--cine-4ch", str(subject["cine_4ch"])]
+    assert main([*argv, "--cine-sax", str(subject["cine_sax"]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["p_cardiomyopathy"] == pytest.approx(expected, abs=1e-6)
+    assert out["call"] == ("cardiomyopathy" if expected >= 0.5 else "healthy")
+    assert out["release_content_hash"] == release.content_hash
+    assert main([*argv, "--cine-sax", str(subject["cine_sax"])]) == 0
+    text = capsys.readouterr().out
+    assert f"P(cardiomyopathy): {expected:.4f}" in text and "threshold 0.5" in text
+
+
+def test_threshold_comes_from_the_release(tmp_path: Path, subject) -> None:
+    p = Predictor(load_release(_release(tmp_path, threshold=0.01))).predict_files(
+        subject["cine_4ch"], subject["cine_sax"]
+    )
+    assert p.threshold == 0.01 and p.call == ("cardiomyopathy" if p.probabilities[1] >= 0.01 else "healthy")
+    high = Predictor(load_release(_release(tmp_path, threshold=0.99))).predict_files(
+        subject["cine_4ch"], subject["cine_sax"]
+    )
+    assert high.probabilities == p.probabilities
+    assert (p.call, high.call) == ("cardiomyopathy", "healthy")  # random tiny weights give a p far from 0 and 1
+
+
+def test_subtyping_release(tmp_path: Path, subject, capsys) -> None:
+    release_dir = _release(tmp_path, task="subtyping")
+    argv = ["predict", "--release", str(release_dir), "--cine-4ch", str(subject["cine_4ch"])]
+    assert main([*argv, "--cine-sax", str(subject["cine_sax"]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    probabilities = out["subtype_probabilities"]
+    assert list(probabilities) == ["HCM", "DCM", "NDLVC", "RCM", "ARVC"]
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+    assert out["call"] == max(probabilities, key=probabilities.get)
+    assert "p_cardiomyopathy" not in out
+
+
+def test_unusable_series_gives_ingestion_reason(release_dir: Path, subject, capsys) -> None:
+    argv = ["predict", "--quiet", "--release", str(release_dir), "--cine-4ch", str(subject["cine_4ch"])]
+    assert main([*argv, "--cine-sax", str(subject["bad_sax"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("cccmr predict: error: ")
+    assert str(subject["bad_sax"]) in err and "too few slices for cine_sax: 2 < 3" in err
+    assert main([*argv, "--cine-sax", str(subject["root"] / "nowhere")]) == 2
+    assert "cine_sax series not found" in capsys.readouterr().err
+
+
+def test_no_lge_option_and_argument_errors(release_dir: Path, subject, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["predict", "--release", str(release_dir), "--lge-sax", str(subject["cine_sax"])])
+    capsys.readouterr()
+    assert main(["predict", "--release", str(release_dir), "--cine-4ch", str(subject["cine_4ch"])]) == 2
+    assert "both --cine-4ch and --cine-sax" in capsys.readouterr().err
+    assert main(["predict", "--release", str(release_dir), "--manifest", "m.csv"]) == 2
+    assert "--manifest needs --out" in capsys.readouterr().err
+
+
+def test_tampered_release_is_refused(tmp_path: Path, subject, capsys) -> None:
+    release_dir = _release(tmp_path)
+    (release_dir / "config.yaml").write_text((release_dir / "config.yaml").read_text().replace("0.5", "0.05"))
+    argv = ["predict", "--release", str(release_dir), "--cine-4ch", str(subject["cine_4ch"])]
+    assert main([*argv, "--cine-sax", str(subject["cine_sax"])]) == 2
+    assert "config.yaml: sha256 does not match" in capsys.readouterr().err
+
+
+def test_batch_manifest(release_dir: Path, subject, tmp_path: Path, capsys) -> None:
+    root = subject["root"]
+    manifest = root / "predict.csv"
+    manifest.write_text(
+        "# a comment line\nsubject_id,cine_4ch,cine_sax,lge_sax\n"
+        "s1,s1/cine_4ch,s1/cine_sax.dcm,s1/never_read\n"
+        "s2,s1/cine_4ch,s2/cine_sax,\n"
+    )
+    out = tmp_path / "results" / "predictions.csv"
+    assert main(["predict", "--release", str(release_dir), "--manifest", str(manifest), "--out", str(out)]) == 2
+    assert "1 of 2 subject(s) could not be scored" in capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    assert [r["subject_id"] for r in rows] == ["s1", "s2"]
+    assert rows[0]["status"] == "ok" and rows[0]["reason"] == ""
+    single = Predictor(load_release(release_dir)).predict_files(subject["cine_4ch"], subject["cine_sax"])
+    assert float(rows[0]["p_cardiomyopathy"]) == pytest.approx(single.p_cardiomyopathy, abs=1e-6)
+    assert rows[0]["call"] == single.call
+    assert rows[1]["status"] == "rejected" and "too few slices" in rows[1]["reason"]
+    assert rows[1]["p_cardiomyopathy"] == ""
+
+
+def test_batch_manifest_errors(release_dir: Path, tmp_path: Path, capsys) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("subject_id,cine_4ch\ns1,a\n")
+    assert main(["predict", "--release", str(release_dir), "--manifest", str(manifest), "--out", "o.csv"]) == 2
+    assert "m.csv: manifest lacks column(s) cine_sax" in capsys.readouterr().err
+    manifest.write_text("subject_id,cine_4ch,cine_sax\ns1,a,b\ns1,a,b\n")
+    assert main(["predict", "--release", str(release_dir), "--manifest", str(manifest), "--out", "o.csv"]) == 2
+    assert "subject_id s1 appears twice" in capsys.readouterr().err
+
+
+def test_cuda_request_without_cuda(release_dir: Path, subject, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    argv = ["predict", "--release", str(release_dir), "--cine-4ch", str(subject["cine_4ch"])]
+    assert main([*argv, "--cine-sax", str(subject["cine_sax"]), "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_predict_on_cuda_matches_cpu(release_dir: Path, subject) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    release = load_release(release_dir)
+    cpu = Predictor(release, "cpu").predict_files(subject["cine_4ch"], subject["cine_sax"])
+    gpu = Predictor(load_release(release_dir), "cuda").predict_files(subject["cine_4ch"], subject["cine_sax"])
+    assert np.allclose(cpu.probabilities, gpu.probabilities, atol=1e-4)
