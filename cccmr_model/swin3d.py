@@ -31,7 +31,15 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["SwinTransformer3d", "swin3d_base", "swin3d_small", "swin3d_tiny"]
+__all__ = [
+    "LoadReport",
+    "SwinTransformer3d",
+    "WeightsError",
+    "load_pretrained",
+    "swin3d_base",
+    "swin3d_small",
+    "swin3d_tiny",
+]
 
 Size3 = tuple[int, int, int]
 
@@ -410,3 +418,6 @@ def swin3d_small(*, in_chans: int = 3, num_classes: int = 0, **kwargs) -> SwinTr
 def swin3d_base(*, in_chans: int = 3, num_classes: int = 0, **kwargs) -> SwinTransformer3d:
     """Swin3D-B: embed 128, depths (2, 2, 18, 2), heads (4, 8, 16, 32), window (8, 7, 7), patch (2, 4, 4)."""
     return _create("swin3d_base", in_chans, num_classes, **kwargs)
+
+
+from cccmr_model.swin3d_weights import LoadReport, WeightsError, load_pretrained  # noqa: E402  (re-export)
