@@ -19,6 +19,7 @@ from cccmr_model.errors import CccmrError
 COMMANDS: dict[str, str] = {
     "config": "config_cmd",
     "doctor": "doctor_cmd",
+    "ingest": "ingest_cmd",
     "predict": "predict_cmd",
 }
 

@@ -1,0 +1,143 @@
+"""Paper section 3.1 preprocessing: a Series becomes the model input of one sequence.
+
+Steps, all set by `DataConfig`: the middle slices (1 of the 4CH cine, 3 of the SAX cine, 6 of the SAX LGE);
+frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); in-plane resampling to
+`pixel_spacing_mm`; a centred crop or pad to `image_size`; intensities clipped at the configured percentiles and
+z-scored over the whole sequence. Output: cine (S, T, H, W), LGE (S, H, W), float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from cccmr_model.config.schema import DataConfig
+from cccmr_model.data.series import Series, SeriesError
+from cccmr_model.sequences import CINE_SEQUENCES, SEQUENCES
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """A model-ready sequence and what was chosen to make it."""
+
+    array: np.ndarray  # S, T, H, W (cine) or S, H, W (LGE), float32, mean 0, std 1
+    slice_indices: list[int]  # into the series' ascending slices
+    slice_positions: list[float]  # mm along the normal
+    frame_times: list[list[float]]  # per chosen slice, ms after the R wave of each output frame
+    clip_range: tuple[float, float]  # intensity bounds before z-scoring
+
+
+def middle_slices(num_slices: int, count: int) -> list[int]:
+    """Indices of the `count` middle slices (the lower middle when the parity differs)."""
+    start = (num_slices - count) // 2
+    return list(range(start, start + count))
+
+
+def cycle_times(times: np.ndarray) -> tuple[np.ndarray, float]:
+    """Trigger times made usable: (times, cycle length). Missing times become evenly spaced frames."""
+    if len(times) == 1:
+        return np.zeros(1), 1.0
+    if not np.all(np.isfinite(times)):
+        times = np.arange(len(times), dtype=np.float64)
+    step = float(np.median(np.diff(times)))
+    return times, float(times[-1] - times[0] + step)
+
+
+def resample_cycle(frames: np.ndarray, times: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resample F frames (F, R, C) over one periodic cardiac cycle to `count` frames; returns (frames, times)."""
+    times, cycle = cycle_times(np.asarray(times, dtype=np.float64))
+    targets = times[0] + np.arange(count) * cycle / count
+    knots = np.append(times, times[0] + cycle)  # F + 1: the cycle wraps to the first frame
+    upper = np.clip(np.searchsorted(knots, targets, side="right"), 1, len(knots) - 1)
+    lower = upper - 1
+    weight = ((targets - knots[lower]) / (knots[upper] - knots[lower])).astype(np.float32)
+    wrapped = np.concatenate([frames, frames[:1]], axis=0)  # F + 1, R, C
+    w = weight[:, None, None]
+    out = (1.0 - w) * wrapped[lower] + w * wrapped[upper]  # count, R, C
+    return out.astype(np.float32), targets
+
+
+def resample_inplane(images: np.ndarray, spacing: tuple[float, float], target_mm: float) -> np.ndarray:
+    """Resample (N, R, C) images to `target_mm` pixels: linear, with a Gaussian anti-alias filter when shrinking.
+
+    scipy rather than torch, so that forked ingestion workers never touch torch's OpenMP pool.
+    """
+    rows, cols = images.shape[-2:]
+    size = (max(1, round(rows * spacing[0] / target_mm)), max(1, round(cols * spacing[1] / target_mm)))
+    if size == (rows, cols):
+        return images
+    factors = (size[0] / rows, size[1] / cols)
+    sigma = [0.0] + [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]
+    if any(sigma):
+        images = ndimage.gaussian_filter(images, sigma=sigma, mode="nearest")
+    out = ndimage.zoom(images, (1.0, *factors), order=1, mode="nearest", grid_mode=True)
+    return out.astype(np.float32, copy=False)
+
+
+def crop_or_pad(images: np.ndarray, size: int, fill: float) -> np.ndarray:
+    """Centred crop or pad of the last two axes to size x size."""
+    out = np.full((*images.shape[:-2], size, size), fill, dtype=np.float32)
+    src, dst = [], []
+    for length in images.shape[-2:]:
+        if length >= size:
+            start = (length - size) // 2
+            src.append(slice(start, start + size))
+            dst.append(slice(0, size))
+        else:
+            start = (size - length) // 2
+            src.append(slice(0, length))
+            dst.append(slice(start, start + length))
+    out[..., dst[0], dst[1]] = images[..., src[0], src[1]]
+    return out
+
+
+def normalise(images: np.ndarray, percentiles: tuple[float, float]) -> tuple[np.ndarray, tuple[float, float]]:
+    """Clip at the percentiles of `images`; returns (clipped, (low, high))."""
+    low, high = (float(v) for v in np.percentile(images, percentiles))
+    return np.clip(images, low, high), (low, high)
+
+
+def zscore(images: np.ndarray) -> np.ndarray:
+    std = float(images.std())
+    return ((images - images.mean()) / (std if std > 1e-6 else 1.0)).astype(np.float32)
+
+
+def preprocess_series(series: Series, sequence: str, config: DataConfig) -> Preprocessed:
+    """Turn a series into the model input of `sequence`; SeriesError for too few slices or frames."""
+    if sequence not in SEQUENCES:
+        raise ValueError(f"unknown sequence {sequence!r}")
+    count = config.slices[sequence]
+    if series.num_slices < count:
+        raise SeriesError(series.source, f"too few slices for {sequence}: {series.num_slices} < {count}")
+    chosen = middle_slices(series.num_slices, count)
+    cine = sequence in CINE_SEQUENCES
+    if cine and series.num_frames < config.min_frames:
+        raise SeriesError(
+            series.source, f"too few frames for {sequence}: {series.num_frames} < min_frames {config.min_frames}"
+        )
+    stacks, frame_times = [], []
+    for index in chosen:
+        if cine:
+            frames, targets = resample_cycle(series.array[index], series.trigger_times[index], config.frames)
+        else:  # single phase: the earliest frame when a series holds several
+            frames, targets = series.array[index, :1], series.trigger_times[index, :1]
+        stacks.append(frames)
+        frame_times.append([round(float(t), 3) if math.isfinite(t) else None for t in targets])
+    volume = np.stack(stacks)  # S, T, R, C
+    s, t = volume.shape[:2]
+    images = resample_inplane(volume.reshape(s * t, *volume.shape[2:]), series.pixel_spacing, config.pixel_spacing_mm)
+    clipped, clip_range = normalise(images, config.clip_percentiles)
+    fitted = crop_or_pad(clipped, config.image_size, fill=clip_range[0])  # S*T, H, W
+    array = zscore(fitted).reshape(s, t, config.image_size, config.image_size)  # S, T, H, W
+    if not cine:
+        array = array[:, 0]  # S, H, W
+    return Preprocessed(
+        array=array,
+        slice_indices=chosen,
+        slice_positions=[round(float(series.slice_positions[i]), 3) for i in chosen],
+        frame_times=frame_times,  # type: ignore[arg-type]
+        clip_range=clip_range,
+    )
