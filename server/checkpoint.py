@@ -78,3 +78,17 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 class CheckpointError(CccmrError):
     """A checkpoint that cannot be resumed from."""
+
+
+# Config sections that must match for a resumed run to continue the same training.
+_RESUME_KEYS = ("task", "seed", "model", "data", "train")
+
+
+def check_resumable(checkpoint: Checkpoint, config: Mapping[str, Any], source: Path) -> None:
+    """Refuse a checkpoint whose model, data, training settings or phase plan differ from `config`."""
+    saved = checkpoint.meta.get("config", {})
+    differ = [key for key in _RESUME_KEYS if saved.get(key) != config.get(key)]
+    if saved.get("federation", {}).get("phases") != config["federation"]["phases"]:
+        differ.append("federation.phases")
+    if differ:
+        raise CheckpointError(f"{source}: written with different settings ({', '.join(differ)}); cannot resume")

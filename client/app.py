@@ -1,0 +1,61 @@
+"""The ClientApp each hospital's SuperNode runs: read the message and the site's settings, call plain functions,
+wrap the results in records. The server sends the resolved experiment config with every message, so all sites
+train the same model with the same settings."""
+
+from __future__ import annotations
+
+import json
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from cccmr_model.config import config_from_dict
+from cccmr_model.config.schema import ExperimentConfig
+from client.site import SiteSettings, prepare_site, site_settings
+from client.tasks import evaluate_round, train_round
+
+app = ClientApp()
+
+
+@app.train("pretrain")
+@app.train("fim")
+@app.train("fusion")
+def train(msg: Message, context: Context) -> Message:
+    """Train the message's phase for its local epochs and learning-rate window; reply with the trained groups."""
+    cfg = msg.content["config"]
+    config, site = _setup(cfg, context)
+    trained, metrics = train_round(
+        msg.content["arrays"].to_torch_state_dict(),
+        str(cfg["phase"]),
+        prepare_site(site, config),
+        config,
+        epochs=int(cfg["local-epochs"]),
+        lr_window=(float(cfg["lr-window-start"]), float(cfg["lr-window-end"])),
+        device=site.device,
+        seed=int(cfg["seed"]),
+    )
+    return _reply(msg, site, {"arrays": ArrayRecord(trained), "metrics": MetricRecord(metrics)})
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the cine-only model on the site's validation split; reply with counts and loss."""
+    cfg = msg.content["config"]
+    config, site = _setup(cfg, context)
+    metrics = evaluate_round(
+        msg.content["arrays"].to_torch_state_dict(),
+        prepare_site(site, config),
+        config,
+        device=site.device,
+        share_scores=bool(cfg["share-subject-scores"]),
+    )
+    return _reply(msg, site, {"metrics": MetricRecord(metrics)})
+
+
+def _setup(cfg: ConfigRecord, context: Context) -> tuple[ExperimentConfig, SiteSettings]:
+    config = config_from_dict(json.loads(str(cfg["experiment"])), source="experiment config sent by the server")
+    return config, site_settings(context.node_config, context.run_config, config)
+
+
+def _reply(msg: Message, site: SiteSettings, records: dict) -> Message:
+    return Message(RecordDict({**records, "site": ConfigRecord({"name": site.name})}), reply_to=msg)

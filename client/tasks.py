@@ -1,0 +1,89 @@
+"""What a site does for one message, with plain tensors in and plain dicts out (no Flower types).
+
+Training replies carry the trained parameter groups and aggregate metrics only: `num-examples` (training samples
+seen, the FedAvg weight), losses, throughput and (FIM) the learned sigmas. Evaluation replies carry the confusion
+counts and the mean loss on the site's validation split, and per-subject scores and labels (no identifiers) only
+when the run allows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from torch import Tensor
+
+from cccmr_model.config.schema import ExperimentConfig
+from cccmr_model.engine import evaluate_model, train_phase
+from cccmr_model.errors import CccmrError
+from cccmr_model.model import build_model, phase_state
+from client.site import SiteData
+
+
+def full_state(received: Mapping[str, Tensor], config: ExperimentConfig) -> dict[str, Tensor]:
+    """The model's full state with the received groups in place; groups the phase does not use keep fresh values."""
+    own = build_model(config).state_dict()
+    unexpected = sorted(set(received) - set(own))
+    if unexpected:
+        raise CccmrError(f"server sent parameters this config's model lacks, e.g. {unexpected[:3]}")
+    return {k: received.get(k, v) for k, v in own.items()}
+
+
+def train_round(
+    received: Mapping[str, Tensor],
+    phase: str,
+    data: SiteData,
+    config: ExperimentConfig,
+    *,
+    epochs: int,
+    lr_window: tuple[float, float],
+    device: str,
+    seed: int,
+) -> tuple[dict[str, Tensor], dict[str, int | float]]:
+    """Train `phase` locally from the received groups; returns (the trained groups, reply metrics)."""
+    result = train_phase(
+        full_state(received, config),
+        phase,
+        data.train,
+        config,
+        epochs=epochs,
+        lr_window=lr_window,
+        device=device,
+        seed=seed,
+    )
+    metrics: dict[str, int | float] = {"num-examples": int(result.num_examples)}
+    metrics.update({k: float(v) for k, v in result.metrics.items()})
+    return phase_state(result.state, phase), metrics
+
+
+def evaluate_round(
+    received: Mapping[str, Tensor], data: SiteData, config: ExperimentConfig, *, device: str, share_scores: bool
+) -> dict[str, int | float | list[int] | list[float]]:
+    """Cine-only prediction on the validation split: counts and loss (plus scores/labels when shared)."""
+    result = evaluate_model(received, data.val, config, device)
+    predicted = predict_classes(result.scores, config)
+    confusion = confusion_counts(result.labels, predicted, config.num_classes)
+    metrics: dict[str, int | float | list[int] | list[float]] = {
+        "num-examples": len(result.labels),
+        "loss": float(result.loss),
+        "confusion": confusion.ravel().tolist(),
+    }
+    if share_scores:
+        scores = result.scores[:, 1] if config.num_classes == 2 else result.scores.ravel()
+        metrics["scores"] = [float(s) for s in scores]
+        metrics["labels"] = [int(y) for y in result.labels]
+    return metrics
+
+
+def predict_classes(scores: np.ndarray, config: ExperimentConfig) -> np.ndarray:
+    """Screening: cardiomyopathy when P(class 1) >= the threshold; subtyping: the most probable subtype."""
+    if config.num_classes == 2:
+        return (scores[:, 1] >= config.evaluation.threshold).astype(np.int64)
+    return scores.argmax(axis=1).astype(np.int64)
+
+
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, row = true class, column = predicted class."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return counts

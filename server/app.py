@@ -1,0 +1,64 @@
+"""The ServerApp: read the run settings, start or resume the global model, run the phase schedule with
+`PhaseFedAvg`, then write the release. Everything it does lives in plain functions and the strategy."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from cccmr_model.config import ExperimentConfig, config_to_dict
+from cccmr_model.engine.checkpoint import seed_everything
+from cccmr_model.model import PHASE_GROUPS, build_model
+from cccmr_model.release.files import is_release_key
+from server import history
+from server.checkpoint import check_resumable, load_checkpoint
+from server.release import write_release
+from server.schedule import plan_rounds
+from server.settings import experiment_config, server_settings
+from server.strategy import PhaseFedAvg
+
+log = logging.getLogger("cccmr.server")
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = server_settings(context.run_config)
+    config = experiment_config(settings)
+    experiment = config_to_dict(config)
+    state, completed, sites = initial_state(config), 0, {}
+    if settings.resume_from is not None:
+        ckpt = load_checkpoint(settings.resume_from)
+        check_resumable(ckpt, experiment, settings.resume_from)
+        state, completed = ckpt.state, ckpt.server_round
+        sites = {int(k): v for k, v in ckpt.meta.get("strategy", {}).get("sites", {}).items()}
+        history.truncate_after(settings.run_dir / "history.jsonl", completed)
+        log.info("resuming after round %d from %s", completed, settings.resume_from)
+    strategy = PhaseFedAvg(
+        plan_rounds(config.federation.phases, PHASE_GROUPS),
+        state,
+        experiment=experiment,
+        run_dir=settings.run_dir,
+        eval_keys=[k for k in state if is_release_key(k)],
+        completed_rounds=completed,
+        known_sites=sites,
+    )
+    if strategy.remaining_rounds() > 0:
+        strategy.start(
+            grid=grid,
+            initial_arrays=strategy.global_arrays(),
+            num_rounds=strategy.remaining_rounds(),
+            timeout=config.federation.round_timeout_s,
+        )
+    rounds = history.read_history(strategy.history_path)
+    out = write_release(settings.run_dir / "release", strategy.global_state, config, rounds)
+    log.info("release written to %s", out)
+
+
+def initial_state(config: ExperimentConfig) -> dict[str, np.ndarray]:
+    """The starting global model: what `train_phase(None, ..., seed=config.seed)` builds for central training."""
+    seed_everything(config.seed)
+    return {k: v.detach().cpu().numpy() for k, v in build_model(config).state_dict().items()}

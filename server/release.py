@@ -1,0 +1,47 @@
+"""The release written at the end of a federated run: cine-only weights, resolved config, final metrics.
+
+This is the one place the ServerApp hands its final model to the release package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cccmr_model.config import ExperimentConfig
+from cccmr_model.release.write import write_release as write_release_folder
+
+
+def write_release(
+    out_dir: Path, state: Mapping[str, np.ndarray], config: ExperimentConfig, rounds: Sequence[Mapping[str, Any]]
+) -> Path:
+    """Write `out_dir` from the final global `state` and the run's history `rounds` (for metrics and sites)."""
+    evaluated = [r for r in rounds if r.get("evaluate_global")]
+    last = evaluated[-1] if evaluated else {}
+    metrics = {
+        "pooled": _numbers(last.get("evaluate_global", {})),
+        "sites": {site: _numbers(m) for site, m in last.get("evaluate", {}).items()},
+    }
+    sites: dict[str, dict[str, Any]] = {}
+    for record in rounds:
+        for site in record.get("sites_replied", []):
+            sites.setdefault(site, {"rounds": 0})["rounds"] += 1
+        for site, m in record.get("evaluate", {}).items():
+            sites.setdefault(site, {"rounds": 0})["validation_subjects"] = m.get("num-examples")
+    phases = config.federation.phases
+    training = {
+        "mode": "federated",
+        "sites": sites or {name: {"rounds": 0} for name in config.federation.sites},
+        "phases": {p: {"rounds": f.rounds, "local_epochs": f.local_epochs} for p, f in phases.items()},
+        "rounds_completed": len(rounds),
+    }
+    torch_state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
+    return write_release_folder(out_dir, state=torch_state, config=config, metrics=metrics, training_info=training)
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -1,0 +1,75 @@
+"""Client work for one message, on an in-memory synthetic cohort: trained groups, metrics, evaluation counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cccmr_model.config import load_config
+from cccmr_model.engine.datasets import LabelledSubset
+from cccmr_model.engine.synthetic import SyntheticCohort
+from cccmr_model.errors import CccmrError, ConfigError
+from cccmr_model.model import PHASE_GROUPS, build_model
+from client.site import SiteData, site_settings
+from client.tasks import confusion_counts, evaluate_round, full_state, predict_classes, train_round
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config("tiny", ["train.resample_factor=1", "train.batch_size=4"])
+
+
+@pytest.fixture(scope="module")
+def data(config):
+    cohort = SyntheticCohort(10, config.data, seed=1)
+    return SiteData(LabelledSubset(cohort, range(6)), LabelledSubset(cohort, range(6, 10)))
+
+
+def test_train_round_replies_exactly_the_phase_groups(config, data):
+    torch.manual_seed(0)
+    start = build_model(config).state_dict()
+    sent = {k: v for k, v in start.items() if k.startswith(PHASE_GROUPS["fusion"] + ("encoders.cine_",))}
+    trained, metrics = train_round(sent, "fusion", data, config, epochs=2, lr_window=(0.0, 0.5), device="cpu", seed=3)
+    assert set(trained) == {k for k in start if k.startswith("fusion.")}
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
+    assert metrics["num-examples"] == 2 * 6  # samples seen over both epochs, not batches
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_full_state_keeps_received_values_and_refuses_foreign_keys(config):
+    torch.manual_seed(0)
+    received = {"fusion.0.weight": torch.zeros_like(build_model(config).state_dict()["fusion.0.weight"])}
+    state = full_state(received, config)
+    assert torch.equal(state["fusion.0.weight"], received["fusion.0.weight"])
+    assert set(state) == set(build_model(config).state_dict())
+    with pytest.raises(CccmrError, match="lacks"):
+        full_state({"nope.weight": torch.zeros(1)}, config)
+
+
+def test_evaluate_round_counts_and_optional_scores(config, data):
+    cine = {k: v for k, v in build_model(config, with_lge=False).state_dict().items() if not k.startswith("heads.")}
+    cine = {k: v for k, v in cine.items() if not k.startswith("uncertainty.")}
+    metrics = evaluate_round(cine, data, config, device="cpu", share_scores=False)
+    assert metrics["num-examples"] == 4 and sum(metrics["confusion"]) == 4 and len(metrics["confusion"]) == 4
+    assert "scores" not in metrics and "labels" not in metrics
+    shared = evaluate_round(cine, data, config, device="cpu", share_scores=True)
+    assert len(shared["scores"]) == 4 and shared["labels"] == [int(y) for y in data.val.labels]
+
+
+def test_confusion_and_threshold(config):
+    scores = np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1]])
+    predicted = predict_classes(scores, config)
+    assert predicted.tolist() == [0, 1, 1, 0]
+    assert confusion_counts(np.array([0, 1, 0, 1]), predicted, 2).tolist() == [[1, 1], [1, 1]]
+
+
+def test_site_settings_deployment_and_simulation(config, tmp_path):
+    site = site_settings({"site": "anzhen", "data-path": "/data/a", "cache-path": str(tmp_path)}, {}, config)
+    assert (site.name, str(site.data_path), site.cache_path, site.device) == ("anzhen", "/data/a", tmp_path, "auto")
+    sim = site_settings({"partition-id": 1, "num-partitions": 2}, {"sim-data-dir": "/d", "sim-cache-dir": "/c"}, config)
+    assert (sim.name, str(sim.data_path), str(sim.cache_path)) == ("lanzhou", "/d/lanzhou", "/c/lanzhou")
+    with pytest.raises(ConfigError, match="data-path"):
+        site_settings({"site": "anzhen"}, {}, config)
+    with pytest.raises(ConfigError, match="partition 5"):
+        site_settings({"partition-id": 5}, {"sim-data-dir": "/d"}, config)
