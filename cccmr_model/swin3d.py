@@ -109,10 +109,12 @@ def shift_mask(padded_dhw: Size3, window_size: Size3, shift_size: Size3, device:
 
 
 class WindowAttention3d(nn.Module):
-    """Multi-head self attention inside 3D windows with a learned relative position bias.
+    """Multi-head self attention inside (shifted) 3D windows with a learned relative position bias.
 
-    Owns `relative_position_bias_table` and registers no buffer (opacus-compatible); `forward` takes windows of
-    any size up to `window_size` (shrunk windows index the full-size table as the references do).
+    Takes and returns the token map (B, D, H, W, C), so per-sample gradient tools (opacus) see the batch first.
+    Owns `relative_position_bias_table` and registers no buffer; pads to whole windows, shrinks windows larger
+    than the input and drops their shift, as the references do (shrunk windows index the top-left block of the
+    full-size relative position index, exactly like torchvision and the official code).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class WindowAttention3d(nn.Module):
         dim: int,
         num_heads: int,
         window_size: Size3,
+        shift_size: Size3 = (0, 0, 0),
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
@@ -129,6 +132,7 @@ class WindowAttention3d(nn.Module):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.window_size = window_size
+        self.shift_size = shift_size
         wd, wh, ww = window_size
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
@@ -140,13 +144,13 @@ class WindowAttention3d(nn.Module):
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def relative_position_bias(self, num_tokens: int) -> torch.Tensor:
-        """(nH, N, N) bias for windows of `num_tokens` tokens (top-left block of the full index, as upstream)."""
+        """(nH, N, N) bias for windows of `num_tokens` tokens."""
         index = relative_position_index(self.window_size, self.relative_position_bias_table.device)
         index = index[:num_tokens, :num_tokens].reshape(-1)
         bias = self.relative_position_bias_table[index].view(num_tokens, num_tokens, -1)  # N, N, nH
         return bias.permute(2, 0, 1)  # nH, N, N
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def window_attention(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B * nW, N, C) windows; mask: additive (nW, N, N) shift mask or None."""
         BnW, N, C = x.shape
         qkv = self.qkv(x).view(BnW, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
@@ -154,14 +158,35 @@ class WindowAttention3d(nn.Module):
         bias = self.relative_position_bias(N).unsqueeze(0)  # 1, nH, N, N
         if mask is not None:
             num_windows = mask.shape[0]
-            bias = bias + mask.unsqueeze(1)  # nW, nH, N, N
-            if BnW != num_windows:
+            bias = bias + mask.unsqueeze(1)  # nW, nH, N, N: bias and mask combined once
+            if num_windows != BnW:
                 bias = bias.unsqueeze(0).expand(BnW // num_windows, -1, -1, -1, -1).reshape(BnW, -1, N, N)
         x = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0
         )  # B*nW, nH, N, hd
         x = x.transpose(1, 2).reshape(BnW, N, C)
         return self.proj_drop(self.proj(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, D, H, W, C) -> same shape."""
+        B, D, H, W, _ = x.shape
+        window, shift = window_and_shift((D, H, W), self.window_size, self.shift_size)
+        pd, ph, pw = _pad_amounts((D, H, W), window)
+        if pd or ph or pw:
+            x = F.pad(x, (0, 0, 0, pw, 0, ph, 0, pd))
+        Dp, Hp, Wp = D + pd, H + ph, W + pw
+        shifted = any(shift)
+        mask = None
+        if shifted:
+            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+            mask = shift_mask((Dp, Hp, Wp), window, shift, x.device)
+        x = self.window_attention(window_partition(x, window), mask)  # B*nW, N, C
+        x = window_reverse(x, window, B, Dp, Hp, Wp)  # B, Dp, Hp, Wp, C
+        if shifted:
+            x = torch.roll(x, shifts=shift, dims=(1, 2, 3))
+        if pd or ph or pw:
+            x = x[:, :D, :H, :W, :]
+        return x
 
 
 class SwinTransformerBlock3d(nn.Module):
@@ -181,38 +206,16 @@ class SwinTransformerBlock3d(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
     ) -> None:
         super().__init__()
-        self.window_size = window_size
-        self.shift_size = shift_size
         self.norm1 = norm_layer(dim)
-        self.attn = WindowAttention3d(dim, num_heads, window_size, qkv_bias, attn_drop, proj_drop)
+        self.attn = WindowAttention3d(dim, num_heads, window_size, shift_size, qkv_bias, attn_drop, proj_drop)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def _attn(self, x: torch.Tensor) -> torch.Tensor:
-        B, D, H, W, _ = x.shape
-        window, shift = window_and_shift((D, H, W), self.window_size, self.shift_size)
-        pd, ph, pw = _pad_amounts((D, H, W), window)
-        if pd or ph or pw:
-            x = F.pad(x, (0, 0, 0, pw, 0, ph, 0, pd))
-        Dp, Hp, Wp = D + pd, H + ph, W + pw
-        shifted = any(shift)
-        mask = None
-        if shifted:
-            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-            mask = shift_mask((Dp, Hp, Wp), window, shift, x.device)
-        x = self.attn(window_partition(x, window), mask)  # B*nW, N, C
-        x = window_reverse(x, window, B, Dp, Hp, Wp)  # B, Dp, Hp, Wp, C
-        if shifted:
-            x = torch.roll(x, shifts=shift, dims=(1, 2, 3))
-        if pd or ph or pw:
-            x = x[:, :D, :H, :W, :]
-        return x
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, D, H, W, C) -> same shape."""
-        x = x + self.drop_path1(self._attn(self.norm1(x)))
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
