@@ -42,6 +42,11 @@ def run_script_fixture() -> ScriptRunner:
     return run_script
 
 
+@pytest.fixture(scope="session")
+def deploy_dir() -> Path:
+    return DEPLOY_DIR
+
+
 @pytest.fixture(name="script_env", scope="session")
 def script_env_fixture() -> Callable[..., dict[str, str]]:
     return script_env

@@ -1,0 +1,128 @@
+"""`cccmr doctor` on a good site (phantom DICOM, TLS server with the right certificate) and on broken ones."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cccmr_model.cli import main
+from cccmr_model.data.dicom_writer import Geometry, write_series
+from cccmr_model.doctor import FAIL, OK, load_site_config, run_checks
+from cccmr_model.errors import ConfigError
+
+
+@pytest.fixture
+def tls_server(certs_dir: Path) -> Iterator[int]:
+    """A TLS listener on 127.0.0.1 presenting the SuperLink certificate (completes handshakes, then closes)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs_dir / "superlink.crt", certs_dir / "superlink.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            try:
+                conn.settimeout(2)
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def _cine(out: Path, slices: int) -> None:
+    rng = np.random.default_rng(slices)
+    array = rng.uniform(0, 500, (slices, 8, 32, 32)).astype(np.float32)  # S, F, R, C
+    geometry = Geometry.stack([0.0, 0.0, 0.0], (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), slices, 8.0)
+    trigger = np.tile(np.arange(8) * 100.0, (slices, 1))
+    write_series(out, array, geometry=geometry, pixel_spacing=(1.5, 1.5), slice_thickness=8.0, trigger_times=trigger)
+
+
+@pytest.fixture
+def site_dir(tmp_path: Path, certs_dir: Path, keys_dir: Path) -> Path:
+    data = tmp_path / "data"
+    _cine(data / "s001" / "4ch", 1)
+    _cine(data / "s001" / "sax", 3)
+    header = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax"
+    (data / "manifest.csv").write_text(f"{header}\ns001,1,HCM,s001/4ch,s001/sax,\n")
+    return tmp_path
+
+
+def _write_config(site_dir: Path, certs_dir: Path, keys_dir: Path, port: int, **change: str) -> Path:
+    values = {
+        "site": "alpha", "data-path": "data", "cache-path": "cache", "device": "cpu",
+        "superlink": f"127.0.0.1:{port}", "root-certificate": str(certs_dir / "ca.crt"),
+        "private-key": str(keys_dir / "alpha"), "config": "tiny", "connect-timeout": 2,
+    }  # fmt: skip
+    values.update(change)
+    lines = [f"{k} = {v}" if isinstance(v, int) else f'{k} = "{v}"' for k, v in values.items()]
+    path = site_dir / "site.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_good_site_passes_every_check(site_dir, certs_dir, keys_dir, tls_server, capsys) -> None:
+    config = _write_config(site_dir, certs_dir, keys_dir, tls_server)
+    checks = {c.name: c for c in run_checks(load_site_config(config))}
+    assert [n for n, c in checks.items() if c.status != OK] == []
+    assert set(checks) >= {"python", "torch + device", "manifest", "dry ingest", "site key", "superlink certificate"}
+    assert "cine_4ch 1x8" in checks["dry ingest"].detail and "cine_sax 3x8" in checks["dry ingest"].detail
+    assert "127.0.0.1" in checks["superlink certificate"].detail
+    assert main(["doctor", "--site-config", str(config)]) == 0
+    assert "ready to join" in capsys.readouterr().out
+
+
+def test_bad_site_fails_and_says_what_to_fix(site_dir, certs_dir, keys_dir, tls_server, capsys) -> None:
+    (site_dir / "data" / "manifest.csv").unlink()
+    loose_key = site_dir / "loose"
+    loose_key.write_bytes((keys_dir / "alpha").read_bytes())
+    loose_key.chmod(0o644)
+    change = {"device": "cuda:7", "private-key": str(loose_key)}
+    config = _write_config(site_dir, certs_dir, keys_dir, tls_server, **change)
+    checks = {c.name: c for c in run_checks(load_site_config(config))}
+    assert checks["manifest"].status == FAIL and "manifest not found" in checks["manifest"].detail
+    assert checks["site key"].status == FAIL and "chmod 600" in checks["site key"].fix
+    assert checks["torch + device"].status == FAIL
+    assert main(["doctor", "--site-config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] manifest" in out and "fix:" in out and "NOT ready" in out
+
+
+def test_wrong_hostname_and_unreachable_superlink_fail(site_dir, certs_dir, keys_dir, tls_server) -> None:
+    wrong_name = _write_config(site_dir, certs_dir, keys_dir, tls_server, superlink=f"127.0.0.2:{tls_server}")
+    checks = {c.name: c for c in run_checks(load_site_config(wrong_name))}
+    if checks["superlink reachable"].status == OK:  # 127.0.0.2 routes to loopback on Linux
+        assert checks["superlink certificate"].status == FAIL
+        assert "mismatch" in checks["superlink certificate"].detail.lower()
+        assert "127.0.0.1" in checks["superlink certificate"].detail  # the SANs it does have
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    unreachable = _write_config(site_dir, certs_dir, keys_dir, closed_port)
+    checks = {c.name: c for c in run_checks(load_site_config(unreachable))}
+    assert checks["superlink reachable"].status == FAIL
+
+
+def test_site_config_with_unknown_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    keys = ["site: a", "data-path: /d", "cache-path: /c", "superlink: h:1", "root-certificate: x", "private-key: k"]
+    path.write_text("\n".join([*keys, "gpu: 1"]) + "\n")
+    with pytest.raises(ConfigError, match="unknown keys \\['gpu'\\]"):
+        load_site_config(path)

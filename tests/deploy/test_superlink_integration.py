@@ -1,0 +1,144 @@
+"""A real SuperLink started by start-superlink.sh (TLS + SuperNode auth on 127.0.0.1): a registered SuperNode
+connects, an unregistered one is refused (Flower exit code 305, logged; the process status is 1). Every process
+started here is stopped by its pid."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the process we started, then any of its descendants still alive, SIGKILL after `timeout`."""
+    family = [*_descendants(process.pid), process.pid]
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in family:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen]]:
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in reversed(started):
+        _stop(process)
+
+
+def test_registered_supernode_joins_and_unregistered_is_refused(
+    tmp_path: Path, certs_dir, keys_dir, processes: list[subprocess.Popen], run_script, script_env, deploy_dir
+) -> None:
+    port = _free_port()
+    state = tmp_path / "superlink"
+    env = script_env()
+
+    def start(script: str, *args: str | Path, log: str) -> subprocess.Popen:
+        out = (tmp_path / log).open("w")
+        process = subprocess.Popen(
+            ["bash", str(deploy_dir / script), *map(str, args)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        processes.append(process)
+        return process
+
+    superlink = start(
+        "start-superlink.sh", "--certs", certs_dir, "--state-dir", state, "--host", "127.0.0.1", "--port", str(port),
+        log="superlink.out",
+    )  # fmt: skip
+    _wait_for(lambda: _listening(port) or superlink.poll() is not None, 30, "the SuperLink to listen")
+    assert superlink.poll() is None, (tmp_path / "superlink.out").read_text()
+
+    registered = run_script(
+        "register-site.sh", "--superlink", f"127.0.0.1:{port}", "--root-cert", certs_dir / "ca.crt",
+        "alpha", keys_dir / "alpha.pub", timeout=30,
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.stdout + registered.stderr
+    node_id = re.search(r"SuperNode (\d+) registered", registered.stdout).group(1)
+
+    def supernode(site: str) -> subprocess.Popen:
+        return start(
+            "start-supernode.sh", "--superlink", f"127.0.0.1:{port}", "--site", site, "--data-path", tmp_path,
+            "--cache-path", tmp_path / f"cache-{site}", "--root-cert", certs_dir / "ca.crt",
+            "--key", keys_dir / site, "--port", str(_free_port()), "--state-dir", tmp_path / site,
+            "--", "--max-retries", "2", "--max-wait-time", "10",
+            log=f"{site}.out",
+        )  # fmt: skip
+
+    alpha, beta = supernode("alpha"), supernode("beta")
+    log = state / "logs" / "superlink.log"
+    _wait_for(lambda: f"Activated node_id={node_id}" in log.read_text(), 30, "the registered SuperNode to join")
+    assert beta.wait(timeout=30) == 1  # flwr_exit maps every error code to process status 1
+    beta_out = (tmp_path / "beta.out").read_text()
+    assert "Exit Code: 305" in beta_out and "Failed to activate SuperNode" in beta_out, beta_out
+    assert "No SuperNode found with the given public key" in log.read_text()
+    assert alpha.poll() is None, (tmp_path / "alpha.out").read_text()
+    assert "SuperNode ID" in (tmp_path / "alpha.out").read_text()
+
+    for process in reversed(processes):
+        _stop(process)
+    assert all(p.poll() is not None for p in processes)
+    assert not _listening(port)
