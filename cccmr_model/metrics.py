@@ -10,7 +10,7 @@ like Table 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -179,20 +179,44 @@ def table_columns(task: str, reports: Mapping[str, Mapping[str, Any]]) -> dict[s
     return columns
 
 
-def markdown_table(reports: Mapping[str, Mapping[str, Any]], *, first_column: str = "Method") -> str:
-    """One row per named report, cells `value (low, high)`, laid out like the paper's Table 1."""
+def markdown_table(
+    reports: Mapping[str, Mapping[str, Any]],
+    *,
+    first_column: str = "Method",
+    leading: Mapping[str, Sequence[str]] | None = None,
+    leading_columns: Sequence[str] = (),
+) -> str:
+    """One row per named report, cells `value (low, high)`, laid out like the paper's Table 1.
+
+    `leading_columns` / `leading[name]` add cells before the metrics (Table 2's check marks per row).
+    """
     if not reports:
         raise ValueError("markdown_table needs at least one report")
     first = next(iter(reports.values()))
     task, confidence = first["task"], first["bootstrap"]["confidence"]
     columns = table_columns(task, reports)
+    header = [first_column, *leading_columns, *columns.values()]
     lines = [
         f"Metrics (CI: {confidence:.0%}, {first['bootstrap']['resamples']} stratified bootstrap resamples)",
         "",
-        "| " + " | ".join([first_column, *columns.values()]) + " |",
-        "|" + "---|" * (len(columns) + 1),
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
     ]
     for name, report in reports.items():
+        marks = list((leading or {}).get(name, [""] * len(leading_columns)))
         cells = [_cell(report["metrics"][key]) if key in report["metrics"] else "n/a" for key in columns]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
+        lines.append("| " + " | ".join([name, *marks, *cells]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN/inf floats replaced by None (strict JSON) and numpy scalars made plain."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

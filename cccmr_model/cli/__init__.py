@@ -17,10 +17,14 @@ from cccmr_model.errors import CccmrError
 
 # subcommand name -> module in cccmr_model.cli
 COMMANDS: dict[str, str] = {
+    "ablation": "ablation_cmd",
     "config": "config_cmd",
     "doctor": "doctor_cmd",
+    "evaluate": "evaluate_cmd",
     "ingest": "ingest_cmd",
+    "export": "export_cmd",
     "predict": "predict_cmd",
+    "train": "train_cmd",
 }
 
 

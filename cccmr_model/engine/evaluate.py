@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine.datasets import task_dataset
-from cccmr_model.engine.loading import load_checked, resolve_device, to_device
+from cccmr_model.engine.loading import load_checked, resolve_device, to_device, without_pretrained
 from cccmr_model.engine.train import autocast_for
 from cccmr_model.errors import DataError
-from cccmr_model.model import build_model
+from cccmr_model.model import CCCMRModel, build_model
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES, LGE_SAX
 
 SOURCES = ("fusion", *CINE_SEQUENCES)
@@ -42,6 +42,27 @@ def required_prefixes(source: str) -> tuple[str, ...]:
     raise ValueError(f"unknown source {source!r}; expected one of {list(SOURCES)}")
 
 
+def eval_model(
+    state: Mapping[str, Tensor], config: ExperimentConfig, device: torch.device, required: tuple[str, ...]
+) -> CCCMRModel:
+    """The model of `config` (with LGE only if the state has it) holding `state`, on `device`, in eval mode."""
+    with_lge = any(k.startswith(f"encoders.{LGE_SAX}.") for k in state)
+    model = build_model(without_pretrained(config), with_lge=with_lge)
+    load_checked(model, state, required=required)
+    return model.to(device).eval()
+
+
+def eval_loader(data: Dataset, config: ExperimentConfig, device: torch.device) -> DataLoader:
+    """Sequential batches, no augmentation."""
+    return DataLoader(
+        data,
+        batch_size=config.train.batch_size,
+        shuffle=False,
+        num_workers=config.train.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
 def evaluate_model(
     state: Mapping[str, Tensor],
     dataset: Dataset,
@@ -55,20 +76,11 @@ def evaluate_model(
     if len(data) == 0:
         raise DataError(f"no evaluation samples for task {config.task}")
     dev = resolve_device(device)
-    model = build_model(config, with_lge=any(k.startswith(f"encoders.{LGE_SAX}.") for k in state))
-    load_checked(model, state, required=required_prefixes(source))
-    model.to(dev).eval()
+    model = eval_model(state, config, dev, required_prefixes(source))
     autocast = autocast_for(dev, config)
-    loader = DataLoader(
-        data,
-        batch_size=config.train.batch_size,
-        shuffle=False,
-        num_workers=config.train.num_workers,
-        pin_memory=dev.type == "cuda",
-    )
     logits, labels = [], []
     with torch.inference_mode():
-        for batch in loader:
+        for batch in eval_loader(data, config, dev):
             batch = to_device(batch, dev)
             with autocast():
                 if source == "fusion":

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.errors import CccmrError
+
+
+def without_pretrained(config: ExperimentConfig) -> ExperimentConfig:
+    """The config with no pretrained-weight files: for building a model whose weights are replaced at once."""
+    encoder = dataclasses.replace(config.model.encoder, pretrained={})
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, encoder=encoder))
 
 
 def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], required: tuple[str, ...] | None = None) -> None:

@@ -33,7 +33,13 @@ from cccmr_model.engine.checkpoint import (
     seed_everything,
 )
 from cccmr_model.engine.datasets import dataset_labels, task_dataset
-from cccmr_model.engine.loading import cpu_state, load_checked, resolve_device, state_fingerprint
+from cccmr_model.engine.loading import (
+    cpu_state,
+    load_checked,
+    resolve_device,
+    state_fingerprint,
+    without_pretrained,
+)
 from cccmr_model.engine.runners import EncoderRunner, FusionRunner
 from cccmr_model.engine.schedule import check_lr_window, lr_at, warmup_fraction, window_progress
 from cccmr_model.errors import DataError
@@ -112,7 +118,7 @@ def train_phase(
         raise DataError(f"phase {phase}: no training samples for task {config.task}")
 
     seed_everything(seed)
-    model = build_model(config)
+    model = build_model(config if state is None else without_pretrained(config))  # init files only for a fresh start
     if state is not None:
         load_checked(model, state)
     start_state = state if state is not None else model.state_dict()

@@ -1,0 +1,135 @@
+"""Central (pooled) training: ingest sites, split each one, run the three phases, write the output.
+
+What `cccmr train` and `cccmr ablation` share; the federation runs the same `train_phase` per site instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from cccmr_model.config import PHASES
+from cccmr_model.config.schema import ExperimentConfig
+from cccmr_model.engine.datasets import LabelledSubset, PooledDataset, dataset_labels, dataset_subtypes
+from cccmr_model.engine.train import PhaseResult, train_phase
+from cccmr_model.errors import DataError
+from cccmr_model.splits import split_train_val
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Site:
+    name: str
+    dataset: Any  # CachedDataset
+
+
+def site_names(roots: Sequence[Path]) -> list[str]:
+    """A unique name per data root (its folder name, numbered when two roots share one)."""
+    names: list[str] = []
+    for root in roots:
+        base = Path(root).resolve().name or "site"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def ingest_sites(roots: Sequence[Path], cache_root: Path, config: ExperimentConfig, workers: int = 1) -> list[Site]:
+    """Ingest each data root into `cache_root/<site>` (reusing what is cached) and open it as a dataset."""
+    from cccmr_model.data import CachedDataset, ingest_site
+
+    sites = []
+    for root, name in zip(roots, site_names(roots), strict=True):
+        report = ingest_site(root, cache_root / name, config.data, workers=workers)
+        log.info(
+            "site %s: %d subjects, %d usable (%d cine-only), %d rejected",
+            name,
+            report.subjects,
+            len(report.usable),
+            len(report.cine_only),
+            len(report.rejected_subjects),
+        )
+        if not report.ok:
+            raise DataError(f"{root}: no usable subjects (see {cache_root / name / 'ingest-report.json'})")
+        sites.append(Site(name, CachedDataset(cache_root / name, data_config=config.data)))
+    return sites
+
+
+def stratify_labels(dataset: Any, task: str) -> np.ndarray:
+    """What a split stratifies on: the label (screening) or the subtype, healthy as its own group (subtyping)."""
+    return dataset_subtypes(dataset) if task == "subtyping" else dataset_labels(dataset)
+
+
+def split_sites(sites: Sequence[Site], config: ExperimentConfig) -> tuple[PooledDataset, PooledDataset | None, dict]:
+    """Split each site (stratified, seeded, `data.val_fraction`) and pool the parts; also a per-site summary."""
+    train_parts, val_parts, summary = [], [], {}
+    for site in sites:
+        train_idx, val_idx = split_train_val(
+            stratify_labels(site.dataset, config.task), config.data.val_fraction, config.seed
+        )
+        train_parts.append(LabelledSubset(site.dataset, train_idx))
+        if len(val_idx):
+            val_parts.append(LabelledSubset(site.dataset, val_idx))
+        summary[site.name] = {"subjects": len(site.dataset), "train": len(train_idx), "val": len(val_idx)}
+    return PooledDataset(train_parts), (PooledDataset(val_parts) if val_parts else None), summary
+
+
+def pool(sites: Sequence[Site]) -> PooledDataset:
+    return PooledDataset([site.dataset for site in sites])
+
+
+PhaseHook = Callable[[str, PhaseResult], None]
+
+
+def train_phases(
+    train_set: Any,
+    config: ExperimentConfig,
+    *,
+    phases: Sequence[str] = PHASES,
+    state: Mapping[str, Tensor] | None = None,
+    device: str = "cpu",
+    checkpoint_dir: Path | None = None,
+    on_phase: PhaseHook | None = None,
+) -> dict[str, PhaseResult]:
+    """Run `phases` in order, each for its configured epochs, each from the previous phase's weights."""
+    results: dict[str, PhaseResult] = {}
+    for phase in phases:
+        epochs = config.train.phases[phase].epochs
+        log.info("phase %s: %d epochs on %d subjects", phase, epochs, len(train_set))
+        result = train_phase(
+            state,
+            phase,
+            train_set,
+            config,
+            epochs=epochs,
+            device=device,
+            seed=config.seed + PHASES.index(phase),
+            checkpoint_dir=checkpoint_dir,
+        )
+        results[phase], state = result, result.state
+        if on_phase is not None:
+            on_phase(phase, result)
+    return results
+
+
+def write_training_output(
+    out_dir: Path,
+    *,
+    state: Mapping[str, Tensor],
+    config: ExperimentConfig,
+    metrics: Mapping[str, Any],
+    training_info: Mapping[str, Any],
+) -> Path:
+    """The one place `cccmr train` writes its result: a release folder `out_dir/release` (cine-only weights,
+    resolved config, metrics, model card, hashes)."""
+    from cccmr_model.release import write_release
+
+    return write_release(out_dir / "release", state=state, config=config, metrics=metrics, training_info=training_info)
