@@ -126,3 +126,9 @@ def test_site_config_with_unknown_key_is_refused(tmp_path: Path) -> None:
     path.write_text("\n".join([*keys, "gpu: 1"]) + "\n")
     with pytest.raises(ConfigError, match="unknown keys \\['gpu'\\]"):
         load_site_config(path)
+
+
+def test_example_site_config_parses(deploy_dir: Path) -> None:
+    site = load_site_config(deploy_dir / "site-config.example.toml")
+    assert site.site == "anzhen" and site.device == "cuda" and site.host_port == ("superlink.cccmr.example.org", 8000)
+    assert site.private_key == Path("/etc/cccmr/keys/anzhen")
