@@ -1,0 +1,185 @@
+"""Helpers for the Flower integration tests: small DICOM sites, an offline Flower environment, and processes that
+are started with their own session and stopped by pid (with their descendants), leaving no port bound."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+HEADER = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax\n"
+
+
+def write_site(root: Path, subjects: int, seed: int) -> Path:
+    """A site folder with `manifest.csv` and small classic DICOM series; patients (label 1) get a bright centre."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    yy, xx = np.mgrid[-1:1:24j, -1:1:24j]
+    blob = np.exp(-(xx**2 + yy**2) * 4)  # R, C
+    for index in range(subjects):
+        name, label = f"s{seed}-{index:02d}", index % 2
+        for folder, slices, frames, description in (
+            ("cine4ch", 1, 8, "cine 4ch"),
+            ("cinesax", 3, 8, "cine sax"),
+            ("lge", 6, 1, "LGE"),
+        ):
+            base = rng.gamma(2.0, 60.0, (slices, frames, 24, 24))  # S, F, R, C
+            array = (base + 200.0 * label * blob).astype(np.float32)
+            geometry = Geometry.stack([-40.0, 0.0, 30.0], (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), slices, 8.0)
+            trigger = np.tile(np.arange(frames) * 50.0, (slices, 1)) if frames > 1 else None
+            tags = SeriesTags(series_description=description, inversion_time=300.0 if folder == "lge" else None)
+            write_series(
+                root / name / folder, array, geometry=geometry, pixel_spacing=(9.0, 9.0), slice_thickness=8.0,
+                trigger_times=trigger, tags=tags,
+            )  # fmt: skip
+        rows.append(f"{name},{label},{'HCM' if label else ''},{name}/cine4ch,{name}/cinesax,{name}/lge")
+    (root / "manifest.csv").write_text(HEADER + "\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def phantom_sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`<dir>/anzhen` and `<dir>/lanzhou`, six subjects each (three healthy, three patients)."""
+    root = tmp_path_factory.mktemp("sites")
+    for seed, site in enumerate(("anzhen", "lanzhou")):
+        write_site(root / site, 6, seed)
+    return root
+
+
+def flower_env(home: Path) -> dict[str, str]:
+    """An offline Flower environment with its own FLWR_HOME and the venv's executables first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR_", "RAY_"))}
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(
+        FLWR_HOME=str(home),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_TMPDIR=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),  # Ray's socket paths must stay under 108 bytes
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM a process this test started, then its descendants still alive; SIGKILL after `timeout`."""
+    family = [*_descendants(process.pid), process.pid]
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in family:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+class Processes:
+    """Processes started by one test, each in its own session; all stopped (by pid) at the end of the test."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir, self.env, self.started = log_dir, env, []
+
+    def start(self, args: list[str], log: str, **kwargs) -> subprocess.Popen:
+        out = (self.log_dir / log).open("w")
+        process = subprocess.Popen(
+            args, env=kwargs.pop("env", self.env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=kwargs.pop("cwd", REPO_ROOT), **kwargs,
+        )  # fmt: skip
+        self.started.append(process)
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / name).read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            stop(process)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path, flower_env(tmp_path / "flwr-home"))
+    yield procs
+    procs.stop_all()
+    shutil.rmtree(procs.env["RAY_TMPDIR"], ignore_errors=True)
+
+
+class Kit:
+    write_site = staticmethod(write_site)
+    flower_env = staticmethod(flower_env)
+    free_port = staticmethod(free_port)
+    listening = staticmethod(listening)
+    wait_for = staticmethod(wait_for)
+    stop = staticmethod(stop)
+
+
+@pytest.fixture
+def kit() -> type[Kit]:
+    return Kit
