@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from cccmr_model.model import (
     strip_lge,
 )
 from cccmr_model.sequences import SEQUENCE_PAIRS, SEQUENCES
+from cccmr_model.swin3d import WeightsError
 
 LABELS = torch.tensor([0, 1, 1, 0])
 
@@ -83,6 +85,22 @@ def test_grad_checkpointing_from_config_keeps_gradients() -> None:
     assert all(
         parameter.grad is not None for name, parameter in built.named_parameters() if name.startswith("encoders.")
     )
+
+
+def test_pretrained_encoder_weights_are_loaded_per_sequence(model: CCCMRModel, tmp_path: Path) -> None:
+    source = tmp_path / "sax_encoder.pt"
+    torch.save(model.encoders["cine_sax"].state_dict(), source)
+    overrides = [f"model.encoder.pretrained.{seq}={source}" for seq in ("cine_4ch", "lge_sax")]
+    loaded = build_model(load_config("tiny", overrides))
+    for name, value in model.encoders["cine_sax"].state_dict().items():
+        assert torch.equal(loaded.encoders["lge_sax"].state_dict()[name], value), name
+    gray = loaded.encoders["cine_4ch"].patch_embed.proj.weight  # 3-channel weights summed for the 1-channel input
+    assert torch.allclose(gray, model.encoders["cine_sax"].patch_embed.proj.weight.sum(dim=1, keepdim=True))
+    unset = loaded.encoders["cine_sax"].patch_embed.proj.weight  # no file for cine_sax: its own random init
+    assert not torch.equal(unset, model.encoders["cine_sax"].patch_embed.proj.weight)
+    wider = load_config("tiny", [f"model.encoder.pretrained.cine_sax={source}", "model.encoder.embed_dim=8"])
+    with pytest.raises(WeightsError, match="shape"):
+        build_model(wider)
 
 
 def test_forward_returns_features_and_logits_per_sequence(model: CCCMRModel) -> None:
