@@ -71,7 +71,7 @@ def _unwrap(state: dict) -> dict[str, torch.Tensor]:
         if key in state and isinstance(state[key], Mapping):
             state = dict(state[key])
     if any(k.startswith("backbone.") for k in state):
-        state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("cls_head.")}
+        state = {k.removeprefix("backbone."): v for k, v in state.items()}  # `cls_head.*` stays, dropped later
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 

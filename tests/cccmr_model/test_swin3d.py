@@ -1,0 +1,188 @@
+"""Video Swin encoder: shapes, no buffers, torchvision/official/2D-inflation parity on tiny configs, loader errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import timm
+import torch
+from torchvision.models.video.swin_transformer import SwinTransformer3d as TorchvisionSwin3d
+
+from cccmr_model.swin3d import WeightsError, load_pretrained, swin3d_base, swin3d_small, swin3d_tiny
+
+TINY = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=(4, 4, 4), drop_path_rate=0.0)
+
+
+def tiny_model(**kwargs) -> torch.nn.Module:
+    return swin3d_tiny(**{**TINY, **kwargs})
+
+
+def torchvision_tiny() -> TorchvisionSwin3d:
+    torch.manual_seed(0)
+    ref = TorchvisionSwin3d(
+        patch_size=[2, 4, 4], embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=[4, 4, 4]
+    )
+    ref.head = torch.nn.Identity()
+    return ref.eval()
+
+
+def to_official(tv_state: dict[str, torch.Tensor]) -> dict:
+    """torchvision key names -> the official mmaction checkpoint layout (`state_dict`, `backbone.`, `cls_head`)."""
+    out = {}
+    for key, value in tv_state.items():
+        m = re.match(r"features\.(\d+)\.(\d+)\.(.*)", key)
+        if m:
+            rest = m[3].replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.")
+            key = f"layers.{int(m[1]) // 2}.blocks.{m[2]}.{rest}"
+        elif m := re.match(r"features\.(\d+)\.(.*)", key):
+            key = f"layers.{int(m[1]) // 2}.downsample.{m[2]}"
+        out[f"backbone.{key}"] = value
+    out["cls_head.fc_cls.weight"] = torch.zeros(400, 128)
+    out["cls_head.fc_cls.bias"] = torch.zeros(400)
+    return {"state_dict": out, "meta": {}}
+
+
+def test_factories_and_features_shape():
+    model = tiny_model()
+    assert model(torch.randn(2, 3, 8, 64, 64)).shape == (2, model.num_features) == (2, 128)
+    assert model(torch.randn(1, 3, 6, 64, 64)).shape == (1, 128)  # 6 LGE slices as time: windows shrink
+    assert tiny_model(in_chans=1, num_classes=5)(torch.randn(1, 1, 8, 64, 64)).shape == (1, 5)
+    full = swin3d_tiny(embed_dim=8, num_heads=(1, 2, 4, 8))  # published depths and windows, narrow
+    assert [len(stage.blocks) for stage in full.layers] == [2, 2, 6, 2]
+    assert full.window_size == (8, 7, 7) and full.patch_size == (2, 4, 4)
+    assert [len(s.blocks) for s in swin3d_small(embed_dim=8, num_heads=(1, 2, 4, 8)).layers] == [2, 2, 18, 2]
+    assert swin3d_base(embed_dim=8, num_heads=(1, 2, 4, 8)).num_features == 64
+
+
+def test_state_dict_holds_parameters_only():
+    model = tiny_model()
+    assert list(model.buffers()) == []
+    assert set(model.state_dict()) == {n for n, _ in model.named_parameters()}
+    assert all(n.endswith("relative_position_bias_table") for n in model.no_weight_decay())
+    assert len(model.no_weight_decay()) == 5
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 64, 64), (1, 3, 6, 64, 64), (1, 3, 5, 72, 60)])
+def test_torchvision_parity_tiny(shape):
+    ref = torchvision_tiny()
+    model = tiny_model().eval()
+    report = load_pretrained(model, ref.state_dict())
+    assert report.format == "torchvision-swin3d"
+    assert report.loaded == len(model.state_dict())
+    x = torch.randn(shape)
+    with torch.no_grad():
+        assert (ref(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_official_format_parity_tiny(tmp_path):
+    ref = torchvision_tiny()
+    path = tmp_path / "official.pth"
+    torch.save(to_official(ref.state_dict()), path)
+    model = tiny_model().eval()
+    report = load_pretrained(model, path)
+    assert report.format == "video-swin"
+    assert {"cls_head.fc_cls.weight", "cls_head.fc_cls.bias"} <= set(report.dropped)
+    assert sum("relative_position_index" in k for k in report.dropped) == 5
+    x = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        assert (ref(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_own_state_dict_round_trip_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    source = tiny_model()
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    model = tiny_model()
+    assert load_pretrained(model, tmp_path / "w.safetensors").format == "video-swin"
+    x = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(source.eval()(x), model.eval()(x))
+
+
+@pytest.mark.parametrize("layout", ["timm", "microsoft"])
+def test_2d_inflation_identical_frames(layout):
+    torch.manual_seed(0)
+    m2d = timm.create_model(
+        "swin_tiny_patch4_window7_224", img_size=128, window_size=4, embed_dim=16, depths=(1, 1, 2, 1),
+        num_heads=(1, 2, 4, 8), num_classes=3,
+    ).eval()  # fmt: skip
+    state = m2d.state_dict()
+    if layout == "microsoft":  # original layout: downsample ends stage i, head is `head`
+        state = {
+            re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", k).replace(
+                "head.fc.", "head."
+            ): v
+            for k, v in state.items()
+        }
+        state = {"model": state}
+    model = tiny_model().eval()
+    report = load_pretrained(model, state)
+    assert report.format == f"swin2d-{layout}"
+    frame = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        want = m2d.forward_head(m2d.forward_features(frame), pre_logits=True)
+        got = model(frame[:, :, None].expand(-1, -1, 16, -1, -1))
+    assert (want - got).abs().max() <= 1e-4
+
+
+def test_one_channel_equals_gray_on_three_channels():
+    source = tiny_model().state_dict()
+    m3, m1 = tiny_model().eval(), tiny_model(in_chans=1).eval()
+    load_pretrained(m3, source)
+    load_pretrained(m1, source)
+    gray = torch.randn(2, 1, 8, 64, 64)
+    with torch.no_grad():
+        assert (m1(gray) - m3(gray.expand(-1, 3, -1, -1, -1))).abs().max() <= 1e-5
+
+
+def test_grad_checkpointing_same_output_and_grads():
+    torch.manual_seed(0)
+    model = tiny_model()
+    x = torch.randn(2, 3, 8, 64, 64)
+    model(x).square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).square().sum().backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, grads[name], atol=1e-6), name
+
+
+def test_drop_path_active_only_in_training():
+    model = tiny_model(drop_path_rate=0.5)
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), model(x))
+        torch.manual_seed(1)
+        assert not torch.equal(model.train()(x), model.eval()(x))
+
+
+def test_loader_errors_name_the_key(tmp_path):
+    good = tiny_model().state_dict()
+    missing = {k: v for k, v in good.items() if k != "layers.2.blocks.1.mlp.fc2.weight"}
+    with pytest.raises(WeightsError, match=r"missing key 'layers\.2\.blocks\.1\.mlp\.fc2\.weight'"):
+        load_pretrained(tiny_model(), missing)
+    bad_shape = {**good, "norm.weight": torch.zeros(7)}
+    with pytest.raises(WeightsError, match=r"'norm\.weight' has shape \(7,\), the model expects \(128,\)"):
+        load_pretrained(tiny_model(), bad_shape)
+    with pytest.raises(WeightsError, match=r"unexpected key 'layers\.0\.blocks\.5\.norm1\.weight'"):
+        load_pretrained(tiny_model(), {**good, "layers.0.blocks.5.norm1.weight": torch.zeros(16)})
+    with pytest.raises(WeightsError, match="relative_position_bias_table"):
+        load_pretrained(tiny_model(window_size=(2, 4, 4)), good)
+    with pytest.raises(WeightsError, match="not Swin weights"):
+        load_pretrained(tiny_model(), {"conv.weight": torch.zeros(1)})
+    with pytest.raises(WeightsError, match="not found"):
+        load_pretrained(tiny_model(), tmp_path / "absent.pth")
+    with pytest.raises(WeightsError, match=r"patch_embed\.proj\.weight.*3 input channels, the model 2"):
+        load_pretrained(tiny_model(in_chans=2), good)
+
+
+def test_head_of_source_is_dropped_and_model_head_kept():
+    source = tiny_model(num_classes=400).state_dict()
+    model = tiny_model(num_classes=2)
+    head_before = model.head.weight.clone()
+    report = load_pretrained(model, source)
+    assert set(report.dropped) == {"head.weight", "head.bias"}
+    assert torch.equal(model.head.weight, head_before)
