@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,14 @@ def _wait_for(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def _start(processes: list, argv: list, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [str(a) for a in argv], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    processes.append(process)
+    return process
+
+
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen]]:
     started: list[subprocess.Popen] = []
@@ -142,3 +151,55 @@ def test_registered_supernode_joins_and_unregistered_is_refused(
         _stop(process)
     assert all(p.poll() is not None for p in processes)
     assert not _listening(port)
+
+
+def test_process_isolation_commands_of_the_compose_files(
+    tmp_path: Path, certs_dir, keys_dir, processes: list[subprocess.Popen], run_script, script_env, deploy_dir
+) -> None:
+    """The Docker layout as plain processes: SuperLink and SuperNode in process isolation, each with its own
+    flower-superexec; a SuperExec without the shared secret is refused by the SuperLink's Runtime API."""
+    port, node_port = _free_port(), _free_port()
+    env = script_env()
+    secret = tmp_path / "superexec.secret"
+    secret.write_text("4f1c" * 16)
+    secret.chmod(0o600)
+    state = tmp_path / "superlink"
+    superlink = _start(
+        processes, ["bash", deploy_dir / "start-superlink.sh", "--certs", certs_dir, "--state-dir", state, "--host",
+                    "127.0.0.1", "--port", port, "--isolation", "process", "--superexec-secret", secret],
+        tmp_path / "superlink.out", env,
+    )  # fmt: skip
+    _wait_for(lambda: _listening(port) or superlink.poll() is not None, 30, "the SuperLink to listen")
+    superexec = [Path(sys.executable).parent / "flower-superexec", f"--runtime-api-address=127.0.0.1:{port}",
+                 f"--root-certificates={certs_dir / 'ca.crt'}"]  # fmt: skip
+    good = _start(processes, [*superexec, f"--superexec-auth-secret-file={secret}"], tmp_path / "good.out", env)
+    rogue = _start(processes, superexec, tmp_path / "rogue.out", env)
+    assert run_script(
+        "register-site.sh", "--superlink", f"127.0.0.1:{port}", "--root-cert", certs_dir / "ca.crt",
+        "alpha", keys_dir / "alpha.pub", timeout=30,
+    ).returncode == 0  # fmt: skip
+    supernode = _start(
+        processes, ["bash", deploy_dir / "start-supernode.sh", "--superlink", f"127.0.0.1:{port}", "--site", "alpha",
+                    "--data-path", tmp_path, "--cache-path", tmp_path / "cache", "--root-cert", certs_dir / "ca.crt",
+                    "--key", keys_dir / "alpha", "--port", node_port, "--state-dir", tmp_path / "alpha",
+                    "--isolation", "process"],
+        tmp_path / "supernode.out", env,
+    )  # fmt: skip
+    _wait_for(lambda: _listening(node_port), 30, "the SuperNode's Runtime API")
+    clientapp_exec = _start(
+        processes, [superexec[0], f"--runtime-api-address=127.0.0.1:{node_port}", "--insecure"],
+        tmp_path / "clientexec.out", env,
+    )  # fmt: skip
+    log = state / "logs" / "superlink.log"
+    _wait_for(lambda: "SuperExec authentication failed" in log.read_text(), 30, "the rogue SuperExec's refusal")
+    _wait_for(lambda: "Activated node_id" in log.read_text(), 30, "the SuperNode to join")
+    time.sleep(3)  # both legitimate SuperExecs keep polling without errors
+    assert superlink.poll() is None and supernode.poll() is None
+    assert good.poll() is None, (tmp_path / "good.out").read_text()
+    assert clientapp_exec.poll() is None, (tmp_path / "clientexec.out").read_text()
+    assert "ERROR" not in (tmp_path / "good.out").read_text() + (tmp_path / "clientexec.out").read_text()
+    rogue_exited = rogue.wait(timeout=20)
+    assert rogue_exited is not None
+    for process in reversed(processes):
+        _stop(process)
+    assert not _listening(port) and not _listening(node_port)
