@@ -1,0 +1,107 @@
+"""Equivalence: one site holding all the data, one round per phase with all of that phase's epochs, ends with the
+same weights as central training (the three `train_phase` calls `cccmr train` makes) with the same seed.
+
+The federated side runs the real pieces in-process: the ServerApp's initial model, `PhaseFedAvg`, messages built
+by the strategy and answered by the ClientApp's own handlers (ingestion cache, split, engine); only the network
+is replaced by a direct call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from cccmr_model.config import PHASES, config_to_dict, load_config
+from cccmr_model.engine import train_phase
+from cccmr_model.model import PHASE_GROUPS
+from cccmr_model.release.files import is_release_key
+from client import app as client_app
+from client.site import prepare_site, site_settings
+from server.app import initial_state
+from server.history import read_history
+from server.schedule import plan_rounds
+from server.strategy import PhaseFedAvg
+
+pytestmark = pytest.mark.slow
+
+
+class DirectGrid(Grid):
+    """One node whose messages go straight to the ClientApp's handlers."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    def set_run(self, run) -> None:  # pragma: no cover
+        pass
+
+    @property
+    def run(self):  # pragma: no cover
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs):  # pragma: no cover
+        raise NotImplementedError
+
+    def get_node_ids(self):
+        return [1]
+
+    def push_messages(self, messages):  # pragma: no cover
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # pragma: no cover
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            handler = client_app.evaluate if msg.metadata.message_type == "evaluate" else client_app.train
+            try:
+                replies.append(handler(msg, self.context))
+            except Exception as exc:
+                replies.append(Message(Error(code=0, reason=repr(exc)), reply_to=msg))
+        return replies
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+def test_one_site_one_round_per_phase_equals_central_training(tmp_path, phantom_sites):
+    epochs = {"pretrain": 2, "fim": 1, "fusion": 2}
+    sets = ["train.resample_factor=1", "federation.sites=[anzhen]"]
+    for phase, e in epochs.items():
+        sets += [f"train.phases.{phase}.epochs={e}", f"federation.phases.{phase}.rounds=1"]
+        sets += [f"federation.phases.{phase}.local_epochs={e}"]
+    config = load_config("tiny", sets)
+    node_config = {"site": "anzhen", "data-path": str(phantom_sites / "anzhen"), "cache-path": str(tmp_path / "c")}
+    context = Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+
+    start = initial_state(config)
+    strategy = PhaseFedAvg(
+        plan_rounds(config.federation.phases, PHASE_GROUPS),
+        start,
+        experiment=config_to_dict(config),
+        run_dir=tmp_path / "run",
+        eval_keys=[k for k in start if is_release_key(k)],
+    )
+    strategy.start(grid=DirectGrid(context), initial_arrays=strategy.global_arrays(), num_rounds=3, timeout=60)
+
+    data = prepare_site(site_settings(node_config, {}, config), config)
+    state = None
+    for phase in PHASES:
+        state = train_phase(state, phase, data.train, config, epochs=epochs[phase], seed=config.seed).state
+    federated = strategy.global_state
+    assert set(federated) == set(state)
+    for key, value in state.items():
+        np.testing.assert_allclose(federated[key], value.numpy(), rtol=1e-6, atol=1e-7, err_msg=key)
+    trained = [k for k in state if k.startswith(("encoders.", "fusion."))]
+    assert any(not torch.equal(torch.from_numpy(start[k]), state[k]) for k in trained)
+    rounds = read_history(tmp_path / "run" / "history.jsonl")
+    assert [r["sites_replied"] for r in rounds] == [["anzhen"]] * 3 and not rounds[-1]["sites_failed"]
+    assert rounds[-1]["evaluate_global"]["num-examples"] == len(data.val)
