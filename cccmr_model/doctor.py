@@ -99,7 +99,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
     host, _, port = superlink.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"{path}: superlink must be HOST:PORT, got {superlink!r}")
-    base = path.parent
+    base = path.resolve().parent
     return SiteConfig(
         site=str(values["site"]),
         data_path=base / Path(str(values["data-path"])).expanduser(),
