@@ -192,3 +192,12 @@ def test_card_lays_out_evaluation_reports(tmp_path: Path, config, full_state) ->
     auc = report["metrics"]["auc"]
     assert f"{auc['value']:.3f} ({auc['ci_low']:.3f}, {auc['ci_high']:.3f})" in card
     assert "| pooled |" in card and "| sites / anzhen |" in card and "Subjects evaluated: pooled: 20" in card
+
+
+def test_release_loads_without_the_training_sites_pretrained_files(tmp_path: Path, full_state) -> None:
+    config = load_config("tiny", ["model.encoder.pretrained.cine_4ch=/training/site/only/swin_k600.pth"])
+    out = write_release(tmp_path / "r", state=full_state, config=config, metrics=METRICS, training_info=TRAINING)
+    release = load_release(out)
+    assert release.config.model.encoder.pretrained["cine_4ch"] == "/training/site/only/swin_k600.pth"
+    key = next(k for k in full_state if k.startswith("encoders.cine_4ch."))
+    torch.testing.assert_close(release.model.state_dict()[key], full_state[key])
