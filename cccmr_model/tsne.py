@@ -25,6 +25,7 @@ from cccmr_model.sequences import CINE_SEQUENCES
 SEQUENCE_LABELS = {"cine_4ch": "4CH cine", "cine_sax": "SAX cine"}
 SEQUENCE_COLOURS = {"cine_4ch": "tab:blue", "cine_sax": "tab:orange"}
 CLASS_MARKERS = ("o", "^", "s", "D", "v")
+CLASS_LINES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))  # contour line style per class
 
 
 def cine_embeddings(
@@ -75,7 +76,15 @@ def _panel(ax, points: Mapping[str, np.ndarray], labels: np.ndarray, task: str, 
             ax.scatter(xy[:, 0], xy[:, 1], s=14, c=SEQUENCE_COLOURS[seq], marker=marker, alpha=0.7, label=name)
             mean, sd = xy.mean(axis=0), xy.std(axis=0)
             ax.add_patch(
-                Ellipse(mean, 2 * sd[0], 2 * sd[1], fill=False, ls="--", lw=1.2, ec=SEQUENCE_COLOURS[seq])
+                Ellipse(
+                    mean,
+                    2 * sd[0],
+                    2 * sd[1],
+                    fill=False,
+                    ls=CLASS_LINES[int(cls) % len(CLASS_LINES)],
+                    lw=1.2,
+                    ec=SEQUENCE_COLOURS[seq],
+                )
             )  # mean +/- sd
     ax.set_title(title)
     ax.set_xticks([])
