@@ -39,7 +39,8 @@ class RoundPlan:
 def plan_rounds(
     phases: Mapping[str, FederatedPhaseConfig], phase_groups: Mapping[str, tuple[str, ...]]
 ) -> list[RoundPlan]:
-    """Every round of the run, phase after phase in the paper's order (pretrain, fim, fusion)."""
+    """Every round of the run, phase after phase in the paper's order (pretrain, fim, fusion); a phase with 0 rounds
+    is skipped (the cine-only baseline runs pretrain then fusion)."""
     plan: list[RoundPlan] = []
     for phase in PHASES:
         spec = phases[phase]

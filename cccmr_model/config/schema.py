@@ -159,11 +159,11 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class FederatedPhaseConfig:
-    rounds: int
+    rounds: int  # 0 skips the phase (e.g. the cine-only baseline without LGE guidance: no fim rounds)
     local_epochs: int
 
     def __post_init__(self) -> None:
-        _require(self.rounds >= 1, "rounds must be at least 1")
+        _require(self.rounds >= 0, "rounds must be >= 0")
         _require(self.local_epochs >= 1, "local_epochs must be at least 1")
 
 
@@ -189,6 +189,7 @@ class FederationConfig:
         _require(len(self.sites) >= 1, "sites must list at least one site")
         _require(len(set(self.sites)) == len(self.sites), "sites must be unique")
         _require(set(self.phases) == set(PHASES), f"phases must name exactly {list(PHASES)}")
+        _require(any(p.rounds > 0 for p in self.phases.values()), "phases: at least one phase needs rounds > 0")
         _require(self.min_sites >= 1, "min_sites must be at least 1")
         _require(self.round_timeout_s > 0, "round_timeout_s must be positive")
         _require(self.evaluate_every >= 1, "evaluate_every must be at least 1")
