@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "doctor_cmd",
     "evaluate": "evaluate_cmd",
     "ingest": "ingest_cmd",
+    "phantom": "phantom_cmd",
     "export": "export_cmd",
     "predict": "predict_cmd",
     "train": "train_cmd",
