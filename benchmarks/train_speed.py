@@ -40,6 +40,7 @@ def measure(
                 "subjects": subjects,
                 "epochs": epochs,
                 "batch": config.train.batch_size,
+                "threads": torch.get_num_threads(),
                 "samples": result.num_examples,
                 "wall_s": round(wall, 2),  # includes model build, loading and (fusion) feature caching
             }
@@ -61,7 +62,10 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = args.config or ("default" if args.device.startswith("cuda") else "tiny")
     for row in measure(config, args.device, args.subjects, args.epochs, args.overrides):
         print(json.dumps(row))

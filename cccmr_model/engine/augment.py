@@ -8,6 +8,7 @@ All randomness comes from the `torch.Generator` passed in, so a (sample, seed) p
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,14 +24,26 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator))
 
 
+@functools.lru_cache(maxsize=8)
+def _base_grid(height: int, width: int) -> torch.Tensor:
+    """Normalised pixel-centre coordinates (H, W, 3) as (x, y, 1), the align_corners=False convention."""
+    xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
+    ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy, torch.ones_like(xx)], dim=-1)  # H, W, 3
+
+
 def affine_grid_2d(angle_deg: float, shift_px: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
-    """Sampling grid (1, H, W, 2) rotating by `angle_deg` about the centre and shifting by (dx, dy) pixels."""
+    """Sampling grid (1, H, W, 2) rotating by `angle_deg` about the centre and shifting by (dx, dy) pixels.
+
+    Equal to `F.affine_grid(theta, align_corners=False)`, with the base grid cached per image size.
+    """
     height, width = size
     angle = math.radians(angle_deg)
     cos, sin = math.cos(angle), math.sin(angle)
     dx, dy = shift_px
     theta = torch.tensor([[cos, -sin, -2.0 * dx / width], [sin, cos, -2.0 * dy / height]], dtype=torch.float32)
-    return F.affine_grid(theta[None], [1, 1, height, width], align_corners=False)  # 1, H, W, 2
+    return (_base_grid(height, width) @ theta.T).unsqueeze(0)  # 1, H, W, 2
 
 
 def augment_volume(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, *, temporal: bool) -> torch.Tensor:
@@ -51,7 +64,7 @@ def augment_volume(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generat
         x = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(x.shape)
     if flip:
         x = torch.flip(x, dims=(-1,))
-    return x * scale + bias
+    return x.mul(scale).add_(bias)
 
 
 def augment_sample(sample: Sample, cfg: AugmentConfig, generator: torch.Generator) -> Sample:

@@ -57,3 +57,17 @@ def test_small_rotation_keeps_most_of_the_image() -> None:
     blob = torch.exp(-(xx**2 + yy**2) * 4).expand(1, 8, 32, 32).clone()
     out = augment_volume(blob, cfg, torch.Generator().manual_seed(1), temporal=True)
     assert torch.corrcoef(torch.stack([out.flatten(), blob.flatten()]))[0, 1] > 0.95
+
+
+def test_cached_grid_equals_torch_affine_grid() -> None:
+    import math
+
+    import torch.nn.functional as F
+
+    from cccmr_model.engine.augment import affine_grid_2d
+
+    angle, (dx, dy), (h, w) = 7.0, (1.5, -2.0), (24, 32)
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    theta = torch.tensor([[[c, -s, -2 * dx / w], [s, c, -2 * dy / h]]])
+    expected = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+    assert torch.allclose(affine_grid_2d(angle, (dx, dy), (h, w)), expected, atol=1e-6)
