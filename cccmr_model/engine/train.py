@@ -11,6 +11,7 @@ per epoch).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cccmr_model.config import PHASES, config_to_dict
+from cccmr_model.config import PHASES, config_to_dict, dump_config
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine.checkpoint import (
     checkpoint_path,
@@ -89,6 +90,7 @@ def _run_signature(phase, epochs, lr_window, seed, n, config, start_state) -> di
         "seed": seed,
         "num_train": n,
         "task": config.task,
+        "config": hashlib.sha256(dump_config(config).encode()).hexdigest()[:16],
         "start": state_fingerprint(start_state),
     }
 

@@ -88,6 +88,9 @@ def test_resumed_run_equals_uninterrupted_run(config, cohort, pretrained, tmp_pa
     assert _equal(done.state, whole.state)  # a finished checkpoint is returned as is
     with pytest.raises(CccmrError, match="another run"):
         train_phase(start, phase, cohort, config, epochs=epochs, seed=4, checkpoint_dir=tmp_path)
+    other = load_config("tiny", [*FAST, "train.lr=3e-4"])
+    with pytest.raises(CccmrError, match="another run"):  # changed settings never resume a stale checkpoint
+        train_phase(start, phase, cohort, other, epochs=epochs, seed=3, checkpoint_dir=tmp_path)
 
 
 def test_seed_changes_the_result(config, cohort, pretrained) -> None:
