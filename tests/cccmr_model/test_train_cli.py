@@ -7,8 +7,7 @@ import json
 import pytest
 
 from cccmr_model.cli import main
-
-phantom = pytest.importorskip("cccmr_model.data.phantom")
+from cccmr_model.data import phantom
 
 SMALL = [
     "data.image_size=32",
