@@ -207,7 +207,12 @@ def _stored_values(
     if np.issubdtype(array.dtype, np.integer):
         values = array.astype(np.int64)
     else:
-        values = np.rint((array.astype(np.float64) - (intercept or 0.0)) / (slope or 1.0)).astype(np.int64)
+        scaled = array.astype(np.float32 if array.dtype.itemsize <= 4 else np.float64)
+        if intercept:
+            scaled = scaled - np.float32(intercept)
+        if slope and slope != 1.0:
+            scaled = scaled / np.float32(slope)
+        values = np.rint(scaled)
     if photometric == "MONOCHROME1":
         values = values.max() - values
     lo, hi = int(values.min()), int(values.max())
@@ -278,11 +283,11 @@ def _base_dataset(
     ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = int(stored.shape[2]), int(stored.shape[3])
     ds.BitsAllocated = 16
-    high = int(np.abs(stored.astype(np.int64)).max()) if stored.size else 0
+    high = int(stored.max()) if stored.size else 0
     ds.BitsStored = 16 if signed or high >= 4096 else 12
     ds.HighBit = ds.BitsStored - 1
     ds.PixelRepresentation = 1 if signed else 0
-    lo, hi = np.percentile(stored[:, :: max(1, stored.shape[1] // 4)], [1, 99.5])
+    lo, hi = np.percentile(stored[:, :: max(1, stored.shape[1] // 4), ::2, ::2], [1, 99.5])
     ds.WindowCenter = round(float(lo + hi) / 2, 1)
     ds.WindowWidth = max(1.0, round(float(hi - lo), 1))
     return ds

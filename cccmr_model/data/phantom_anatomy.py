@@ -104,7 +104,9 @@ def state(heart: Heart, phase: float) -> HeartState:
 
 
 def _smooth(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1 - np.cos(np.pi * np.clip(x, 0, 1)))
+    """Smoothstep 0 -> 1 over x in [0, 1]."""
+    x = np.minimum(np.maximum(x, 0.0), 1.0)
+    return x * x * (3.0 - 2.0 * x)
 
 
 def _bump(theta: np.ndarray, center: float, half_width: float) -> np.ndarray:
@@ -218,9 +220,9 @@ class HeartSampler:
     def _papillary(self, st: HeartState, endo: np.ndarray, u: np.ndarray, edge: float) -> np.ndarray:
         """Two papillary muscles in the mid ventricle, near the wall, thicker in systole."""
         total = np.zeros_like(endo)
-        along = _smooth((u - 0.25) / 0.1) * _smooth((0.8 - u) / 0.1)
-        if not along.any():
+        if u.max() <= 0.25 or u.min() >= 0.8:
             return total
+        along = _smooth((u - 0.25) / 0.1) * _smooth((0.8 - u) / 0.1)
         radius = 4.0 + 1.5 * (1.0 - st.fill)
         for angle in PAPILLARY_ANGLES:
             center = np.maximum(endo - radius - 1.0, 0.0)
