@@ -11,10 +11,11 @@ from flwr.clientapp import ClientApp
 
 from cccmr_model.config import config_from_dict
 from cccmr_model.config.schema import ExperimentConfig
+from client.privacy import clip_update_mod, dp_ledger_path
 from client.site import SiteSettings, prepare_site, site_settings
 from client.tasks import evaluate_round, train_round
 
-app = ClientApp()
+app = ClientApp(mods=[clip_update_mod])  # clips the update only when the server asks (central DP)
 
 
 @app.train("pretrain")
@@ -33,6 +34,7 @@ def train(msg: Message, context: Context) -> Message:
         lr_window=(float(cfg["lr-window-start"]), float(cfg["lr-window-end"])),
         device=site.device,
         seed=int(cfg["seed"]),
+        ledger_path=dp_ledger_path(site.cache_path),
     )
     return _reply(msg, site, {"arrays": ArrayRecord(trained), "metrics": MetricRecord(metrics)})
 

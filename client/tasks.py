@@ -9,6 +9,8 @@ when the run allows it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 from torch import Tensor
@@ -17,6 +19,7 @@ from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine import evaluate_model, train_phase
 from cccmr_model.errors import CccmrError
 from cccmr_model.model import build_model, phase_state
+from client.privacy import train_dp_sgd
 from client.site import SiteData
 
 
@@ -39,9 +42,13 @@ def train_round(
     lr_window: tuple[float, float],
     device: str,
     seed: int,
+    ledger_path: Path | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, int | float]]:
-    """Train `phase` locally from the received groups; returns (the trained groups, reply metrics)."""
-    result = train_phase(
+    """Train `phase` locally from the received groups; returns (the trained groups, reply metrics). With
+    `privacy.dp_sgd.enabled`, DP-SGD spending the budget recorded in `ledger_path` (see client/privacy.py)."""
+    dp_sgd = config.privacy.dp_sgd.enabled
+    train = partial(train_dp_sgd, ledger_path=ledger_path) if dp_sgd else train_phase
+    result = train(
         full_state(received, config),
         phase,
         data.train,

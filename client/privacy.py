@@ -1,0 +1,76 @@
+"""The site's side of the two privacy levels.
+
+- Site-level (central) DP: `clip_update_mod` clips the L2 norm of the site's update (trained groups returned minus
+  the values received) to the clipping norm the server's `server.privacy` wrapper puts in the train config
+  (Flower's `KEY_CLIPPING_NORM`), with Flower's own `compute_clip_model_update`. Flower's `fixedclipping_mod`
+  cannot be used as is: it requires the reply to hold exactly the arrays received, while a phase sends frozen
+  inputs it does not train (fusion receives the cine encoders and returns only `fusion.`), and it errors on
+  evaluation messages, which carry no clipping norm.
+- Sample-level DP-SGD: `train_dp_sgd` runs `train_phase_dp` with the site's privacy ledger (kept in the site's
+  cache folder, next to the ingestion cache, so that epsilon accumulates across rounds, runs and restarts) and
+  fails the round with a clear reason once the budget allows no further step.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.constant import ErrorCode
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
+
+from cccmr_model.engine.dp_sgd import LEDGER_NAME, train_phase_dp
+from cccmr_model.engine.train import PhaseResult
+from cccmr_model.errors import CccmrError
+
+log = logging.getLogger("cccmr.client")
+
+
+class PrivacyBudgetError(CccmrError):
+    """The site's DP-SGD budget allows no further training step."""
+
+
+def dp_ledger_path(cache_path: Path) -> Path:
+    """Where a site keeps its DP-SGD privacy ledger."""
+    return Path(cache_path) / "privacy" / LEDGER_NAME
+
+
+def train_dp_sgd(*args, ledger_path: Path | None, **kwargs) -> PhaseResult:
+    """`train_phase_dp`; raises PrivacyBudgetError when it could take no step at all."""
+    if ledger_path is None:
+        raise ValueError("DP-SGD needs the site's ledger path")
+    result = train_phase_dp(*args, ledger_path=ledger_path, **kwargs)
+    if result.num_examples == 0:
+        raise PrivacyBudgetError(
+            f"DP-SGD budget privacy.dp_sgd.epsilon_budget is spent at this site (epsilon "
+            f"{result.metrics['dp_epsilon']:.3f} at delta {result.metrics['dp_delta']:g}, ledger {ledger_path}); "
+            "it trains no further"
+        )
+    return result
+
+
+def clip_update_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Clip the update of a train reply to the server's clipping norm; other messages pass through."""
+    is_train = msg.metadata.message_type.split(".")[0] == MessageType.TRAIN
+    config = msg.content.config_records.get("config")
+    if not is_train or config is None or KEY_CLIPPING_NORM not in config:
+        return call_next(msg, context)
+    clipping_norm = float(config[KEY_CLIPPING_NORM])
+    received = msg.content.array_records["arrays"]
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    sent = reply.content.array_records.get("arrays")
+    if sent is None or not set(sent.keys()) <= set(received.keys()):
+        reason = "clip_update_mod: the reply's arrays are not a subset of the arrays received; nothing sent"
+        log.error(reason)
+        return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg)
+    keys = list(sent.keys())
+    updated = [sent[k].numpy() for k in keys]
+    compute_clip_model_update(updated, [received[k].numpy() for k in keys], clipping_norm)
+    reply.content["arrays"] = ArrayRecord({k: Array(np.asarray(v)) for k, v in zip(keys, updated, strict=True)})
+    log.info("update clipped to L2 norm %.4g (central DP)", clipping_norm)
+    return reply
