@@ -19,6 +19,7 @@ from cccmr_model.errors import CccmrError
 COMMANDS: dict[str, str] = {
     "ablation": "ablation_cmd",
     "config": "config_cmd",
+    "demo": "demo_cmd",
     "doctor": "doctor_cmd",
     "evaluate": "evaluate_cmd",
     "ingest": "ingest_cmd",

@@ -1,0 +1,72 @@
+"""What the demo runs: cohort sizes, the federated schedule and the config overrides of the two federations.
+
+Both federations use `configs/tiny.yaml` with the same overrides, so the only difference between the release and
+the baseline is the Feature Interaction Module: the baseline has `federation.phases.fim.rounds=0` (pretrain, then
+fusion), i.e. the same cine encoders and fusion head trained without LGE guidance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cccmr_model.errors import ConfigError
+
+CONFIG = "configs/tiny.yaml"  # relative to the Flower app (the repository); the server resolves it
+CONFIG_NAME = "tiny"  # the same file for load_config
+SITE_NAMES = ("anzhen", "lanzhou")  # the paper's two hospitals; further sites are named site3, site4, ...
+MAX_SITES = 6
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """Cohort and schedule of one demo mode."""
+
+    subjects: int  # per site
+    test_subjects: int  # held-out, pooled from all sites' populations
+    rounds: dict[str, int]  # federated rounds per phase
+    local_epochs: dict[str, int]
+    resample_factor: int
+
+
+FULL = DemoSize(
+    subjects=40,
+    test_subjects=40,
+    rounds={"pretrain": 4, "fim": 4, "fusion": 2},
+    local_epochs={"pretrain": 2, "fim": 2, "fusion": 2},
+    resample_factor=2,
+)
+QUICK = DemoSize(
+    subjects=12,
+    test_subjects=16,
+    rounds={"pretrain": 2, "fim": 2, "fusion": 1},
+    local_epochs={"pretrain": 1, "fim": 1, "fusion": 2},
+    resample_factor=1,
+)
+
+
+def demo_size(quick: bool) -> DemoSize:
+    return QUICK if quick else FULL
+
+
+def site_names(count: int) -> list[str]:
+    """anzhen, lanzhou, then site3, site4, ... (phantom profiles are derived from the name)."""
+    if not 1 <= count <= MAX_SITES:
+        raise ConfigError(f"demo: --sites must be between 1 and {MAX_SITES}, got {count}")
+    return [*SITE_NAMES, *(f"site{k}" for k in range(3, MAX_SITES + 1))][:count]
+
+
+def overrides(size: DemoSize, sites: list[str], seed: int, *, baseline: bool) -> list[str]:
+    """`key=value` config overrides of one federation (the release, or the baseline without the FIM phase)."""
+    items = [
+        f"name=cc-cmr-demo{'-baseline' if baseline else ''}",
+        f"seed={seed}",
+        f"federation.sites=[{','.join(sites)}]",
+        f"train.resample_factor={size.resample_factor}",
+        "federation.share_subject_scores=true",  # per-subject scores (no IDs) give a pooled validation AUC
+        "federation.round_timeout_s=600",
+    ]
+    for phase, rounds in size.rounds.items():
+        rounds = 0 if baseline and phase == "fim" else rounds
+        items += [f"federation.phases.{phase}.rounds={rounds}",
+                  f"federation.phases.{phase}.local_epochs={size.local_epochs[phase]}"]  # fmt: skip
+    return items

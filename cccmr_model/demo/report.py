@@ -1,0 +1,242 @@
+"""The demo's report: `report.md` (Markdown with PNG figures next to it) and the same as a standalone `report.html`.
+
+`render_markdown(summary, histories)` is a pure function of the demo summary (what `run.py` measured, a plain
+dict) and the two runs' history records, so it is tested without running anything.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cccmr_model.demo.figures import site_accuracy
+
+RELEASE, BASELINE = "release", "baseline"
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _cell(value: Any) -> str:
+    return _fmt(value).replace("|", "\\|")  # FIM terms are named "fsa:a|b"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rounds_table(history: Sequence[Mapping[str, Any]]) -> str:
+    """One row per server round: phase, sites, training loss, pooled validation metrics, MB exchanged, seconds."""
+    rows = []
+    for r in history:
+        ev, train = r.get("evaluate_global", {}), r.get("train_global", {})
+        per_site = ", ".join(
+            f"{site} {_fmt(site_accuracy(m), 2)}" for site, m in sorted(r.get("evaluate", {}).items())
+        )  # fmt: skip
+        mb = (r.get("bytes_sent", 0) + r.get("bytes_received", 0)) / 1e6
+        rows.append([r["round"], f"{r['phase']} {r['phase_round']}", ", ".join(r.get("sites_replied", [])),
+                     train.get("loss"), ev.get("loss"), ev.get("auc"), per_site or "n/a", f"{mb:.1f}",
+                     _fmt(r.get("round_time_s"), 1)])  # fmt: skip
+    header = ["round", "phase", "sites replied", "train loss", "val loss", "val AUC (pooled)", "val accuracy per site",
+              "MB exchanged", "round s"]  # fmt: skip
+    return _table(header, rows)
+
+
+def sigma_table(history: Sequence[Mapping[str, Any]]) -> str:
+    fim = [r for r in history if r.get("sigma")]
+    if not fim:
+        return "No FIM rounds.\n"
+    last = fim[-1]["sigma"]
+    rows = [[k.removeprefix("sigma:"), v, 1.0 / (v * v)] for k, v in sorted(last.items())]
+    return _table(["FIM term", "sigma after the last FIM round", "weight 1/sigma^2"], rows)
+
+
+def bytes_table(histories: Mapping[str, Sequence[Mapping[str, Any]]], names: Mapping[str, str]) -> str:
+    rows = []
+    for key, history in histories.items():
+        for phase in ("pretrain", "fim", "fusion"):
+            records = [r for r in history if r["phase"] == phase]
+            if not records:
+                continue
+            sent = sum(r.get("bytes_sent", 0) for r in records) / 1e6
+            received = sum(r.get("bytes_received", 0) for r in records) / 1e6
+            rows.append([names[key], phase, len(records), f"{sent / len(records):.2f}",
+                         f"{received / len(records):.2f}", f"{sent + received:.1f}"])  # fmt: skip
+    header = ["run", "phase", "rounds", "MB sent per round", "MB received per round", "MB in the phase"]
+    return _table(header, rows)
+
+
+def settings_section(summary: Mapping[str, Any]) -> list[str]:
+    cfg = summary["config"]
+    lines = ["## Settings", ""]
+    lines.append(_table(["setting", "value"], [[k, v] for k, v in cfg.items()]))
+    lines.append("Config overrides on top of `configs/tiny.yaml` (release run; the baseline differs only in "
+                 "`name` and `federation.phases.fim.rounds=0`):\n")  # fmt: skip
+    lines.append("```\n" + "\n".join(summary["overrides"][RELEASE]) + "\n```\n")
+    site_rows = [[s["name"], s["subjects"], s["patients"], s.get("without_lge", "n/a")] for s in summary["sites"]]
+    test = summary["test"]
+    site_rows.append(["test (held out)", test["subjects"], test["patients"], test.get("without_lge", "n/a")])
+    lines.append("Cohort (synthetic phantom DICOM, `cccmr phantom`; each site splits its subjects into training "
+                 f"and validation, `data.val_fraction` = {summary.get('val_fraction', 'n/a')}):\n")  # fmt: skip
+    lines.append(_table(["site", "subjects", "patients (label 1)", "subjects without LGE"], site_rows))
+    times = [[step, _seconds(sec)] for step, sec in summary["wall_times"].items()]
+    if "total_seconds" in summary:
+        times.append(["**total** (including the SuperLink's start and stop)", _seconds(summary["total_seconds"])])
+    lines.append("Wall times:\n")
+    lines.append(_table(["step", "wall time"], times))
+    machine = summary["machine"]
+    lines.append(_table(["machine", "value"], [[k, v] for k, v in machine.items()]))
+    return lines
+
+
+def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """The whole report as Markdown; figure paths in `summary["figures"]` are relative to the report."""
+    names = summary["names"]
+    fig = summary["figures"]
+    releases = summary["releases"]
+    n_sites = len(summary["sites"])
+    total = summary.get("total_seconds") or sum(summary["wall_times"].values())
+    lines = [
+        "# CC-CMR federated demo",
+        "",
+        f"{n_sites} simulated hospital{'s' if n_sites > 1 else ''} ({', '.join(s['name'] for s in summary['sites'])})"
+        " trained CC-CMR together on Flower's simulation runtime (the same ServerApp and ClientApp as a real "
+        "deployment): phase 1 pretrains one encoder per sequence, phase 2 (the Feature Interaction Module) aligns "
+        "the cine features with LGE, phase 3 fits the cine-only fusion head. The released model needs cine only. "
+        "The baseline is the same federation without LGE guidance (no phase 2). "
+        f"Whole demo: {_seconds(total)}{' (--quick)' if summary.get('quick') else ''}.",
+        "",
+        "**The data are synthetic phantoms: these numbers show that the system works end to end, they are not "
+        "clinical evidence.**",
+        "",
+        f"- Release: `{releases[RELEASE]['path']}` (content hash `{releases[RELEASE]['content_hash'][:16]}`)",
+        f"- Baseline release: `{releases[BASELINE]['path']}`",
+        f"- Round histories: `{summary['history_paths'][RELEASE]}`, `{summary['history_paths'][BASELINE]}`",
+        "",
+        "## Held-out test set (Table 1 layout)",
+        "",
+        f"{summary['test']['usable']} held-out subjects, predicted from cine only (4CH + SAX) by each release.",
+        "",
+        summary["table1"],
+        f"![ROC curves]({fig['roc']})",
+        "",
+        "## Training, round by round",
+        "",
+        f"Per-site curves of the {names[RELEASE]} run. The training loss is each phase's own objective (FIM: the "
+        "uncertainty-weighted sum of six terms), so its level jumps between phases; validation is the cine-only "
+        "prediction on each site's validation split (the fusion head is untrained before phase 3).",
+        "",
+        f"![per-round curves]({fig['rounds']})",
+        "",
+        rounds_table(histories[RELEASE]),
+        f"Baseline run ({names[BASELINE]}):",
+        "",
+        rounds_table(histories[BASELINE]),
+        "## Feature Interaction Module: uncertainty weights",
+        "",
+        f"![sigma trajectories]({fig['sigma']})",
+        "",
+        sigma_table(histories[RELEASE]),
+        "## t-SNE of the test set's cine features, before and after phase 2",
+        "",
+        f"Global model after round {summary['tsne']['before_round']} (end of pretraining) and after round "
+        f"{summary['tsne']['after_round']} (end of the FIM), {summary['tsne']['source']}.",
+        "",
+        f"![t-SNE before and after the FIM]({fig['tsne']})",
+        "",
+        "## Bytes exchanged",
+        "",
+        "Each round sends only the parameter groups the phase trains (plus the frozen cine encoders the fusion head "
+        "needs) and receives only the trained groups; evaluation sends the cine-only model.",
+        "",
+        f"![bytes per round]({fig['bytes']})",
+        "",
+        bytes_table(histories, names),
+        *settings_section(summary),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---- a small Markdown-to-HTML rendering of exactly what render_markdown writes ----
+
+_IMAGE = re.compile(r"^!\[(.*?)\]\((.*?)\)$")
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text, quote=False)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
+def markdown_to_html(markdown: str, title: str = "CC-CMR federated demo") -> str:
+    """Headings, paragraphs, bullet lists, pipe tables, images and fenced code: the subset the report uses."""
+    out, lines, i = [], markdown.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            out.append("<pre>" + html.escape("\n".join(lines[i + 1 : j])) + "</pre>")
+            i = j + 1
+            continue
+        if line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = re.split(r"(?<!\\)\|", lines[i].strip()[1:-1])
+                block.append([c.strip().replace("\\|", "|") for c in cells])
+                i += 1
+            head = "".join(f"<th>{_inline(c)}</th>" for c in block[0])
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block[2:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            continue
+        if line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        if m := re.match(r"^(#{1,3}) (.*)$", line):
+            level = len(m.group(1))
+            out.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
+        elif m := _IMAGE.match(line):
+            alt, src = html.escape(m.group(1)), html.escape(m.group(2))
+            out.append(f'<p><img src="{src}" alt="{alt}"></p>')
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+        "table{border-collapse:collapse;margin:0.5em 0 1.2em}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "font-size:0.9em}th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:0.6em}"
+    )
+    return (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+    )
+
+
+def write_report(
+    out_dir: Path, summary: Mapping[str, Any], histories: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> tuple[Path, Path]:
+    """Write `report.md` and `report.html` into `out_dir` (figures already there); returns both paths."""
+    markdown = render_markdown(summary, histories)
+    md_path, html_path = Path(out_dir) / "report.md", Path(out_dir) / "report.html"
+    md_path.write_text(markdown, encoding="utf-8")
+    html_path.write_text(markdown_to_html(markdown), encoding="utf-8")
+    return md_path, html_path

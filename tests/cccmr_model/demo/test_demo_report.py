@@ -1,0 +1,160 @@
+"""The demo's report and figures from a small fake history (records shaped like the ServerApp's history.jsonl)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cccmr_model.demo import figures
+from cccmr_model.demo.evaluate import phase_end_rounds
+from cccmr_model.demo.plan import overrides, site_names
+from cccmr_model.demo.report import BASELINE, RELEASE, markdown_to_html, render_markdown, write_report
+from cccmr_model.errors import ConfigError
+from cccmr_model.metrics import evaluation_report, markdown_table
+
+TERMS = ("cls:cine_4ch", "cls:cine_sax", "cls:lge_sax", "fsa:cine_4ch|cine_sax", "fsa:cine_4ch|lge_sax",
+         "fsa:cine_sax|lge_sax")  # fmt: skip
+
+
+def fake_history(phases: dict[str, int], sites=("anzhen", "lanzhou")) -> list[dict]:
+    records, rnd = [], 0
+    for phase, rounds in phases.items():
+        for k in range(1, rounds + 1):
+            rnd += 1
+            sigma = {f"sigma:{t}": 1.0 + 0.01 * rnd * (i - 2.5) for i, t in enumerate(TERMS)} if phase == "fim" else {}
+            records.append({
+                "round": rnd, "phase": phase, "phase_round": k, "sites_replied": list(sites),
+                "train": {s: {"loss": 1.0 / rnd + i, "num-examples": 10} for i, s in enumerate(sites)},
+                "train_global": {"loss": 1.0 / rnd, **sigma},
+                "sigma": sigma,
+                "evaluate": {s: {"loss": 0.7 - 0.01 * rnd, "confusion": [2, 1, 1, 2], "num-examples": 6}
+                             for s in sites},
+                "evaluate_global": {"loss": 0.69, "auc": 0.5 + 0.05 * rnd, "balanced_accuracy": 0.6,
+                                    "sensitivity": 0.5, "specificity": 0.7, "num-examples": 12},
+                "bytes_sent": 14_000_000 if phase != "fusion" else 12_000_000,
+                "bytes_received": 9_000_000 if phase != "fusion" else 70_000,
+                "round_time_s": 1.5,
+            })  # fmt: skip
+    return records
+
+
+@pytest.fixture
+def histories() -> dict[str, list[dict]]:
+    return {
+        RELEASE: fake_history({"pretrain": 2, "fim": 2, "fusion": 1}),
+        BASELINE: fake_history({"pretrain": 2, "fusion": 1}),
+    }
+
+
+def fake_summary(evaluations: dict[str, dict]) -> dict:
+    names = {RELEASE: "CC-CMR (federated)", BASELINE: "Baseline (no FIM)"}
+    return {
+        "quick": True,
+        "names": names,
+        "sites": [
+            {"name": "anzhen", "subjects": 12, "patients": 6, "without_lge": 1},
+            {"name": "lanzhou", "subjects": 12, "patients": 5, "without_lge": 0},
+        ],
+        "test": {"subjects": 16, "patients": 8, "without_lge": 0, "usable": 16},
+        "val_fraction": 0.2,
+        "config": {"config": "configs/tiny.yaml", "task": "screening"},
+        "overrides": {RELEASE: ["seed=0"], BASELINE: ["seed=0", "federation.phases.fim.rounds=0"]},
+        "table1": markdown_table({names[k]: v for k, v in evaluations.items()}),
+        "releases": {
+            RELEASE: {"path": "/x/run/release", "content_hash": "ab" * 32},
+            BASELINE: {"path": "/x/baseline/release", "content_hash": "cd" * 32},
+        },
+        "history_paths": {RELEASE: "/x/run/history.jsonl", BASELINE: "/x/baseline/history.jsonl"},
+        "tsne": {"before_round": 2, "after_round": 4, "source": "checkpoints of the release run"},
+        "figures": {k: f"figures/{k}.png" for k in ("roc", "rounds", "sigma", "tsne", "bytes")},
+        "wall_times": {"phantom cohort": 9.2, "federated CC-CMR": 61.0},
+        "total_seconds": 75.0,
+        "machine": {"CPU cores": 2},
+    }
+
+
+def scores_and_labels(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.array([0, 1] * 10)
+    return np.clip(0.5 + 0.3 * (labels - 0.5) + rng.normal(0, 0.2, 20), 0, 1), labels
+
+
+def test_report_has_every_section_and_escapes_pipes(tmp_path, histories):
+    evaluations = {k: evaluation_report("screening", *scores_and_labels(i), resamples=20) for i, k in
+                   enumerate((RELEASE, BASELINE))}  # fmt: skip
+    md = render_markdown(fake_summary(evaluations), histories)
+    for heading in ("Held-out test set (Table 1 layout)", "Training, round by round", "uncertainty weights",
+                    "t-SNE", "Bytes exchanged", "Settings"):  # fmt: skip
+        assert heading in md
+    for figure in ("roc", "rounds", "sigma", "tsne", "bytes"):
+        assert f"](figures/{figure}.png)" in md
+    assert "| CC-CMR (federated) |" in md and "| Baseline (no FIM) |" in md
+    assert "fsa:cine_4ch\\|cine_sax" in md  # a pipe inside a cell would split the Markdown table
+    assert md.count("| 5 | fusion 1 |") == 1 and "| 3 | fusion 1 |" in md
+    assert "synthetic" in md and "Whole demo: 75 s (--quick)" in md
+    md_path, html_path = write_report(tmp_path, fake_summary(evaluations), histories)
+    assert md_path.read_text() == md
+    page = html_path.read_text()
+    assert page.count("<table>") == sum(line.startswith("|---") for line in md.splitlines())
+    assert "<td>fsa:cine_4ch|cine_sax</td>" in page and '<img src="figures/roc.png"' in page
+
+
+def test_markdown_to_html_subset():
+    page = markdown_to_html("# T\n\ntext with `code` and **bold**\n\n- a\n- b\n\n| x | y |\n|---|---|\n| 1 | a\\|b |\n")
+    assert "<h1>T</h1>" in page and "<code>code</code>" in page and "<strong>bold</strong>" in page
+    assert "<ul><li>a</li><li>b</li></ul>" in page
+    assert "<th>x</th><th>y</th>" in page and "<td>a|b</td>" in page
+
+
+def test_figures_are_written(tmp_path, histories):
+    scores, labels = scores_and_labels(0)
+    auc = {"value": 0.8, "ci_low": 0.6, "ci_high": 0.95}
+    paths = [
+        figures.roc_figure({"a": (scores, labels, auc), "b": (1 - scores, labels, auc)}, tmp_path / "roc.png"),
+        figures.rounds_figure(histories[RELEASE], tmp_path / "rounds.png"),
+        figures.sigma_figure(histories[RELEASE], tmp_path / "sigma.png"),
+        figures.sigma_figure(histories[BASELINE], tmp_path / "no-sigma.png"),
+        figures.bytes_figure(histories, tmp_path / "bytes.png"),
+    ]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_roc_points_match_sklearn():
+    from sklearn.metrics import auc, roc_curve
+
+    scores, labels = scores_and_labels(3)
+    scores = np.round(scores, 1)  # ties
+    fpr, tpr = figures.roc_points(scores, labels)
+    ref_fpr, ref_tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr)
+    np.testing.assert_allclose(tpr, ref_tpr)
+    assert auc(fpr, tpr) == pytest.approx(auc(ref_fpr, ref_tpr))
+
+
+def test_site_accuracy_from_confusion():
+    assert figures.site_accuracy({"confusion": [3, 1, 0, 4]}) == pytest.approx(7 / 8)
+    assert figures.site_accuracy({}) is None
+
+
+def test_phase_end_rounds(histories):
+    assert phase_end_rounds(histories[RELEASE]) == {"pretrain": 2, "fim": 4, "fusion": 5}
+    assert phase_end_rounds(histories[BASELINE]) == {"pretrain": 2, "fusion": 3}
+
+
+def test_plan_overrides_differ_only_in_the_fim_phase():
+    from cccmr_model.config import load_config
+    from cccmr_model.demo.plan import CONFIG_NAME, QUICK
+
+    sites = site_names(2)
+    release = load_config(CONFIG_NAME, overrides(QUICK, sites, 0, baseline=False))
+    baseline = load_config(CONFIG_NAME, overrides(QUICK, sites, 0, baseline=True))
+    assert release.federation.sites == ("anzhen", "lanzhou")
+    assert (
+        release.federation.phases["fim"].rounds == QUICK.rounds["fim"] and baseline.federation.phases["fim"].rounds == 0
+    )
+    assert release.train == baseline.train and release.model == baseline.model and release.data == baseline.data
+    assert release.federation.phases["pretrain"] == baseline.federation.phases["pretrain"]
+    assert site_names(3) == ["anzhen", "lanzhou", "site3"]
+    with pytest.raises(ConfigError):
+        site_names(0)
