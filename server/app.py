@@ -15,6 +15,7 @@ from cccmr_model.model import PHASE_GROUPS, build_model
 from cccmr_model.release.files import is_release_key
 from server import history
 from server.checkpoint import check_resumable, load_checkpoint
+from server.privacy import check_privacy_config, with_central_dp
 from server.release import write_release
 from server.schedule import plan_rounds
 from server.settings import experiment_config, server_settings
@@ -28,6 +29,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     settings = server_settings(context.run_config)
     config = experiment_config(settings)
+    check_privacy_config(config)
     experiment = config_to_dict(config)
     state, completed, sites = initial_state(config), 0, {}
     if settings.resume_from is not None:
@@ -46,8 +48,10 @@ def main(grid: Grid, context: Context) -> None:
         completed_rounds=completed,
         known_sites=sites,
     )
+    past = history.read_history(strategy.history_path) if completed else []
+    runner = with_central_dp(strategy, config, past)  # Flower's DP wrapper when privacy.central_dp.enabled
     if strategy.remaining_rounds() > 0:
-        strategy.start(
+        runner.start(
             grid=grid,
             initial_arrays=strategy.global_arrays(),
             num_rounds=strategy.remaining_rounds(),

@@ -47,6 +47,7 @@ class RoundLog:
     plan: RoundPlan
     started: float = field(default_factory=time.monotonic)
     sent_to: dict[int, str] = field(default_factory=dict)
+    expecting: dict[int, str] = field(default_factory=dict)  # nodes the current stage (train/evaluate) waits for
     failed: dict[str, str] = field(default_factory=dict)
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_global: dict[str, float] = field(default_factory=dict)
@@ -92,6 +93,8 @@ class PhaseFedAvg(FedAvg):
         self.join_timeout_s = float(federation["round_timeout_s"])
         self._round: RoundLog | None = None
         self._experiment_json = json.dumps(self.experiment)
+        self.accepted: list[RecordDict] = []  # the round's averaged replies, for a DP wrapper (server/privacy.py)
+        self.round_extras: dict[str, Any] = {}  # extra fields of the round's history line (e.g. central_dp)
 
     @property
     def history_path(self) -> Path:
@@ -161,6 +164,7 @@ class PhaseFedAvg(FedAvg):
                 f"{self.min_sites}; resume from {self.checkpoint_dir}"
             )
         contents = [content for _, content in sorted(accepted, key=lambda item: item[0])]  # fixed summation order
+        self.accepted = contents
         averaged = aggregate_arrayrecords(contents, NUM_EXAMPLES)
         for key, value in averaged.items():
             self.global_state[key] = value.numpy().astype(self.global_state[key].dtype, copy=False)
@@ -178,6 +182,7 @@ class PhaseFedAvg(FedAvg):
         """Send the cine-only model to every site every `evaluate_every` rounds and after the last round."""
         plan = self._plan(server_round)
         if plan.server_round % self.evaluate_every and plan.server_round != len(self.plan):
+            self._round.expecting = {}
             return []
         node_ids = self._connected_nodes(grid, first=False)
         content = RecordDict(
@@ -236,6 +241,7 @@ class PhaseFedAvg(FedAvg):
                 "bytes_sent": rnd.bytes_sent,
                 "bytes_received": rnd.bytes_received,
                 "round_time_s": round(time.monotonic() - rnd.started, 3),
+                **self.round_extras,
             },
         )
         self.completed_rounds = plan.server_round
@@ -250,8 +256,8 @@ class PhaseFedAvg(FedAvg):
 
     def _messages(self, content: RecordDict, node_ids: list[int], message_type: str) -> list[Message]:
         size = content[self.arrayrecord_key].count_bytes()
-        for node_id in node_ids:
-            self._round.sent_to[node_id] = self._name(node_id)
+        self._round.expecting = {node_id: self._name(node_id) for node_id in node_ids}
+        self._round.sent_to.update(self._round.expecting)
         self._round.bytes_sent += size * len(node_ids)
         return self._construct_messages(content, node_ids, message_type)
 
@@ -268,7 +274,7 @@ class PhaseFedAvg(FedAvg):
             name = self._learn_name(node_id, msg)
             self._round.bytes_received += sum(r.count_bytes() for r in msg.content.array_records.values())
             good.append((name, msg))
-        for node_id, name in self._round.sent_to.items():
+        for node_id, name in self._round.expecting.items():
             if node_id not in seen and name not in self._round.failed:
                 self._fail(name, "no reply before the round timeout")
         return good

@@ -1,0 +1,74 @@
+"""`clip_update_mod`: the site clips its update to the server's clipping norm in train replies only, over the
+groups it returns (a phase also receives frozen inputs it does not send back)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, get_norm
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.privacy import clip_update_mod, dp_ledger_path
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+RECEIVED = {"encoders.a": np.zeros((3, 4), np.float32), "fusion.w": np.ones((4,), np.float32)}
+
+
+def make_app(returned: dict[str, np.ndarray]) -> ClientApp:
+    app = ClientApp(mods=[clip_update_mod])
+
+    @app.train("fusion")
+    def train(msg: Message, context: Context) -> Message:
+        arrays = ArrayRecord({k: Array(v) for k, v in returned.items()})
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 3})}), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 3})}), reply_to=msg)
+
+    return app
+
+
+def message(message_type: str, clip: float | None) -> Message:
+    config = ConfigRecord({"phase": "fusion"} | ({KEY_CLIPPING_NORM: clip} if clip is not None else {}))
+    arrays = ArrayRecord({k: Array(v) for k, v in RECEIVED.items()})
+    return Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=1, message_type=message_type)
+
+
+def context() -> Context:
+    return Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+
+
+def test_train_update_of_the_returned_groups_is_clipped():
+    app = make_app({"fusion.w": np.full((4,), 4.0, np.float32)})  # update 3 per entry: norm 6
+    reply = app(message("train.fusion", 1.5), context())
+    sent = reply.content["arrays"]["fusion.w"].numpy()
+    assert list(reply.content["arrays"]) == ["fusion.w"]
+    assert get_norm([sent - RECEIVED["fusion.w"]]) == pytest.approx(1.5, rel=1e-6)
+    np.testing.assert_allclose(sent, 1.0 + 0.75)  # direction kept
+
+
+def test_without_a_clipping_norm_or_outside_training_nothing_changes():
+    app = make_app({"fusion.w": np.full((4,), 4.0, np.float32)})
+    reply = app(message("train.fusion", None), context())
+    np.testing.assert_array_equal(reply.content["arrays"]["fusion.w"].numpy(), 4.0)
+    assert not app(message("evaluate", 1.0), context()).has_error()
+
+
+def test_a_reply_with_arrays_not_received_is_replaced_by_an_error():
+    app = make_app({"fusion.w": np.ones((4,), np.float32), "secret.features": np.ones((2,), np.float32)})
+    reply = app(message("train.fusion", 1.0), context())
+    assert reply.has_error() and "not a subset" in reply.error.reason
+
+
+def test_ledger_lives_in_the_site_cache(tmp_path):
+    assert dp_ledger_path(tmp_path).parent == tmp_path / "privacy"
