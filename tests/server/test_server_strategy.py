@@ -201,3 +201,12 @@ def test_resume_continues_at_the_next_round_with_identical_weights(tmp_path, kit
     for key, value in full.global_state.items():
         np.testing.assert_array_equal(resumed.global_state[key], value)
     assert [r["round"] for r in read_history(tmp_path / "cut" / "history.jsonl")] == [1, 2, 3, 4, 5]
+
+
+def test_rounds_without_evaluation_log_no_failures(tmp_path, kit):
+    strategy = make_strategy(tmp_path, exp=experiment(federation__evaluate_every=10))
+    grid = kit.FakeGrid({1: honest_site(kit, "anzhen", 1.0, 2), 2: honest_site(kit, "lanzhou", 1.0, 2)})
+    run(strategy, grid)
+    rounds = read_history(tmp_path / "history.jsonl")
+    assert [bool(r["evaluate_global"]) for r in rounds] == [False] * 4 + [True]  # the last round always evaluates
+    assert all(r["sites_failed"] == {} for r in rounds)
