@@ -1,0 +1,193 @@
+"""What the federation adds on top of local training: bytes per round per site, round time against pure training
+time, and the ServerApp's memory over 50 rounds.
+
+- Bytes: the exact array payload (`ArrayRecord.count_bytes`) each round sends to and receives from one site per
+  phase, from the round plan and the model of the config (default and tiny).
+- Overhead: one round per phase run in-process through `PhaseFedAvg`, Flower records and the client's own
+  `train_round` on a synthetic cohort; the overhead is round wall time minus the engine's training time. The
+  network and Flower's polling (the SuperNode and the Grid poll every 3 s, measured on loopback in the deployment
+  test) come on top and are not included here.
+- Memory: the strategy's process RSS across 50 rounds with two instant sites answering with the full phase
+  groups of the model (tiny when `quick`); flat means no growth from the first ten to the last ten rounds.
+
+Standalone: `python -m benchmarks.federation_overhead [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from cccmr_model.config import ExperimentConfig, config_to_dict, load_config
+from cccmr_model.engine.datasets import LabelledSubset
+from cccmr_model.engine.synthetic import SyntheticCohort
+from cccmr_model.model import PHASE_GROUPS
+from cccmr_model.release.files import is_release_key
+from client.site import SiteData
+from client.tasks import train_round
+from server.app import initial_state
+from server.schedule import plan_rounds, select
+from server.strategy import PhaseFedAvg, to_array_record
+
+
+class InProcessGrid(Grid):
+    """Nodes answered by Python callables; replies built as a SuperNode would (Flower records, reply_to)."""
+
+    def __init__(self, sites: dict[int, object]) -> None:
+        self.sites = sites
+
+    def set_run(self, run) -> None:  # pragma: no cover
+        pass
+
+    @property
+    def run(self):  # pragma: no cover
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs):  # pragma: no cover
+        raise NotImplementedError
+
+    def get_node_ids(self):
+        return list(self.sites)
+
+    def push_messages(self, messages):  # pragma: no cover
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # pragma: no cover
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return [Message(self.sites[m.metadata.dst_node_id](m), reply_to=m) for m in messages]
+
+
+def payload_rows(config: ExperimentConfig) -> list[dict]:
+    state = initial_state(config)
+    rows = []
+    for plan in plan_rounds(config.federation.phases, PHASE_GROUPS):
+        if plan.phase_round != 1:
+            continue
+        sent = to_array_record(select(state, plan.sends)).count_bytes()
+        received = to_array_record(select(state, plan.trains)).count_bytes()
+        for direction, value in (("sent", sent), ("received", received)):
+            rows.append(_row(f"{plan.phase} bytes {direction} per site per round", value / 1e6, "MB", config))
+    evaluate = to_array_record({k: v for k, v in state.items() if is_release_key(k)}).count_bytes()
+    rows.append(_row("evaluate bytes sent per site per round", evaluate / 1e6, "MB", config))
+    return rows
+
+
+def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
+    cohort = SyntheticCohort(subjects, config.data, seed=0)
+    data = SiteData(LabelledSubset(cohort, range(subjects)), LabelledSubset(cohort, range(0)))
+    train_seconds: list[float] = []
+
+    def site(msg: Message) -> RecordDict:
+        cfg = msg.content["config"]
+        start = time.perf_counter()
+        trained, metrics = train_round(
+            msg.content["arrays"].to_torch_state_dict(), str(cfg["phase"]), data, config,
+            epochs=int(cfg["local-epochs"]), lr_window=(cfg["lr-window-start"], cfg["lr-window-end"]),
+            device="cpu", seed=int(cfg["seed"]),
+        )  # fmt: skip
+        train_seconds.append(time.perf_counter() - start)
+        return RecordDict({"arrays": ArrayRecord(trained), "metrics": MetricRecord(metrics),
+                           "site": ConfigRecord({"name": "bench"})})  # fmt: skip
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        strategy = _strategy(config, Path(tmp))
+        grid = InProcessGrid({1: site})
+        for server_round, plan in enumerate(strategy.plan, start=1):
+            start = time.perf_counter()
+            msgs = strategy.configure_train(server_round, strategy.global_arrays(), ConfigRecord(), grid)
+            strategy.aggregate_train(server_round, grid.send_and_receive(msgs))
+            strategy.aggregate_evaluate(server_round, [])
+            wall = time.perf_counter() - start
+            overhead = wall - train_seconds[-1]
+            rows.append(_row(f"{plan.phase} round overhead (in-process)", overhead, "s", config,
+                             round_s=round(wall, 3), train_s=round(train_seconds[-1], 3),
+                             overhead_pct=round(100 * overhead / train_seconds[-1], 1)))  # fmt: skip
+    return rows
+
+
+def memory_rows(config: ExperimentConfig, rounds: int = 50) -> list[dict]:
+    def site(msg: Message) -> RecordDict:
+        phase = str(msg.content["config"]["phase"])
+        arrays = {k: v.numpy() for k, v in msg.content["arrays"].items() if k.startswith(PHASE_GROUPS[phase])}
+        return RecordDict({"arrays": to_array_record({k: v + np.float32(1e-3) for k, v in arrays.items()}),
+                           "metrics": MetricRecord({"num-examples": 8, "loss": 0.5}),
+                           "site": ConfigRecord({"name": "bench"})})  # fmt: skip
+
+    rss = []
+    with tempfile.TemporaryDirectory() as tmp:
+        strategy = _strategy(config, Path(tmp))
+        first_fim = next(p for p in strategy.plan if p.phase == "fim")  # the largest exchange
+        strategy.plan = [dataclasses.replace(first_fim, server_round=r) for r in range(1, rounds + 1)]
+        grid = InProcessGrid({1: site, 2: site})
+        strategy.expected_sites = len(grid.sites)
+        for server_round in range(1, rounds + 1):
+            msgs = strategy.configure_train(server_round, strategy.global_arrays(), ConfigRecord(), grid)
+            strategy.aggregate_train(server_round, grid.send_and_receive(msgs))
+            strategy.aggregate_evaluate(server_round, [])
+            rss.append(_rss_mb())
+    first, last = float(np.mean(rss[:10])), float(np.mean(rss[-10:]))
+    return [_row(f"ServerApp RSS growth over {rounds} rounds", last - first, "MB", config,
+                 rss_first10_mb=round(first, 1), rss_last10_mb=round(last, 1))]  # fmt: skip
+
+
+def run(quick: bool) -> list[dict]:
+    _task_identity()
+    tiny = load_config("tiny", ["train.resample_factor=1", "federation.sites=[bench]"])
+    rows = payload_rows(tiny) + payload_rows(load_config("default"))
+    rows += overhead_rows(tiny, subjects=8 if quick else 24)
+    default = load_config("default", ["federation.sites=[bench1, bench2]", "federation.min_sites=2"])
+    rows += memory_rows(tiny if quick else default, rounds=20 if quick else 50)
+    return rows
+
+
+def _strategy(config: ExperimentConfig, run_dir: Path) -> PhaseFedAvg:
+    state = initial_state(config)
+    return PhaseFedAvg(
+        plan_rounds(config.federation.phases, PHASE_GROUPS),
+        state,
+        experiment=config_to_dict(config),
+        run_dir=run_dir,
+        eval_keys=[k for k in state if is_release_key(k)],
+        checkpoint_keep=1,
+    )
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * resource.getpagesize() / 1e6
+
+
+def _row(metric: str, value: float, unit: str, config: ExperimentConfig, **extra: object) -> dict:
+    return {"benchmark": "federation_overhead", "metric": metric, "value": value, "unit": unit,
+            "config": config.name, **extra}  # fmt: skip
+
+
+def _task_identity() -> None:
+    """Messages need a run identity; the SuperLink sets it in a real ServerApp process."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    for row in run(args.quick):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
