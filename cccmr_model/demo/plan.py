@@ -29,10 +29,10 @@ class DemoSize:
 
 
 FULL = DemoSize(
-    subjects=40,
-    test_subjects=40,
-    rounds={"pretrain": 4, "fim": 4, "fusion": 2},
-    local_epochs={"pretrain": 2, "fim": 2, "fusion": 2},
+    subjects=48,
+    test_subjects=48,
+    rounds={"pretrain": 5, "fim": 5, "fusion": 2},
+    local_epochs={"pretrain": 3, "fim": 3, "fusion": 2},
     resample_factor=2,
 )
 QUICK = DemoSize(

@@ -32,12 +32,14 @@ from cccmr_model.demo.flower import FlowerSimulation
 from cccmr_model.demo.keeper import CheckpointKeeper
 from cccmr_model.demo.plan import CONFIG, CONFIG_NAME, DemoSize, demo_size, overrides, site_names
 from cccmr_model.demo.report import BASELINE, RELEASE, write_report
+from cccmr_model.errors import ConfigError
 from cccmr_model.metrics import json_safe, markdown_table
 
 log = logging.getLogger("cccmr.demo")
 
 NAMES = {RELEASE: "CC-CMR (federated, LGE-guided FIM)", BASELINE: "Baseline (federated, cine only, no FIM)"}
 FOLDERS = {RELEASE: "run", BASELINE: "baseline"}  # run folder of each federation in DIR
+MARKER = ".cccmr-demo"  # marks a folder the demo may clean
 OUTPUTS = ("data", "run", "baseline", "flower", "test-cache", "figures", "report.md", "report.html", "summary.json")
 
 
@@ -130,8 +132,12 @@ def run_demo(options: DemoOptions) -> DemoResult:
 
 
 def _clean(out: Path) -> None:
-    """Remove what an earlier demo wrote into `out` (only the demo's own outputs): histories append."""
+    """Remove what an earlier demo wrote into `out` (only the demo's own outputs: histories append); refuse a
+    non-empty folder that no demo wrote, so that `--out` never deletes someone's `data/`."""
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ConfigError(f"{out}: folder is not empty and was not written by cccmr demo; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by cccmr demo; its next run replaces this folder's outputs\n")
     for name in OUTPUTS:
         path = out / name
         if path.is_dir():

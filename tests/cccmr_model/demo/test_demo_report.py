@@ -158,3 +158,13 @@ def test_plan_overrides_differ_only_in_the_fim_phase():
     assert site_names(3) == ["anzhen", "lanzhou", "site3"]
     with pytest.raises(ConfigError):
         site_names(0)
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
+    from cccmr_model.demo import DemoOptions, run_demo
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.dcm").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not written by cccmr demo"):
+        run_demo(DemoOptions(out=tmp_path))
+    assert (tmp_path / "data" / "precious.dcm").is_file()
