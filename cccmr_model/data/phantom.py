@@ -27,7 +27,7 @@ import numpy as np
 
 from cccmr_model.data.dicom_writer import Geometry, SeriesTags, make_uid, write_series
 from cccmr_model.data.phantom_anatomy import Heart, ground_truth
-from cccmr_model.data.phantom_render import Layout, Plane, add_rician, bias_field, render_planes
+from cccmr_model.data.phantom_render import Layout, Plane, add_rician, bias_field, blur, render_planes
 from cccmr_model.data.phantom_sites import SUBTYPES, VENDORS, Site, Vendor, choose, pooled_site, site_profile
 from cccmr_model.data.phantom_subjects import sample_heart
 from cccmr_model.errors import DataError
@@ -160,7 +160,7 @@ def four_chamber_plane(layout: Layout, heart: Heart, protocol: Protocol) -> Plan
 
 def _finish(clean: np.ndarray, planes: list[Plane], protocol: Protocol, rng: np.random.Generator, snr: float):
     bias = bias_field(planes, rng, strength=1.0)
-    noisy = add_rician(clean * bias[:, None], 1.0 / snr, rng)
+    noisy = add_rician(blur(clean) * bias[:, None], 1.0 / snr, rng)
     return noisy * protocol.peak * protocol.slope  # real-world values; the writer stores them / slope
 
 

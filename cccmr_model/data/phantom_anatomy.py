@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 TAU = 2.0 * np.pi
+BASAL_NARROWING = 0.15  # the LV narrows towards the mitral annulus
 PAPILLARY_ANGLES = (-2.3, 2.0)  # inferomedial and anterolateral, rad from the septum
 
 
@@ -143,7 +144,7 @@ def lv_radii(heart: Heart, st: HeartState, theta, z, motion=None, wall=None) -> 
     motion = motion_factor(heart, theta) if motion is None else motion
     wall = wall_thickness(heart, theta) if wall is None else wall
     u = (z - st.base) / st.lv_length
-    taper = np.sqrt(np.clip(1.0 - u * u, 0.0, None))
+    taper = np.sqrt(np.clip(1.0 - u * u, 0.0, None)) * (1.0 - BASAL_NARROWING * _smooth((0.25 - u) / 0.25))
     endo_ed = taper * heart.lv_radius
     endo = endo_ed - taper * (heart.lv_radius - st.lv_radius) * motion
     u_epi = u * (heart.lv_length / (heart.lv_length + heart.apex_wall))
@@ -181,8 +182,8 @@ class HeartSampler:
         heart, r, x, y, z = self.heart, self.r, self.x, self.y, self.z
         endo, epi, u = lv_radii(heart, st, self.theta, z, self.motion, self.wall)
         below = _frac(st.base - z, edge)
-        lv_all = _frac(r - epi, edge) * below
-        lv_blood = _frac(r - endo, edge) * below
+        lv_all = _frac(r - epi, edge) * below * (epi > 0.0)
+        lv_blood = _frac(r - endo, edge) * below * (endo > 0.0)
         papillary = self._papillary(st, endo, u, edge) * lv_blood
         lv_blood = lv_blood - papillary
         myo = lv_all - lv_blood
@@ -204,8 +205,9 @@ class HeartSampler:
         out["rv_wall"] = rv_all - rv_blood
         beyond_apex = z - st.base - st.lv_length * (1.0 + heart.apex_wall / heart.lv_length)
         lv_d = np.where(epi > 0.0, r - epi, np.hypot(r, np.maximum(beyond_apex, 0.0)))
-        heart_d = np.minimum(lv_d, dist - heart.rv_wall)
-        out["fat"] = np.clip(_frac(heart_d - self.fat, edge) * below - lv_all - rv_all, 0.0, 1.0)
+        heart_d = np.minimum(lv_d, np.where(width > 0.5, dist - heart.rv_wall, np.inf))
+        fat = self.fat * (1.0 - 0.8 * _smooth((u - 0.7) / 0.3))  # little fat over the apex
+        out["fat"] = np.clip(_frac(heart_d - fat, edge) * below - lv_all - rv_all, 0.0, 1.0)
         zeros = np.zeros_like(r)
         out["la"] = out["ra"] = out["atrial_wall"] = zeros
         if self.has_atria and (z < st.base + edge).any():
@@ -235,9 +237,9 @@ class HeartSampler:
         s = st.atrial_scale
         la_r, ra_r = heart.la_radius * s, heart.ra_radius * s
         la_rz, ra_rz = la_r * 1.3, ra_r * 1.2
-        la = _ellipsoid(x + 6.0, y, z - (st.base - 0.55 * la_rz), la_r, la_r * 0.9, la_rz)
+        la = _ellipsoid(x + 6.0, y, z - (st.base - 0.68 * la_rz), la_r, la_r * 0.9, la_rz)
         ra_x = heart.lv_radius + heart.wall + 0.6 * heart.rv_width + 2.0
-        ra = _ellipsoid(x - ra_x, y, z - (st.base - 0.55 * ra_rz), ra_r, ra_r * 0.9, ra_rz)
+        ra = _ellipsoid(x - ra_x, y, z - (st.base - 0.68 * ra_rz), ra_r, ra_r * 0.9, ra_rz)
         la_in, la_wall = _frac(la, edge), _frac(la - 2.0, edge)
         ra_in, ra_wall = _frac(ra, edge), _frac(ra - 2.0, edge)
         out["la"] = la_in * above

@@ -34,8 +34,15 @@ def read_series(path: Path) -> np.ndarray:
     return pixels[order].reshape(len(slices), n_frames, *pixels.shape[1:])
 
 
-def write_preview(cohort: str | Path, png: str | Path | None = None, per_site: int = 6) -> Path:
-    """Montage of up to `per_site` subjects per site (one of each subtype first); returns the PNG path."""
+def _crop(image: np.ndarray, keep: float = 0.6) -> np.ndarray:
+    """The central part of the field of view, where the heart is."""
+    rows, cols = image.shape
+    r0, c0 = int(rows * (1 - keep) / 2), int(cols * (1 - keep) / 2)
+    return image[r0 : rows - r0, c0 : cols - c0]
+
+
+def write_preview(cohort: str | Path, png: str | Path | None = None, per_site: int = 3, max_rows: int = 8) -> Path:
+    """Montage of up to `per_site` subjects per site (different subtypes first); returns the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,8 +63,9 @@ def write_preview(cohort: str | Path, png: str | Path | None = None, per_site: i
                 seen.add(row["subtype"])
                 chosen.append(row)
         picks += [(manifest.parent, row) for row in chosen[:per_site]]
+    picks = picks[:max_rows]
     columns = ("cine SAX ED", "cine SAX ES", "4CH ED", "4CH ES", "LGE SAX")
-    fig, axes = plt.subplots(len(picks), 5, figsize=(12.5, 2.6 * len(picks)), squeeze=False)
+    fig, axes = plt.subplots(len(picks), 5, figsize=(12.5, 2.75 * len(picks)), squeeze=False)
     fig.patch.set_facecolor("black")
     for i, (site_dir, row) in enumerate(picks):
         truth = json.loads((site_dir / "ground_truth" / f"{row['subject_id']}.json").read_text())
@@ -66,7 +74,7 @@ def write_preview(cohort: str | Path, png: str | Path | None = None, per_site: i
         lge = read_series(site_dir / row["lge_sax"])
         es = int(truth["es_frame"])
         mid = sax.shape[0] // 2
-        images = (sax[mid, 0], sax[mid, es], four[0, 0], four[0, es], lge[lge.shape[0] // 2, 0])
+        images = [_crop(x) for x in (sax[mid, 0], sax[mid, es], four[0, 0], four[0, es], lge[lge.shape[0] // 2, 0])]
         for j, image in enumerate(images):
             ax = axes[i, j]
             ax.imshow(image, cmap="gray", vmin=0, vmax=float(np.percentile(image, 99.7)))

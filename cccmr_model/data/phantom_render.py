@@ -86,8 +86,8 @@ def body_tissues(points: np.ndarray, layout: Layout, edge: float) -> list[tuple[
     e = edge / s
     layers = [
         ("soft", _frac(_ellipse(p, (0, 0), (165, 115)), e)),
-        ("lung", _frac(_ellipse(p, (70, 18, 25), (62, 82, 125)), e)),
-        ("lung", _frac(_ellipse(p, (-72, 15, 35), (64, 84, 130)), e)),
+        ("lung", _frac(_ellipse(p, (62, 22, 30), (68, 88, 125)), e)),
+        ("lung", _frac(_ellipse(p, (-66, 18, 35), (68, 88, 130)), e)),
         ("liver", _frac(_ellipse(p, (-45, 10, -135), (130, 100, 115)), e)),
         ("abdomen", _frac(_ellipse(p, (75, 25, -125), (70, 75, 85)), e)),
         ("blood", _frac(_ellipse(p, (22, 62), (11, 11)), e)),  # descending aorta
@@ -217,3 +217,15 @@ def add_rician(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.
         imag = pool[start + frame : start + 2 * frame]
         out[i] = np.sqrt(real * real + imag * imag)
     return out.reshape(image.shape)
+
+
+def blur(images: np.ndarray) -> np.ndarray:
+    """The point-spread of a finite k-space acquisition, approximated by a [1, 2, 1] / 4 kernel along rows and cols."""
+    out = images * np.float32(0.5)
+    out[..., 1:, :] += images[..., :-1, :] * np.float32(0.25)
+    out[..., :-1, :] += images[..., 1:, :] * np.float32(0.25)
+    once = out
+    out = once * np.float32(0.5)
+    out[..., :, 1:] += once[..., :, :-1] * np.float32(0.25)
+    out[..., :, :-1] += once[..., :, 1:] * np.float32(0.25)
+    return out
