@@ -160,6 +160,52 @@ def evaluation_report(
     }
 
 
+def outcomes_from_confusion(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted) per subject, expanded from (C, C) counts (row = true class, column = predicted).
+
+    Subjects come in row-major order of the counts: all of class 0 (predicted 0, then 1, ...), then class 1, ...
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    classes = np.arange(confusion.shape[0])
+    labels = np.repeat(np.repeat(classes, confusion.shape[1]), confusion.ravel())
+    predicted = np.repeat(np.tile(classes, confusion.shape[0]), confusion.ravel())
+    return labels, predicted
+
+
+def count_report(
+    task: str,
+    confusion: np.ndarray,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """`evaluation_report` from confusion counts alone: every metric that depends only on (label, predicted class).
+
+    The counts are expanded to per-subject outcomes and bootstrapped like per-subject results (stratified by true
+    class), so the intervals are those `evaluation_report` gives for the same calls. AUC needs per-subject scores: it
+    is left out and named in `unavailable`. `threshold` is the one the sites used for their calls (recorded only).
+    """
+    labels, predicted = outcomes_from_confusion(confusion)
+    one_hot = np.eye(np.asarray(confusion).shape[0])[predicted]  # N, C: the call as a score
+    fn = metric_fn(task, 0.5)
+
+    def without_auc(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        return {k: v for k, v in fn(scores, y).items() if "auc" not in k}
+
+    classes, counts = np.unique(labels, return_counts=True)
+    return {
+        "task": task,
+        "n": len(labels),
+        "class_counts": {str(int(c)): int(n) for c, n in zip(classes, counts, strict=True)},
+        "bootstrap": {"resamples": resamples, "confidence": confidence, "seed": seed, "stratified": True},
+        "threshold": threshold if task == "screening" else None,
+        "metrics": bootstrap_ci(without_auc, one_hot, labels, resamples=resamples, confidence=confidence, seed=seed),
+        "unavailable": {"auc": "needs per-subject scores; only confusion counts were shared"},
+    }
+
+
 def _cell(entry: Mapping[str, float]) -> str:
     if math.isnan(entry["value"]):
         return "n/a"
