@@ -63,6 +63,7 @@ def test_phase1_per_sample_gradients_cover_every_parameter_on_the_tiny_config() 
     assert grads["encoders.lge_sax.layers.0.blocks.0.attn.relative_position_bias_table"][1].abs().max() == 0
 
 
+@pytest.mark.slow
 def test_pretrain_step_under_dp_trains_and_accumulates_epsilon_across_calls(config, cohort, tmp_path) -> None:
     ledger = tmp_path / "site" / "dp-sgd-accountant.json"
     first = train_phase_dp(None, "pretrain", cohort, config, epochs=1, ledger_path=ledger, seed=0)
@@ -81,6 +82,7 @@ def test_pretrain_step_under_dp_trains_and_accumulates_epsilon_across_calls(conf
     assert changed and all(k.startswith("fusion.") for k in changed)
 
 
+@pytest.mark.slow
 def test_budget_stops_training_and_says_so(config, cohort, tmp_path) -> None:
     ledger = tmp_path / "ledger.json"
     one_call = PrivacyLedger(ledger, []).epsilon(1e-5, (1.0, 0.5, 2))
