@@ -1,12 +1,17 @@
-"""Global evaluation metrics computed exactly from the sites' confusion counts (and pooled scores when shared)."""
+"""Global evaluation metrics computed exactly from the sites' confusion counts (and pooled scores when shared),
+and the release's reports with bootstrap confidence intervals."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from cccmr_model.config.schema import EvaluationConfig
+from cccmr_model.metrics import count_report, evaluation_report
 from server.validation import NUM_EXAMPLES
 
 
@@ -60,3 +65,34 @@ def pooled_auc(site_metrics: Mapping[str, Mapping[str, object]], num_classes: in
     if len(np.unique(labels)) < num_classes:
         return None
     return float(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))
+
+
+def release_reports(
+    site_metrics: Mapping[str, Mapping[str, object]], task: str, evaluation: EvaluationConfig
+) -> dict[str, Any]:
+    """Table-1 reports with bootstrap CIs for the release: {"pooled": report, "sites": {site: report}}.
+
+    A site that shared per-subject scores gets `evaluation_report` on them (AUC included); otherwise `count_report`
+    on its confusion counts (AUC unavailable). The pooled report uses the scores only when every site shared them.
+    """
+    num_classes = 2 if task == "screening" else 5
+    settings = {"resamples": evaluation.bootstrap_resamples, "confidence": evaluation.confidence}
+    settings.update(seed=evaluation.seed, threshold=evaluation.threshold)
+
+    def report(metrics: Sequence[Mapping[str, object]]) -> dict[str, Any]:
+        if all("scores" in m and "labels" in m for m in metrics):
+            labels = np.concatenate([np.asarray(m["labels"], dtype=np.int64) for m in metrics])
+            scores = np.concatenate([np.asarray(m["scores"], dtype=np.float64) for m in metrics])
+            scores = scores if num_classes == 2 else scores.reshape(len(labels), num_classes)
+            out = evaluation_report(task, scores, labels, **settings)
+        else:
+            shape = (num_classes, num_classes)
+            confusion = sum(np.asarray(m["confusion"], dtype=np.int64).reshape(shape) for m in metrics)
+            out = count_report(task, confusion, **settings)
+        count = max(sum(int(m[NUM_EXAMPLES]) for m in metrics), 1)
+        losses = [math.nan if m["loss"] is None else float(m["loss"]) for m in metrics]  # history: NaN as null
+        out["loss"] = sum(x * int(m[NUM_EXAMPLES]) for x, m in zip(losses, metrics, strict=True)) / count
+        return out
+
+    ordered = dict(sorted(site_metrics.items()))
+    return {"pooled": report(list(ordered.values())), "sites": {site: report([m]) for site, m in ordered.items()}}

@@ -14,18 +14,25 @@ import torch
 
 from cccmr_model.config import ExperimentConfig
 from cccmr_model.release.write import write_release as write_release_folder
+from server.evaluation import release_reports
 
 
 def write_release(
-    out_dir: Path, state: Mapping[str, np.ndarray], config: ExperimentConfig, rounds: Sequence[Mapping[str, Any]]
+    out_dir: Path,
+    state: Mapping[str, np.ndarray],
+    config: ExperimentConfig,
+    rounds: Sequence[Mapping[str, Any]],
+    final_evaluation: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write `out_dir` from the final global `state` and the run's history `rounds` (for metrics and sites)."""
+    """Write `out_dir` from the final global `state` and the run's history `rounds` (for metrics and sites).
+
+    Metrics: Table-1 reports with bootstrap CIs (pooled and per site) of the last evaluated round, from
+    `final_evaluation` (the sites' replies of that round, with per-subject scores when they were shared, so AUC
+    gets its CI) or else from the counts in the history (AUC unavailable).
+    """
     evaluated = [r for r in rounds if r.get("evaluate_global")]
-    last = evaluated[-1] if evaluated else {}
-    metrics = {
-        "pooled": _numbers(last.get("evaluate_global", {})),
-        "sites": {site: _numbers(m) for site, m in last.get("evaluate", {}).items()},
-    }
+    site_metrics = final_evaluation or (evaluated[-1]["evaluate"] if evaluated else {})
+    metrics = release_reports(site_metrics, config.task, config.evaluation) if site_metrics else {}
     sites: dict[str, dict[str, Any]] = {}
     for record in rounds:
         for site in record.get("sites_replied", []):
@@ -41,7 +48,3 @@ def write_release(
     }
     torch_state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
     return write_release_folder(out_dir, state=torch_state, config=config, metrics=metrics, training_info=training)
-
-
-def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -95,6 +95,7 @@ class PhaseFedAvg(FedAvg):
         self._experiment_json = json.dumps(self.experiment)
         self.accepted: list[RecordDict] = []  # the round's averaged replies, for a DP wrapper (server/privacy.py)
         self.round_extras: dict[str, Any] = {}  # extra fields of the round's history line (e.g. central_dp)
+        self.final_evaluation: dict[str, dict[str, Any]] = {}  # last evaluated round's site replies, for the release
 
     @property
     def history_path(self) -> Path:
@@ -212,6 +213,7 @@ class PhaseFedAvg(FedAvg):
             site_metrics[site] = metrics
         result = None
         if site_metrics:
+            self.final_evaluation = site_metrics
             self._round.evaluate = {s: _without_lists(m) for s, m in site_metrics.items()}
             self._round.evaluate_global = global_eval_metrics(site_metrics, self.num_classes)
             result = MetricRecord(self._round.evaluate_global)
