@@ -171,8 +171,71 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     shutil.rmtree(procs.env["RAY_TMPDIR"], ignore_errors=True)
 
 
+FLWR = str(VENV_BIN / "flwr")
+
+
+def start_simulation_superlink(processes: Processes, port: int) -> subprocess.Popen:
+    """A `flower-superlink --simulation` on 127.0.0.1:`port`, registered as connection `sim` in FLWR_HOME."""
+    home = Path(processes.env["FLWR_HOME"])
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "sim"\n\n[superlink.sim]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    superlink = processes.start(
+        ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
+         "--disable-runtime-dependency-installation"],
+        log="superlink.out",
+    )  # fmt: skip
+    wait_for(lambda: listening(port) or superlink.poll() is not None, 60, "the simulation SuperLink")
+    assert superlink.poll() is None, processes.log("superlink.out")
+    return superlink
+
+
+def flwr_run(
+    processes: Processes, run_config: dict[str, str | int], timeout: float, *, stream: bool = True
+) -> subprocess.CompletedProcess:
+    """`flwr run . sim` of this app with two simulated SuperNodes; without `stream` it returns once submitted."""
+    pairs = " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in run_config.items())
+    return subprocess.run(
+        [FLWR, "run", ".", "sim", *(["--stream"] if stream else []), "--run-config", pairs,
+         "--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
+        cwd=REPO_ROOT, env=processes.env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def descendants_named(pid: int, name: str) -> list[int]:
+    """Descendants of `pid` whose command line contains `name`."""
+    found = []
+    for child in _descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if name in cmdline:
+            found.append(child)
+    return found
+
+
+def kill_tree(pid: int, timeout: float = 15.0) -> None:
+    """SIGKILL `pid` (a crash, no clean-up), then SIGTERM/SIGKILL the descendants it leaves behind."""
+    family = _descendants(pid)
+    os.kill(pid, signal.SIGKILL)
+    for child in family:
+        if _alive(child):
+            os.kill(child, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in [pid, *family]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for child in family:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 class Kit:
     write_site = staticmethod(write_site)
+    start_simulation_superlink = staticmethod(start_simulation_superlink)
+    flwr_run = staticmethod(flwr_run)
+    descendants_named = staticmethod(descendants_named)
+    kill_tree = staticmethod(kill_tree)
     flower_env = staticmethod(flower_env)
     free_port = staticmethod(free_port)
     listening = staticmethod(listening)

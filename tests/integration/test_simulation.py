@@ -4,10 +4,6 @@ and an offline FLWR_HOME in tmp."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from cccmr_model.release.load import verify_release
@@ -16,39 +12,12 @@ from server.history import read_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FLWR = str(Path(sys.executable).parent / "flwr")
-
-
-def start_simulation_superlink(processes, kit, port: int):
-    home = Path(processes.env["FLWR_HOME"])
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "sim"\n\n[superlink.sim]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
-    )
-    superlink = processes.start(
-        ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
-         "--disable-runtime-dependency-installation"],
-        log="superlink.out",
-    )  # fmt: skip
-    kit.wait_for(lambda: kit.listening(port) or superlink.poll() is not None, 60, "the simulation SuperLink")
-    assert superlink.poll() is None, processes.log("superlink.out")
-    return superlink
-
-
-def flwr_run(processes, run_config: dict[str, str | int], timeout: float) -> subprocess.CompletedProcess:
-    pairs = " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in run_config.items())
-    return subprocess.run(
-        [FLWR, "run", ".", "sim", "--stream", "--run-config", pairs,
-         "--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
-        cwd=REPO_ROOT, env=processes.env, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-
 
 def test_flwr_run_simulation_trains_three_phases_and_writes_release(tmp_path, phantom_sites, processes, kit):
     port = kit.free_port()
-    start_simulation_superlink(processes, kit, port)
+    kit.start_simulation_superlink(processes, port)
     run_dir = tmp_path / "run"
-    result = flwr_run(
+    result = kit.flwr_run(
         processes,
         {
             "config-path": "configs/tiny.yaml",
