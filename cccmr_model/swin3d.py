@@ -108,6 +108,18 @@ def shift_mask(padded_dhw: Size3, window_size: Size3, shift_size: Size3, device:
         return torch.where(diff != 0, -100.0, 0.0)
 
 
+def _explicit_attention(q: torch.Tensor, bias: torch.Tensor, dropout_p: float) -> bool:
+    """Whether to run attention as matmul + softmax instead of `F.scaled_dot_product_attention`.
+
+    On the CPU, SDPA's fused (flash) kernel cannot return a gradient for the additive bias, so with a trainable
+    bias it falls back to an unfused path that is no faster than matmul + softmax and needs more memory (it
+    copies the bias for every clip and adds safe-softmax passes). There the explicit form, which broadcasts the
+    bias over the batch in place, is used; everywhere else (inference, CUDA, whose memory-efficient kernel
+    returns bias gradients) SDPA runs.
+    """
+    return q.device.type == "cpu" and bias.requires_grad and torch.is_grad_enabled() and dropout_p == 0.0
+
+
 class WindowAttention3d(nn.Module):
     """Multi-head self attention inside (shifted) 3D windows with a learned relative position bias.
 
@@ -153,17 +165,23 @@ class WindowAttention3d(nn.Module):
     def window_attention(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B * nW, N, C) windows; mask: additive (nW, N, N) shift mask or None."""
         BnW, N, C = x.shape
-        qkv = self.qkv(x).view(BnW, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        nH, hd = self.num_heads, C // self.num_heads
+        qkv = self.qkv(x).view(BnW, N, 3, nH, hd).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # B*nW, nH, N, hd
         bias = self.relative_position_bias(N).unsqueeze(0)  # 1, nH, N, N
+        nW = 1
         if mask is not None:
-            num_windows = mask.shape[0]
-            bias = bias + mask.unsqueeze(1)  # nW, nH, N, N: bias and mask combined once
-            if num_windows != BnW:
-                bias = bias.unsqueeze(0).expand(BnW // num_windows, -1, -1, -1, -1).reshape(BnW, -1, N, N)
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0
-        )  # B*nW, nH, N, hd
+            nW = mask.shape[0]
+            bias = bias + mask.unsqueeze(1)  # nW, nH, N, N: bias and mask combined once per block
+        dropout_p = self.attn_drop if self.training else 0.0
+        if _explicit_attention(q, bias, dropout_p):
+            attn = (q * hd**-0.5).view(BnW // nW, nW, nH, N, hd) @ k.view(BnW // nW, nW, nH, N, hd).transpose(-2, -1)
+            attn = attn.add_(bias).softmax(-1)  # B, nW, nH, N, N (bias broadcast over the batch, never copied)
+            x = attn.view(BnW, nH, N, N) @ v  # B*nW, nH, N, hd
+        else:
+            if nW != BnW:  # B*nW, nH, N, N
+                bias = bias.unsqueeze(0).expand(BnW // nW, -1, -1, -1, -1).reshape(BnW, nH, N, N)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p)
         x = x.transpose(1, 2).reshape(BnW, N, C)
         return self.proj_drop(self.proj(x))
 

@@ -186,3 +186,22 @@ def test_head_of_source_is_dropped_and_model_head_kept():
     report = load_pretrained(model, source)
     assert set(report.dropped) == {"head.weight", "head.bias"}
     assert torch.equal(model.head.weight, head_before)
+
+
+def test_training_path_matches_torchvision_gradients():
+    """With autograd on, CPU attention runs as matmul + softmax; outputs and gradients equal torchvision's."""
+    from cccmr_model.swin3d_weights import _rename_torchvision
+
+    ref = torchvision_tiny().train()
+    model = tiny_model().train()
+    load_pretrained(model, ref.state_dict())
+    x = torch.randn(2, 3, 8, 64, 64)
+    y_ref, y = ref(x), model(x)
+    assert (y_ref - y).abs().max() <= 1e-5
+    with torch.no_grad():  # the SDPA path
+        assert (model(x) - y).abs().max() <= 1e-5
+    y_ref.square().sum().backward()
+    y.square().sum().backward()
+    params = dict(model.named_parameters())
+    for name, p in ref.named_parameters():
+        assert torch.allclose(p.grad, params[_rename_torchvision(name)].grad, atol=1e-5), name
