@@ -119,8 +119,7 @@ def rounds_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path:
         ax.set_title(title, pad=14)
         ax.legend(fontsize=8, title="site", title_fontsize=8)
     axes[0, 0].set_yscale("log")
-    axes[0, 0].yaxis.set_major_formatter(_plain_ticks())
-    axes[0, 0].yaxis.set_minor_formatter(_plain_ticks())
+    _plain_log_ticks(axes[0, 0])
     ax = axes[1, 1]
     _phase_bands(ax, history, labels=True)
     for metric, style in (("auc", "-"), ("balanced_accuracy", "--"), ("sensitivity", ":"), ("specificity", "-.")):
@@ -187,15 +186,18 @@ def bytes_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) ->
     phases = {r["phase"] for history in runs.values() for r in history}
     handles += [Patch(facecolor=PHASE_COLOURS[p], edgecolor=_phase_edge(p), label=PHASE_TITLES[p])
                 for p in PHASE_TITLES if p in phases]  # fmt: skip
-    axes[0, -1].legend(handles=handles, fontsize=8, loc="upper right")
-    fig.tight_layout()
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path)
 
 
-def _plain_ticks():
-    from matplotlib.ticker import FuncFormatter
+def _plain_log_ticks(ax) -> None:
+    """Log axis ticks at 1, 2, 5 x 10^k written as plain numbers, no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    return FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _phase_edge(phase: str) -> str:

@@ -154,7 +154,9 @@ def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence
         "## t-SNE of the test set's cine features, before and after phase 2",
         "",
         f"Global model after round {summary['tsne']['before_round']} (end of pretraining) and after round "
-        f"{summary['tsne']['after_round']} (end of the FIM), {summary['tsne']['source']}.",
+        f"{summary['tsne']['after_round']} (end of the FIM), {summary['tsne']['source']}. Ellipses: mean +/- 1 sd "
+        "per sequence and class (dashed: healthy, dotted: cardiomyopathy). The FIM should pull the two cine "
+        "sequences of a class together and push the classes apart.",
         "",
         f"![t-SNE before and after the FIM]({fig['tsne']})",
         "",
