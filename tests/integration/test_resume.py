@@ -4,16 +4,23 @@ In simulation the ServerApp runs inside the `flwr-simulation` process the SuperL
 ClientApps on Ray in the same process tree). The test SIGKILLs that process once round 2's checkpoint is on disk,
 a crash without any clean-up, then starts a new run with `resume-from` pointing at the checkpoints folder. The
 resumed run must continue at round 3 and end with the same global weights as an uninterrupted run (same seed).
+
+A SuperNode killed and restarted mid-run is not run here: Flower 1.42's SuperLink refuses to activate the restarted
+node (exit 305, ApiError 2004) until the dead one's heartbeat expires (30 s interval x patience 2), which makes that
+test several minutes long. A site that fails a round and takes part again in the next is shown with Flower's
+message objects in tests/server/test_server_strategy.py.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cccmr_model.release.files import METRICS_FILE
 from server.checkpoint import list_checkpoints, load_checkpoint
 from server.history import read_history
 
@@ -102,6 +109,9 @@ def test_run_killed_mid_run_resumes_at_next_round_with_same_final_weights(tmp_pa
     assert rounds[-1]["evaluate_global"]["accuracy"] == pytest.approx(
         read_history(reference / "history.jsonl")[-1]["evaluate_global"]["accuracy"]
     )
-    assert (crashed / "release").is_dir()
+    metrics = json.loads((crashed / "release" / METRICS_FILE).read_text())  # Table-1 reports with CIs
+    assert metrics["pooled"]["n"] == rounds[-1]["evaluate_global"]["num-examples"]
+    assert {"value", "ci_low", "ci_high"} <= set(metrics["pooled"]["metrics"]["accuracy"])
+    assert set(metrics["sites"]) == set(SITES) and "auc" in metrics["pooled"]["unavailable"]  # scores not shared
     processes.stop_all()
     assert not kit.listening(port)
