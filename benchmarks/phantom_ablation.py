@@ -256,6 +256,7 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
         s, labels = head_scores(pre, test_set, config, seq)
         reports[row], scores[row] = {**report_of(s, labels, config)}, positive_scores(s)
     aucs = sequence_aucs({"after pretraining": pre, "after the FIM (w U-A)": kept("fim-ua", "fim")}, test_set, config)
+    reports, scores = {r: reports[r] for r in ROW_NAMES}, {r: scores[r] for r in ROW_NAMES}  # Table 2's order
     times["federated evaluation"] = round(time.perf_counter() - start, 1)
     return {"reports": reports, "scores": scores, "aucs": aucs, "test_set": test_set, "times": times}
 
