@@ -7,7 +7,7 @@ from other processes hits both alike; on the CPU both wall time and process CPU 
 the steadier figure on a shared machine).
 
 Peak memory of one training step, gradient checkpointing off vs on, is measured in a fresh subprocess each:
-on the CPU as the rise of the peak resident set size (`ru_maxrss`) over the resident size just before the step,
+on the CPU as the rise of the peak resident set size (`VmHWM`) over the resident size just before the step,
 with glibc's mmap threshold fixed at 128 KiB (`MALLOC_MMAP_THRESHOLD_`) so that every tensor buffer is its own
 mapping, returned to the OS when freed: the resident size then follows the live tensors instead of the heap's
 high-water mark (without it, freed buffers stay resident and both settings read about the same). On CUDA:
@@ -167,6 +167,13 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident size (VmHWM; unlike `ru_maxrss` it does not inherit the parent's peak)."""
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024  # kB
+
+
 def memory_probe(shape: tuple[int, ...], checkpointing: bool, device: str) -> int:
     """Peak memory (bytes) that one training step of our model adds; run in a fresh process."""
     _, ours = build_pair(device)
@@ -179,7 +186,7 @@ def memory_probe(shape: tuple[int, ...], checkpointing: bool, device: str) -> in
         return torch.cuda.max_memory_allocated() - base
     base = _rss_bytes()
     train_step(ours, x, autocast=False)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base  # ru_maxrss is KiB on Linux
+    return _peak_rss_bytes() - base
 
 
 def memory_rows(shape: tuple[int, ...], device: str) -> list[dict]:
