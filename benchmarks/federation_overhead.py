@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from cccmr_model.config import ExperimentConfig, config_to_dict, load_config
@@ -36,37 +35,9 @@ from cccmr_model.release.files import is_release_key
 from client.site import SiteData
 from client.tasks import train_round
 from server.app import initial_state
+from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds, select
 from server.strategy import PhaseFedAvg, to_array_record
-
-
-class InProcessGrid(Grid):
-    """Nodes answered by Python callables; replies built as a SuperNode would (Flower records, reply_to)."""
-
-    def __init__(self, sites: dict[int, object]) -> None:
-        self.sites = sites
-
-    def set_run(self, run) -> None:  # pragma: no cover
-        pass
-
-    @property
-    def run(self):  # pragma: no cover
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):  # pragma: no cover
-        raise NotImplementedError
-
-    def get_node_ids(self):
-        return list(self.sites)
-
-    def push_messages(self, messages):  # pragma: no cover
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        return [Message(self.sites[m.metadata.dst_node_id](m), reply_to=m) for m in messages]
 
 
 def payload_rows(config: ExperimentConfig) -> list[dict]:
@@ -89,7 +60,7 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
     data = SiteData(LabelledSubset(cohort, range(subjects)), LabelledSubset(cohort, range(0)))
     train_seconds: list[float] = []
 
-    def site(msg: Message) -> RecordDict:
+    def site(msg: Message, context: Context) -> Message:
         cfg = msg.content["config"]
         start = time.perf_counter()
         trained, metrics = train_round(
@@ -98,13 +69,13 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
             device="cpu", seed=int(cfg["seed"]),
         )  # fmt: skip
         train_seconds.append(time.perf_counter() - start)
-        return RecordDict({"arrays": ArrayRecord(trained), "metrics": MetricRecord(metrics),
-                           "site": ConfigRecord({"name": "bench"})})  # fmt: skip
+        return Message(RecordDict({"arrays": ArrayRecord(trained), "metrics": MetricRecord(metrics),
+                                   "site": ConfigRecord({"name": "bench"})}), reply_to=msg)  # fmt: skip
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         strategy = _strategy(config, Path(tmp))
-        grid = InProcessGrid({1: site})
+        grid = InProcessGrid({1: (site, node_context(1, {"site": "bench"}))}, raise_errors=True)
         for server_round, plan in enumerate(strategy.plan, start=1):
             start = time.perf_counter()
             msgs = strategy.configure_train(server_round, strategy.global_arrays(), ConfigRecord(), grid)
@@ -119,20 +90,20 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
 
 
 def memory_rows(config: ExperimentConfig, rounds: int = 50) -> list[dict]:
-    def site(msg: Message) -> RecordDict:
+    def site(msg: Message, context: Context) -> Message:
         phase = str(msg.content["config"]["phase"])
         arrays = {k: v.numpy() for k, v in msg.content["arrays"].items() if k.startswith(PHASE_GROUPS[phase])}
-        return RecordDict({"arrays": to_array_record({k: v + np.float32(1e-3) for k, v in arrays.items()}),
-                           "metrics": MetricRecord({"num-examples": 8, "loss": 0.5}),
-                           "site": ConfigRecord({"name": "bench"})})  # fmt: skip
+        return Message(RecordDict({"arrays": to_array_record({k: v + np.float32(1e-3) for k, v in arrays.items()}),
+                                   "metrics": MetricRecord({"num-examples": 8, "loss": 0.5}),
+                                   "site": ConfigRecord({"name": "bench"})}), reply_to=msg)  # fmt: skip
 
     rss = []
     with tempfile.TemporaryDirectory() as tmp:
         strategy = _strategy(config, Path(tmp))
         first_fim = next(p for p in strategy.plan if p.phase == "fim")  # the largest exchange
         strategy.plan = [dataclasses.replace(first_fim, server_round=r) for r in range(1, rounds + 1)]
-        grid = InProcessGrid({1: site, 2: site})
-        strategy.expected_sites = len(grid.sites)
+        grid = InProcessGrid({n: (site, node_context(n, {"site": "bench"})) for n in (1, 2)}, raise_errors=True)
+        strategy.expected_sites = len(grid.get_node_ids())
         for server_round in range(1, rounds + 1):
             msgs = strategy.configure_train(server_round, strategy.global_arrays(), ConfigRecord(), grid)
             strategy.aggregate_train(server_round, grid.send_and_receive(msgs))

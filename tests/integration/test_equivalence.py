@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import Context, Message
 from flwr.supercore.task_identity import TaskIdentity
 
 from cccmr_model.config import PHASES, config_to_dict, load_config
@@ -23,46 +22,17 @@ from client import app as client_app
 from client.site import prepare_site, site_settings
 from server.app import initial_state
 from server.history import read_history
+from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 
 pytestmark = pytest.mark.slow
 
 
-class DirectGrid(Grid):
-    """One node whose messages go straight to the ClientApp's handlers."""
-
-    def __init__(self, context: Context) -> None:
-        self.context = context
-
-    def set_run(self, run) -> None:  # pragma: no cover
-        pass
-
-    @property
-    def run(self):  # pragma: no cover
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):  # pragma: no cover
-        raise NotImplementedError
-
-    def get_node_ids(self):
-        return [1]
-
-    def push_messages(self, messages):  # pragma: no cover
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for msg in messages:
-            handler = client_app.evaluate if msg.metadata.message_type == "evaluate" else client_app.train
-            try:
-                replies.append(handler(msg, self.context))
-            except Exception as exc:
-                replies.append(Message(Error(code=0, reason=repr(exc)), reply_to=msg))
-        return replies
+def handlers(msg: Message, context: Context) -> Message:
+    """The ClientApp's own train or evaluate handler for the message."""
+    handler = client_app.evaluate if msg.metadata.message_type == "evaluate" else client_app.train
+    return handler(msg, context)
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +50,6 @@ def test_one_site_one_round_per_phase_equals_central_training(tmp_path, phantom_
         sets += [f"federation.phases.{phase}.local_epochs={e}"]
     config = load_config("tiny", sets)
     node_config = {"site": "anzhen", "data-path": str(phantom_sites / "anzhen"), "cache-path": str(tmp_path / "c")}
-    context = Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
 
     start = initial_state(config)
     strategy = PhaseFedAvg(
@@ -90,7 +59,12 @@ def test_one_site_one_round_per_phase_equals_central_training(tmp_path, phantom_
         run_dir=tmp_path / "run",
         eval_keys=[k for k in start if is_release_key(k)],
     )
-    strategy.start(grid=DirectGrid(context), initial_arrays=strategy.global_arrays(), num_rounds=3, timeout=60)
+    strategy.start(
+        grid=InProcessGrid({1: (handlers, node_context(1, node_config))}),
+        initial_arrays=strategy.global_arrays(),
+        num_rounds=3,
+        timeout=60,
+    )
 
     data = prepare_site(site_settings(node_config, {}, config), config)
     state = None

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import Message
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -31,6 +30,7 @@ from cccmr_model.sequences import SEQUENCES
 from client import app as client_app
 from server.app import initial_state
 from server.history import read_history
+from server.inprocess_grid import InProcessGrid, node_context
 from server.privacy import with_central_dp
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
@@ -70,45 +70,6 @@ def write_planted_site(root: Path, site: str, subjects: int, seed: int) -> Path:
         rows.append(f"{subject},{label},{'HCM' if label else ''},{subject}/cine4ch,{subject}/cinesax,{subject}/lge")
     (root / "manifest.csv").write_text(HEADER + "\n".join(rows) + "\n")
     return root
-
-
-class RecordingGrid(Grid):
-    """Sends each message to the ClientApp object (handlers and mods) of its node, in process; keeps the replies."""
-
-    def __init__(self, contexts: dict[int, Context]) -> None:
-        self.contexts = contexts
-        self.replies: list[tuple[str, str, Message]] = []  # site, message type, reply
-
-    def set_run(self, run) -> None:  # pragma: no cover
-        pass
-
-    @property
-    def run(self):  # pragma: no cover
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):  # pragma: no cover
-        raise NotImplementedError
-
-    def get_node_ids(self):
-        return list(self.contexts)
-
-    def push_messages(self, messages):  # pragma: no cover
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        out = []
-        for msg in messages:
-            context = self.contexts[msg.metadata.dst_node_id]
-            try:
-                reply = client_app.app(msg, context)
-            except Exception as exc:  # the SuperNode turns an exception into an error reply
-                reply = Message(Error(code=0, reason=repr(exc)), reply_to=msg)
-            self.replies.append((context.node_config["site"], msg.metadata.message_type, reply))
-            out.append(reply)
-        return out
 
 
 @pytest.fixture(autouse=True)
@@ -157,17 +118,16 @@ def test_replies_and_logs_hold_only_parameters_and_aggregate_metrics(privacy, tm
     sets = ["train.resample_factor=1", "federation.min_sites=2", *PRIVACY[privacy]]
     sets += [f"federation.phases.{p}.rounds=1" for p in PHASE_GROUPS if f"federation.phases.{p}.rounds=0" not in sets]
     config = load_config("tiny", sets)
-    contexts = {
-        node: Context(run_id=1, node_id=node, state=RecordDict(), run_config={},
-                      node_config={"site": site, "data-path": str(planted_sites / site),
-                                   "cache-path": str(planted_sites / "cache" / site)})
+    nodes = {
+        node: (client_app.app, node_context(node, {"site": site, "data-path": str(planted_sites / site),
+                                                   "cache-path": str(planted_sites / "cache" / site)}))
         for node, site in enumerate(SITES, start=1)
     }  # fmt: skip
     start = initial_state(config)
     strategy = PhaseFedAvg(plan_rounds(config.federation.phases, PHASE_GROUPS), start,
                            experiment=config_to_dict(config), run_dir=tmp_path / "run",
                            eval_keys=[k for k in start if is_release_key(k)])  # fmt: skip
-    grid = RecordingGrid(contexts)
+    grid = InProcessGrid(nodes, keep_replies=True)  # the ClientApp object: handlers and mods
     runner = with_central_dp(strategy, config)
     runner.start(grid=grid, initial_arrays=strategy.global_arrays(), num_rounds=strategy.remaining_rounds(),
                  timeout=60)  # fmt: skip

@@ -7,38 +7,24 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
+
+from server.inprocess_grid import InProcessGrid
 
 # A site: (message) -> reply content, or an Exception to send an error reply, or None to stay silent (timeout).
 Site = Callable[[Message], RecordDict | Exception | None]
 
 
-class FakeGrid(Grid):
+class FakeGrid(InProcessGrid):
     """Delivers each message to `sites[dst_node_id]` and returns their replies in node order."""
 
     def __init__(self, sites: dict[int, Site]) -> None:
+        super().__init__({})
         self.sites = sites
         self.sent: list[Message] = []
 
-    def set_run(self, run) -> None:  # pragma: no cover - unused
-        pass
-
-    @property
-    def run(self):  # pragma: no cover - unused
-        raise NotImplementedError
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # pragma: no cover
-        return Message(content, dst_node_id=dst_node_id, message_type=message_type)
-
     def get_node_ids(self) -> Iterable[int]:
         return list(self.sites)
-
-    def push_messages(self, messages):  # pragma: no cover - unused
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover - unused
-        raise NotImplementedError
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         replies = []

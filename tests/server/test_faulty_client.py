@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid
 
 from cccmr_model.config import config_to_dict, load_config
 from server.history import read_history
+from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 
@@ -89,41 +89,6 @@ def test_hand_made_faulty_reply_is_rejected_logged_by_name_and_not_averaged(case
     assert any("left out" in line and reason in line for line in lines), lines
 
 
-class AppGrid(Grid):
-    """Delivers each message to the Flower ClientApp object of its node (Flower's dispatch and mods)."""
-
-    def __init__(self, apps: dict[int, tuple[ClientApp, str]]) -> None:
-        self.apps = apps
-
-    def set_run(self, run) -> None:  # pragma: no cover
-        pass
-
-    @property
-    def run(self):  # pragma: no cover
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):  # pragma: no cover
-        raise NotImplementedError
-
-    def get_node_ids(self):
-        return list(self.apps)
-
-    def push_messages(self, messages):  # pragma: no cover
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
-
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for msg in messages:
-            app, site = self.apps[msg.metadata.dst_node_id]
-            context = Context(run_id=1, node_id=msg.metadata.dst_node_id, node_config={"site": site},
-                              state=RecordDict(), run_config={})  # fmt: skip
-            replies.append(app(msg, context))
-        return replies
-
-
 def client_app(site: str, step: float, tamper=None) -> ClientApp:
     """A ClientApp whose train handlers add `step` to the trained groups; `tamper` (a mod) corrupts its replies."""
     app = ClientApp(mods=[tamper] if tamper else [])
@@ -168,7 +133,8 @@ def boost_mod(msg, context, call_next):  # model replacement: scale the update 1
 def test_faulty_client_app_is_left_out_of_every_round(tamper, reason, tmp_path, kit, caplog):
     strategy, start = make_strategy(tmp_path)
     caplog.set_level(logging.WARNING, logger="cccmr.server")
-    grid = AppGrid({1: (client_app("anzhen", 0.5), "anzhen"), 2: (client_app("rogue", 0.1, tamper), "rogue")})
+    grid = InProcessGrid({1: (client_app("anzhen", 0.5), node_context(1, {"site": "anzhen"})),
+                          2: (client_app("rogue", 0.1, tamper), node_context(2, {"site": "rogue"}))})  # fmt: skip
     strategy.start(grid=grid, initial_arrays=strategy.global_arrays(), num_rounds=strategy.remaining_rounds(),
                    timeout=5)  # fmt: skip
     rounds = read_history(tmp_path / "history.jsonl")
