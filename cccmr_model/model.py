@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from cccmr_model import swin3d
 from cccmr_model.config.schema import EncoderConfig, ExperimentConfig
-from cccmr_model.losses import FixedWeighting, UncertaintyWeighting, focal_loss, fsa_loss
+from cccmr_model.losses import FixedWeighting, UncertaintyWeighting, focal_loss, fsa_loss, masked_focal_loss
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES, LGE_SAX, SEQUENCE_PAIRS, SEQUENCES
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ ENCODER_IN_CHANS: dict[str, int] = {CINE_4CH: 1, CINE_SAX: 3, LGE_SAX: 3}
 LGE_CHANNELS = 3
 # The six FIM terms, in the order of the uncertainty vector.
 FIM_TERMS: tuple[str, ...] = tuple(f"cls:{seq}" for seq in SEQUENCES) + tuple(f"fsa:{a}|{b}" for a, b in SEQUENCE_PAIRS)
-# A loss term computed from the features and logits of its sequences and the labels.
-_Term = Callable[[tuple[Tensor, ...], tuple[Tensor, ...], Tensor], Tensor]
+# A loss term computed from the features and logits of its sequences, the labels and a row mask (None: all rows).
+_Term = Callable[[tuple[Tensor, ...], tuple[Tensor, ...], Tensor, Tensor | None], Tensor]
 _ENCODER_OVERRIDES = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "drop_path_rate")
 
 
@@ -147,17 +147,18 @@ class CCCMRModel(nn.Module):
         """The six FIM terms `cls:<seq>` (eq. 1) and `fsa:<a>|<b>` (eq. 2).
 
         Subjects without LGE contribute only to the cine terms; an LGE term with too few LGE subjects (none for
-        CLS, fewer than two for FSA), or computed without LGE features, is a constant 0.
+        CLS, fewer than two for FSA) is 0 (attached to the graph), and one computed without LGE features a constant
+        0. Rows are left out by masking, never by indexing, so no step waits on the GPU (no host sync).
         """
         batch_size = labels.shape[0]
         has_lge = torch.ones(batch_size, dtype=torch.bool, device=labels.device) if has_lge is None else has_lge.bool()
         losses: dict[str, Tensor] = {}
         for seq in SEQUENCES:
             rows = has_lge if seq == LGE_SAX else None
-            losses[f"cls:{seq}"] = self._masked_term(output, (seq,), labels, rows, 1, self._cls)
+            losses[f"cls:{seq}"] = self._masked_term(output, (seq,), labels, rows, self._cls)
         for a, b in SEQUENCE_PAIRS:
             rows = has_lge if LGE_SAX in (a, b) else None
-            losses[f"fsa:{a}|{b}"] = self._masked_term(output, (a, b), labels, rows, 2, self._fsa)
+            losses[f"fsa:{a}|{b}"] = self._masked_term(output, (a, b), labels, rows, self._fsa)
         return losses
 
     def fim_total(self, losses: Mapping[str, Tensor]) -> Tensor:
@@ -180,12 +181,27 @@ class CCCMRModel(nn.Module):
                 names |= {f"encoders.{seq}.{name}" for name in encoder.no_weight_decay()}
         return names
 
-    def _cls(self, feats: tuple[Tensor, ...], logits: tuple[Tensor, ...], labels: Tensor) -> Tensor:
-        return focal_loss(logits[0], labels, gamma=self.focal_gamma)
+    def _cls(
+        self, feats: tuple[Tensor, ...], logits: tuple[Tensor, ...], labels: Tensor, rows: Tensor | None
+    ) -> Tensor:
+        if rows is None:
+            return focal_loss(logits[0], labels, gamma=self.focal_gamma)
+        return masked_focal_loss(logits[0], labels, rows, gamma=self.focal_gamma)  # 0 without LGE subjects
 
-    def _fsa(self, feats: tuple[Tensor, ...], logits: tuple[Tensor, ...], labels: Tensor) -> Tensor:
+    def _fsa(
+        self, feats: tuple[Tensor, ...], logits: tuple[Tensor, ...], labels: Tensor, rows: Tensor | None
+    ) -> Tensor:
         v, u = feats
-        return fsa_loss(v, u, labels, temperature=self.fsa_temperature, label_averaged=self.fsa_label_averaged)
+        # One LGE subject gives exactly 0 (a 1 x 1 similarity matrix), as does a batch of one class.
+        return fsa_loss(
+            v,
+            u,
+            labels,
+            temperature=self.fsa_temperature,
+            label_averaged=self.fsa_label_averaged,
+            num_classes=self.num_classes,
+            weights=rows,
+        )
 
     def _masked_term(
         self,
@@ -193,19 +209,14 @@ class CCCMRModel(nn.Module):
         seqs: tuple[str, ...],
         labels: Tensor,
         rows: Tensor | None,
-        min_rows: int,
         term: _Term,
     ) -> Tensor:
-        """`term` over the rows selected by the boolean mask `rows` (all rows if None), or 0 when too few."""
+        """`term` over the rows selected by the boolean mask `rows` (all rows if None); 0 without the features."""
         if any(seq not in output.features for seq in seqs):
             return labels.new_zeros((), dtype=torch.float32)
         feats = tuple(output.features[seq] for seq in seqs)
         logits = tuple(output.logits[seq] for seq in seqs)
-        if rows is not None:
-            if int(rows.sum()) < min_rows:
-                return labels.new_zeros((), dtype=torch.float32)
-            feats, logits, labels = tuple(f[rows] for f in feats), tuple(x[rows] for x in logits), labels[rows]
-        return term(feats, logits, labels)
+        return term(feats, logits, labels, rows)
 
 
 def build_encoder(encoder_config: EncoderConfig, seq: str) -> nn.Module:
