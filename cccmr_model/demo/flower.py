@@ -9,14 +9,12 @@ included, even when re-parented), then checks that the port is free again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from cccmr_model.errors import CccmrError
+from cccmr_model.processes import free_port, port_in_use, processes_with_env, signal_all
 
 log = logging.getLogger("cccmr.demo.flower")
 
@@ -49,30 +48,9 @@ def app_dir() -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(port: int) -> bool:
-    """True when something accepts connections on 127.0.0.1:`port` or the port cannot be bound."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        pass
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers do not count
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
-def offline_env(home: Path, ray_tmp: Path, marker: str) -> dict[str, str]:
-    """The environment of every Flower process: offline, its own FLWR_HOME, the venv's executables first."""
+def offline_env(home: Path, ray_tmp: Path, marker: str | None = None) -> dict[str, str]:
+    """The environment of every Flower process: offline, its own FLWR_HOME, the venv's executables first; with
+    `marker`, `MARKER=marker` so that `marked_processes` finds them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR_", "RAY_"))}
     env.update(
         FLWR_HOME=str(home),
@@ -85,37 +63,14 @@ def offline_env(home: Path, ray_tmp: Path, marker: str) -> dict[str, str]:
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
     )
-    env[MARKER] = marker
+    if marker is not None:
+        env[MARKER] = marker
     return env
 
 
 def marked_processes(marker: str) -> list[int]:
     """Pids of live processes whose environment carries `MARKER=marker` (ours, wherever they were re-parented)."""
-    needle = f"{MARKER}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name)):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+    return processes_with_env(MARKER, marker)
 
 
 class FlowerSimulation:
@@ -208,9 +163,9 @@ class FlowerSimulation:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15.0
         while (left := marked_processes(self.marker)) and time.monotonic() < deadline:
-            _signal_all(left, signal.SIGTERM)
+            signal_all(left, signal.SIGTERM)
             time.sleep(0.3)
-        _signal_all(marked_processes(self.marker), signal.SIGKILL)
+        signal_all(marked_processes(self.marker), signal.SIGKILL)
         for process in self.processes:
             try:
                 process.wait(timeout=5)

@@ -4,10 +4,7 @@ started here is stopped by its pid."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,70 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cccmr_model.processes import free_port, listening, stop, wait_for
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            todo += children
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the process we started, then any of its descendants still alive, SIGKILL after `timeout`."""
-    family = [*_descendants(process.pid), process.pid]
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in family) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in family:
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _start(processes: list, argv: list, log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -95,13 +31,13 @@ def processes() -> Iterator[list[subprocess.Popen]]:
     started: list[subprocess.Popen] = []
     yield started
     for process in reversed(started):
-        _stop(process)
+        stop(process)
 
 
 def test_registered_supernode_joins_and_unregistered_is_refused(
     tmp_path: Path, certs_dir, keys_dir, processes: list[subprocess.Popen], run_script, script_env, deploy_dir
 ) -> None:
-    port = _free_port()
+    port = free_port()
     state = tmp_path / "superlink"
     env = script_env()
 
@@ -118,7 +54,7 @@ def test_registered_supernode_joins_and_unregistered_is_refused(
         "start-superlink.sh", "--certs", certs_dir, "--state-dir", state, "--host", "127.0.0.1", "--port", str(port),
         log="superlink.out",
     )  # fmt: skip
-    _wait_for(lambda: _listening(port) or superlink.poll() is not None, 30, "the SuperLink to listen")
+    wait_for(lambda: listening(port) or superlink.poll() is not None, 30, "the SuperLink to listen")
     assert superlink.poll() is None, (tmp_path / "superlink.out").read_text()
 
     registered = run_script(
@@ -132,14 +68,14 @@ def test_registered_supernode_joins_and_unregistered_is_refused(
         return start(
             "start-supernode.sh", "--superlink", f"127.0.0.1:{port}", "--site", site, "--data-path", tmp_path,
             "--cache-path", tmp_path / f"cache-{site}", "--root-cert", certs_dir / "ca.crt",
-            "--key", keys_dir / site, "--port", str(_free_port()), "--state-dir", tmp_path / site,
+            "--key", keys_dir / site, "--port", str(free_port()), "--state-dir", tmp_path / site,
             "--", "--max-retries", "2", "--max-wait-time", "10",
             log=f"{site}.out",
         )  # fmt: skip
 
     alpha, beta = supernode("alpha"), supernode("beta")
     log = state / "logs" / "superlink.log"
-    _wait_for(lambda: f"Activated node_id={node_id}" in log.read_text(), 30, "the registered SuperNode to join")
+    wait_for(lambda: f"Activated node_id={node_id}" in log.read_text(), 30, "the registered SuperNode to join")
     assert beta.wait(timeout=30) == 1  # flwr_exit maps every error code to process status 1
     beta_out = (tmp_path / "beta.out").read_text()
     assert "Exit Code: 305" in beta_out and "Failed to activate SuperNode" in beta_out, beta_out
@@ -148,9 +84,9 @@ def test_registered_supernode_joins_and_unregistered_is_refused(
     assert "SuperNode ID" in (tmp_path / "alpha.out").read_text()
 
     for process in reversed(processes):
-        _stop(process)
+        stop(process)
     assert all(p.poll() is not None for p in processes)
-    assert not _listening(port)
+    assert not listening(port)
 
 
 def test_process_isolation_commands_of_the_compose_files(
@@ -158,7 +94,7 @@ def test_process_isolation_commands_of_the_compose_files(
 ) -> None:
     """The Docker layout as plain processes: SuperLink and SuperNode in process isolation, each with its own
     flower-superexec; a SuperExec without the shared secret is refused by the SuperLink's Runtime API."""
-    port, node_port = _free_port(), _free_port()
+    port, node_port = free_port(), free_port()
     env = script_env()
     secret = tmp_path / "superexec.secret"
     secret.write_text("4f1c" * 16)
@@ -169,7 +105,7 @@ def test_process_isolation_commands_of_the_compose_files(
                     "127.0.0.1", "--port", port, "--isolation", "process", "--superexec-secret", secret],
         tmp_path / "superlink.out", env,
     )  # fmt: skip
-    _wait_for(lambda: _listening(port) or superlink.poll() is not None, 30, "the SuperLink to listen")
+    wait_for(lambda: listening(port) or superlink.poll() is not None, 30, "the SuperLink to listen")
     superexec = [Path(sys.executable).parent / "flower-superexec", f"--runtime-api-address=127.0.0.1:{port}",
                  f"--root-certificates={certs_dir / 'ca.crt'}"]  # fmt: skip
     good = _start(processes, [*superexec, f"--superexec-auth-secret-file={secret}"], tmp_path / "good.out", env)
@@ -185,14 +121,14 @@ def test_process_isolation_commands_of_the_compose_files(
                     "--isolation", "process"],
         tmp_path / "supernode.out", env,
     )  # fmt: skip
-    _wait_for(lambda: _listening(node_port), 30, "the SuperNode's Runtime API")
+    wait_for(lambda: listening(node_port), 30, "the SuperNode's Runtime API")
     clientapp_exec = _start(
         processes, [superexec[0], f"--runtime-api-address=127.0.0.1:{node_port}", "--insecure"],
         tmp_path / "clientexec.out", env,
     )  # fmt: skip
     log = state / "logs" / "superlink.log"
-    _wait_for(lambda: "SuperExec authentication failed" in log.read_text(), 30, "the rogue SuperExec's refusal")
-    _wait_for(lambda: "Activated node_id" in log.read_text(), 30, "the SuperNode to join")
+    wait_for(lambda: "SuperExec authentication failed" in log.read_text(), 30, "the rogue SuperExec's refusal")
+    wait_for(lambda: "Activated node_id" in log.read_text(), 30, "the SuperNode to join")
     time.sleep(3)  # both legitimate SuperExecs keep polling without errors
     assert superlink.poll() is None and supernode.poll() is None
     assert good.poll() is None, (tmp_path / "good.out").read_text()
@@ -201,5 +137,5 @@ def test_process_isolation_commands_of_the_compose_files(
     rogue_exited = rogue.wait(timeout=20)
     assert rogue_exited is not None
     for process in reversed(processes):
-        _stop(process)
-    assert not _listening(port) and not _listening(node_port)
+        stop(process)
+    assert not listening(port) and not listening(node_port)

@@ -6,18 +6,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.demo.flower import offline_env
+from cccmr_model.processes import alive, descendants, free_port, listening, stop, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -62,82 +63,8 @@ def phantom_sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def flower_env(home: Path) -> dict[str, str]:
     """An offline Flower environment with its own FLWR_HOME and the venv's executables first on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR_", "RAY_"))}
     home.mkdir(parents=True, exist_ok=True)
-    env.update(
-        FLWR_HOME=str(home),
-        FLWR_TELEMETRY_ENABLED="0",
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_TMPDIR=tempfile.mkdtemp(prefix="ray-", dir="/tmp"),  # Ray's socket paths must stay under 108 bytes
-        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        OMP_NUM_THREADS="1",
-    )
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            todo += children
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM a process this test started, then its descendants still alive; SIGKILL after `timeout`."""
-    family = [*_descendants(process.pid), process.pid]
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in family) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in family:
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    return offline_env(home, Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))  # Ray's socket paths stay short
 
 
 class Processes:
@@ -205,7 +132,7 @@ def flwr_run(
 def descendants_named(pid: int, name: str) -> list[int]:
     """Descendants of `pid` whose command line contains `name`."""
     found = []
-    for child in _descendants(pid):
+    for child in descendants(pid):
         try:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
@@ -217,16 +144,16 @@ def descendants_named(pid: int, name: str) -> list[int]:
 
 def kill_tree(pid: int, timeout: float = 15.0) -> None:
     """SIGKILL `pid` (a crash, no clean-up), then SIGTERM/SIGKILL the descendants it leaves behind."""
-    family = _descendants(pid)
+    family = descendants(pid)
     os.kill(pid, signal.SIGKILL)
     for child in family:
-        if _alive(child):
+        if alive(child):
             os.kill(child, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in [pid, *family]) and time.monotonic() < deadline:
+    while any(alive(p) for p in [pid, *family]) and time.monotonic() < deadline:
         time.sleep(0.2)
     for child in family:
-        if _alive(child):
+        if alive(child):
             os.kill(child, signal.SIGKILL)
 
 

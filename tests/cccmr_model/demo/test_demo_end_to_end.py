@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cccmr_model.processes import listening, processes_with_env
 from cccmr_model.release import verify_release
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -23,32 +23,12 @@ CCCMR = [sys.executable, "-m", "cccmr_model"]
 
 def demo_processes(out: Path) -> list[int]:
     """Live processes whose environment points FLWR_HOME into this demo's folder (Ray workers included)."""
-    needle = f"FLWR_HOME={out.resolve() / 'flower' / 'flwr-home'}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    return processes_with_env("FLWR_HOME", str(out.resolve() / "flower" / "flwr-home"))
 
 
 def superlink_port(out: Path) -> int:
     text = (out / "flower" / "flwr-home" / "config.toml").read_text()
     return int(re.search(r'address = "127\.0\.0\.1:(\d+)"', text).group(1))
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def run_env() -> dict[str, str]:
