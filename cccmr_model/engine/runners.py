@@ -159,9 +159,15 @@ class FusionRunner:
         self.model.fusion.train()
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
-        for batch in self._batches(epoch):
-            rows = torch.tensor([i for i, _ in batch], dtype=torch.long).to(self.device, non_blocking=True)
-            yield {"feat_4ch": self.feat_4ch[rows], "feat_sax": self.feat_sax[rows], "label": self.labels[rows]}
+        batches = self._batches(epoch)
+        # The epoch's row indices go to the device in one copy (a pageable host->device copy per step would wait
+        # for the GPU); each step slices its batch out of them with host-side offsets.
+        rows = torch.tensor([i for batch in batches for i, _ in batch], dtype=torch.long).to(self.device)  # epoch
+        start = 0
+        for batch in batches:
+            part = rows[start : start + len(batch)]  # B
+            start += len(batch)
+            yield {"feat_4ch": self.feat_4ch[part], "feat_sax": self.feat_sax[part], "label": self.labels[part]}
 
     def loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.model.fuse(batch["feat_4ch"], batch["feat_sax"])  # B, C
