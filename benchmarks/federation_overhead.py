@@ -95,14 +95,16 @@ def memory_rows(config: ExperimentConfig, rounds: int = 50) -> list[dict]:
         arrays = {k: v.numpy() for k, v in msg.content["arrays"].items() if k.startswith(PHASE_GROUPS[phase])}
         return Message(RecordDict({"arrays": to_array_record({k: v + np.float32(1e-3) for k, v in arrays.items()}),
                                    "metrics": MetricRecord({"num-examples": 8, "loss": 0.5}),
-                                   "site": ConfigRecord({"name": "bench"})}), reply_to=msg)  # fmt: skip
+                                   "site": ConfigRecord({"name": context.node_config["site"]})}),
+                       reply_to=msg)  # fmt: skip
 
     rss = []
     with tempfile.TemporaryDirectory() as tmp:
         strategy = _strategy(config, Path(tmp))
         first_fim = next(p for p in strategy.plan if p.phase == "fim")  # the largest exchange
         strategy.plan = [dataclasses.replace(first_fim, server_round=r) for r in range(1, rounds + 1)]
-        grid = InProcessGrid({n: (site, node_context(n, {"site": "bench"})) for n in (1, 2)}, raise_errors=True)
+        sites = {n: (site, node_context(n, {"site": name})) for n, name in enumerate(config.federation.sites, 1)}
+        grid = InProcessGrid(sites, raise_errors=True)
         strategy.expected_sites = len(grid.get_node_ids())
         for server_round in range(1, rounds + 1):
             msgs = strategy.configure_train(server_round, strategy.global_arrays(), ConfigRecord(), grid)
@@ -120,7 +122,8 @@ def run(quick: bool) -> list[dict]:
     rows = payload_rows(tiny) + payload_rows(load_config("default"))
     rows += overhead_rows(tiny, subjects=8 if quick else 24)
     default = load_config("default", ["federation.sites=[bench1, bench2]", "federation.min_sites=2"])
-    rows += memory_rows(tiny if quick else default, rounds=20 if quick else 50)
+    two_tiny = load_config("tiny", ["federation.sites=[bench1, bench2]", "federation.min_sites=2"])
+    rows += memory_rows(two_tiny if quick else default, rounds=20 if quick else 50)
     return rows
 
 
