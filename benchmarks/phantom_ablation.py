@@ -10,7 +10,9 @@
    FIM with fixed weights (`train.uncertainty_weighting=false`), row 5 = FIM with U-A; rows 1-2 score the 4CH and
    SAX heads of row 3's global checkpoint at the end of pretraining (the same encoders row 3 fuses);
 4. per-sequence AUCs (4CH, SAX and LGE heads after pretraining and after the FIM) and per-subtype detection rates,
-   which say where LGE guidance could help on the phantom and whether it did.
+   which say where LGE guidance could help on the phantom and whether it did;
+5. a compute-matched control per mode (skip with --no-control): no FIM, pretraining as long as pretraining + FIM,
+   then fusion, so that "the FIM helped" can be told apart from "more cine training helped".
 
 Writes `DIR/phantom-ablation.md` (one Table-2 style table per mode, the diagnostics, settings and wall times) and
 `DIR/phantom-ablation.json`. `run(quick)` gives rows for `python -m benchmarks`.
@@ -49,8 +51,11 @@ CENTRAL_STATES = {"pretrain": "pretrain", "fused": "fusion", "fim-fixed": "fusio
 # Federated runs: folder -> rows it gives.
 FEDERATED_RUNS = {"fused": ROW_NAMES[2], "fim-fixed": ROW_NAMES[3], "fim-ua": ROW_NAMES[4]}
 BOOTSTRAP = 1000
+# Compute-matched controls (not Table 2 rows): no FIM, pretraining extended by the FIM's epochs (or rounds).
+CONTROL_FUSED = "control: fused, pretrain + FIM's epochs, no LGE"
+CONTROL_4CH = "control: 4CH head, pretrain + FIM's epochs"
 # The benchmark's full size: the demo's full schedule (test AUC 0.81 vs 0.73 there) on a larger cohort.
-BENCH = dataclasses.replace(FULL, subjects=64, test_subjects=64)
+BENCH = dataclasses.replace(FULL, subjects=40, test_subjects=40)
 
 
 def central_overrides(size: DemoSize, seed: int) -> list[str]:
@@ -60,8 +65,16 @@ def central_overrides(size: DemoSize, seed: int) -> list[str]:
     return items
 
 
-def federated_overrides(size: DemoSize, sites: list[str], seed: int) -> dict[str, list[str]]:
-    """Config overrides of the three federations (rows 3, 4, 5), built on the demo's."""
+def long_pretrain(size: DemoSize) -> DemoSize:
+    """The control's schedule: no FIM, pretraining as long as pretraining + FIM (same local epochs per round)."""
+    if size.local_epochs["pretrain"] != size.local_epochs["fim"]:
+        raise ValueError("the control needs equal local epochs in pretrain and fim")
+    return dataclasses.replace(size, rounds={**size.rounds, "pretrain": size.rounds["pretrain"] + size.rounds["fim"]})
+
+
+def federated_overrides(size: DemoSize, sites: list[str], seed: int, control: bool = False) -> dict[str, list[str]]:
+    """Config overrides of the three federations (rows 3, 4, 5), built on the demo's; optionally the control."""
+    extra = {"control": [*overrides(long_pretrain(size), sites, seed, baseline=True), "name=phantom-ablation-control"]}
     return {
         "fused": [*overrides(size, sites, seed, baseline=True), "name=phantom-ablation-fused"],
         "fim-fixed": [
@@ -70,6 +83,7 @@ def federated_overrides(size: DemoSize, sites: list[str], seed: int) -> dict[str
             "name=phantom-ablation-fim-fixed",
         ],
         "fim-ua": [*overrides(size, sites, seed, baseline=False), "name=phantom-ablation-fim-ua"],
+        **(extra if control else {}),
     }
 
 
@@ -180,7 +194,9 @@ def test_truth(data_root: Path, test_set) -> np.ndarray:
 # -------------------------------------------------------------------------------------------------- modes
 
 
-def run_central(out: Path, sites: list[str], config_name: str, items: list[str]) -> dict[str, Any]:
+def run_central(
+    out: Path, sites: list[str], config_name: str, items: list[str], control: list[str] | None = None
+) -> dict[str, Any]:
     """`cccmr ablation` on the pooled sites; then every row's test scores and the heads' AUCs from its checkpoints."""
     import torch
 
@@ -215,7 +231,22 @@ def run_central(out: Path, sites: list[str], config_name: str, items: list[str])
     aucs = sequence_aucs(
         {"after pretraining": states["pretrain"], "after the FIM (w U-A)": fim_state}, test_set, config
     )
-    return {"reports": reports, "scores": scores, "aucs": aucs, "test_set": test_set}
+    controls = {}
+    if control is not None:
+        from cccmr_model.engine.central import ingest_sites, pool, train_phases
+
+        cfg = load_config(config_name, control)
+        train_set = pool(ingest_sites([out / "data" / s for s in sites], out / "cache" / "train", cfg))
+        res = train_phases(
+            train_set, cfg, phases=("pretrain", "fusion"), checkpoint_dir=central / "checkpoints" / "control"
+        )
+        for name, state, source in (
+            (CONTROL_4CH, res["pretrain"].state, CINE_4CH),
+            (CONTROL_FUSED, res["fusion"].state, "fusion"),
+        ):
+            s, labels = head_scores(state, test_set, cfg, source)
+            controls[name], scores[name] = report_of(s, labels, cfg), positive_scores(s)
+    return {"reports": reports, "controls": controls, "scores": scores, "aucs": aucs, "test_set": test_set}
 
 
 def _fixed(config):
@@ -232,7 +263,7 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
 
     times: dict[str, float] = {}
     with FlowerSimulation(out / "flower") as sim:
-        for folder in FEDERATED_RUNS:
+        for folder in runs:
             start = time.perf_counter()
             log.info("federation %s: %s", folder, "; ".join(runs[folder]))
             with CheckpointKeeper(out / folder / "checkpoints", out / folder / "kept-checkpoints"):
@@ -257,8 +288,15 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
         reports[row], scores[row] = {**report_of(s, labels, config)}, positive_scores(s)
     aucs = sequence_aucs({"after pretraining": pre, "after the FIM (w U-A)": kept("fim-ua", "fim")}, test_set, config)
     reports, scores = {r: reports[r] for r in ROW_NAMES}, {r: scores[r] for r in ROW_NAMES}  # Table 2's order
+    controls = {}
+    if "control" in runs:
+        s, labels = head_scores(kept("control", "pretrain"), test_set, config, CINE_4CH)
+        controls[CONTROL_4CH], scores[CONTROL_4CH] = report_of(s, labels, config), positive_scores(s)
+        ev = evaluate_release(CONTROL_FUSED, out / "control" / "release", test_set)
+        controls[CONTROL_FUSED], scores[CONTROL_FUSED] = {**ev.report}, ev.scores
     times["federated evaluation"] = round(time.perf_counter() - start, 1)
-    return {"reports": reports, "scores": scores, "aucs": aucs, "test_set": test_set, "times": times}
+    return {"reports": reports, "controls": controls, "scores": scores, "aucs": aucs, "test_set": test_set,
+            "times": times}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -266,7 +304,7 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
 
 def benchmark(
     out: Path, *, size: DemoSize, mode: str = "both", config_name: str = "tiny", extra: Sequence[str] = (),
-    seed: int = 0, sites: int = 2,
+    seed: int = 0, sites: int = 2, control: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Generate the cohort, run the modes, write the Markdown and JSON; returns the summary."""
     from cccmr_model.demo.run import DemoOptions, _phantom
@@ -283,11 +321,12 @@ def benchmark(
     times["phantom cohort"] = round(time.perf_counter() - started, 1)
     common = [f"evaluation.bootstrap_resamples={BOOTSTRAP}", *extra]
     central_items = [*central_overrides(size, seed), *common]
-    fed_runs = {k: [*v, *common] for k, v in federated_overrides(size, names, seed).items()}
+    fed_runs = {k: [*v, *common] for k, v in federated_overrides(size, names, seed, control).items()}
+    control_items = [*central_overrides(long_pretrain(size), seed), *common] if control else None
     results: dict[str, dict[str, Any]] = {}
     if mode in ("central", "both"):
         start = time.perf_counter()
-        results["central"] = run_central(out, names, config_name, central_items)
+        results["central"] = run_central(out, names, config_name, central_items, control_items)
         times["central (ablation + evaluation)"] = round(time.perf_counter() - start, 1)
     if mode in ("federated", "both"):
         results["federated"] = run_federated(out, names, fed_runs, config_name)
@@ -295,8 +334,9 @@ def benchmark(
     times["total"] = round(time.perf_counter() - started, 1)
     summary = {
         "cohort": cohort, "mode": mode, "config": config_name, "size": dataclasses.asdict(size),
-        "central_overrides": central_items, "federated_overrides": fed_runs, "times": times,
-        "modes": {m: {"reports": r["reports"], "aucs": r["aucs"]} for m, r in results.items()},
+        "central_overrides": central_items, "central_control_overrides": control_items,
+        "federated_overrides": fed_runs, "times": times,
+        "modes": {m: {k: r[k] for k in ("reports", "controls", "aucs")} for m, r in results.items()},
     }  # fmt: skip
     (out / "phantom-ablation.md").write_text(render(summary, results, out / "data" / "test"))
     (out / "phantom-ablation.json").write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False) + "\n")
@@ -318,6 +358,11 @@ def render(summary: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]],
         if mode == "federated":
             title += " (rows 1-2: the 4CH and SAX heads of row 3's global model at the end of pretraining)"
         parts.append(assemble_table(result["reports"], title))
+        if result["controls"]:
+            parts.append(
+                "Compute-matched control (not a Table 2 row): no FIM, pretraining as long as pretraining + FIM "
+                f"({mode}); same test set.\n\n" + markdown_table(result["controls"], first_column="Control")
+            )
         parts.append(f"Per-sequence AUC ({mode}):\n\n" + auc_table(result["aucs"], ("cine_4ch", "cine_sax", "lge_sax")))
         ts = result["test_set"]
         labels = np.asarray(ts.labels)
@@ -343,6 +388,10 @@ def run(quick: bool) -> list[dict]:
                 "note": f"95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f}; {size.subjects}/site x 2, "
                         f"test {size.test_subjects}",
             })  # fmt: skip
+        for name, report in data["controls"].items():
+            auc = report["metrics"]["auc"]
+            rows.append({"benchmark": "phantom_ablation", "metric": f"{mode} AUC: {name}", "value": auc["value"],
+                         "unit": "", "note": f"95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f}"})  # fmt: skip
     rows.append({"benchmark": "phantom_ablation", "metric": "wall time", "value": summary["times"]["total"],
                  "unit": "s", "note": "cohort + both modes"})  # fmt: skip
     return rows
@@ -359,13 +408,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value, both modes")
     parser.add_argument("--quick", action="store_true", help="the demo's quick schedule")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-control", action="store_true", help="skip the compute-matched no-FIM control")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     base = QUICK if args.quick else BENCH
     size = dataclasses.replace(base, subjects=args.subjects, test_subjects=args.test_subjects)
     summary = benchmark(
         args.out, size=size, mode=args.mode, config_name=args.config, extra=args.overrides, seed=args.seed,
-        sites=args.sites,
+        sites=args.sites, control=not args.no_control,
     )  # fmt: skip
     print((Path(args.out) / "phantom-ablation.md").read_text())
     print(f"wall times: {summary['times']}", file=sys.stderr)

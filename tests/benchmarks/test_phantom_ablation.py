@@ -12,6 +12,7 @@ from benchmarks.phantom_ablation import (
     auc_table,
     central_overrides,
     federated_overrides,
+    long_pretrain,
     subtype_table,
 )
 from cccmr_model.config import load_config
@@ -80,3 +81,17 @@ def test_runs_differ_only_in_what_the_row_changes() -> None:
     for phase in ("pretrain", "fim", "fusion"):
         assert central.train.phases[phase].epochs == BENCH.rounds[phase] * BENCH.local_epochs[phase]
     assert central.train.resample_factor == runs["fim-ua"].train.resample_factor
+
+
+def test_control_trains_as_long_without_the_fim() -> None:
+    sites = ["anzhen", "lanzhou"]
+    runs = federated_overrides(BENCH, sites, 0, control=True)
+    assert set(runs) == {"fused", "fim-fixed", "fim-ua", "control"}
+    control, full = load_config("tiny", runs["control"]), load_config("tiny", runs["fim-ua"])
+    assert control.federation.phases["fim"].rounds == 0
+    rounds = {p: f.rounds * f.local_epochs for p, f in control.federation.phases.items()}
+    full_rounds = {p: f.rounds * f.local_epochs for p, f in full.federation.phases.items()}
+    assert rounds["pretrain"] == full_rounds["pretrain"] + full_rounds["fim"]
+    assert rounds["fusion"] == full_rounds["fusion"]
+    central = load_config("tiny", central_overrides(long_pretrain(BENCH), 0))
+    assert central.train.phases["pretrain"].epochs == full_rounds["pretrain"] + full_rounds["fim"]
