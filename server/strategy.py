@@ -48,6 +48,7 @@ class RoundLog:
     started: float = field(default_factory=time.monotonic)
     sent_to: dict[int, str] = field(default_factory=dict)
     expecting: dict[int, str] = field(default_factory=dict)  # nodes the current stage (train/evaluate) waits for
+    outgoing: list[Message] = field(default_factory=list)  # the current stage's messages (ids set when pushed)
     failed: dict[str, str] = field(default_factory=dict)
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_global: dict[str, float] = field(default_factory=dict)
@@ -261,13 +262,17 @@ class PhaseFedAvg(FedAvg):
         self._round.expecting = {node_id: self._name(node_id) for node_id in node_ids}
         self._round.sent_to.update(self._round.expecting)
         self._round.bytes_sent += size * len(node_ids)
-        return self._construct_messages(content, node_ids, message_type)
+        self._round.outgoing = list(self._construct_messages(content, node_ids, message_type))
+        return self._round.outgoing
 
     def _replies(self, replies: Iterable[Message]) -> list[tuple[str, Message]]:
         """Replies with content, named by site; errors and sites that sent nothing are logged as failed."""
         good, seen = [], set()
+        # An error reply may come from the SuperLink itself (e.g. "Node Unavailable"): name it after the node the
+        # message was sent to, which the grid recorded in the message id it set when pushing.
+        sent = {m.metadata.message_id: m.metadata.dst_node_id for m in self._round.outgoing if m.metadata.message_id}
         for msg in replies:
-            node_id = msg.metadata.src_node_id
+            node_id = sent.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
             seen.add(node_id)
             if msg.has_error():
                 reason = (msg.error.reason or "").strip().splitlines()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.app import Error, Message
 
 from cccmr_model.config import config_to_dict, load_config
 from server.checkpoint import list_checkpoints, load_checkpoint
@@ -210,3 +211,29 @@ def test_rounds_without_evaluation_log_no_failures(tmp_path, kit):
     rounds = read_history(tmp_path / "history.jsonl")
     assert [bool(r["evaluate_global"]) for r in rounds] == [False] * 4 + [True]  # the last round always evaluates
     assert all(r["sites_failed"] == {} for r in rounds)
+
+
+def test_superlink_error_reply_is_named_after_the_node_it_was_sent_to(tmp_path, kit):
+    """A "Node Unavailable" error comes from the SuperLink (src node 1), not from the dead site: the strategy maps
+    it back through the message id the grid set when pushing, so history names the site, not "node-1"."""
+
+    class UnavailableGrid(kit.FakeGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            messages = list(messages)
+            for index, msg in enumerate(messages):
+                msg.metadata.__dict__["_message_id"] = f"msg-{index}"  # as a real grid does on push
+            replies = super().send_and_receive([m for m in messages if m.metadata.dst_node_id != 3], timeout=timeout)
+            for msg in messages:
+                if msg.metadata.dst_node_id == 3:
+                    error = Message(Error(code=0, reason="Node Unavailable"), reply_to=msg)
+                    error.metadata.__dict__["_src_node_id"] = 1  # the SuperLink answers for the dead node
+                    replies.append(error)
+            return replies
+
+    strategy = make_strategy(tmp_path)
+    grid = UnavailableGrid({2: honest_site(kit, "anzhen", 1.0, 2), 3: honest_site(kit, "lanzhou", 1.0, 2)})
+    strategy.sites[3] = "lanzhou"  # learnt from an earlier round
+    strategy.expected_sites = 2
+    run(strategy, grid, rounds=1)
+    failed = read_history(tmp_path / "history.jsonl")[0]["sites_failed"]
+    assert failed == {"lanzhou": "error: Node Unavailable"}
