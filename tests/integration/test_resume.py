@@ -5,10 +5,8 @@ ClientApps on Ray in the same process tree). The test SIGKILLs that process once
 a crash without any clean-up, then starts a new run with `resume-from` pointing at the checkpoints folder. The
 resumed run must continue at round 3 and end with the same global weights as an uninterrupted run (same seed).
 
-A SuperNode killed and restarted mid-run is not run here: Flower 1.42's SuperLink refuses to activate the restarted
-node (exit 305, ApiError 2004) until the dead one's heartbeat expires (30 s interval x patience 2), which makes that
-test several minutes long. A site that fails a round and takes part again in the next is shown with Flower's
-message objects in tests/server/test_server_strategy.py.
+A SuperNode killed and restarted mid-run is tested in tests/integration/test_supernode_restart.py (loopback, TLS,
+SuperNode authentication).
 """
 
 from __future__ import annotations
