@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +158,56 @@ def kill_tree(pid: int, timeout: float = 15.0) -> None:
             os.kill(child, signal.SIGKILL)
 
 
+DEPLOY = REPO_ROOT / "deploy"
+
+
+def deploy_script(env: dict[str, str], name: str, *args: object) -> subprocess.CompletedProcess:
+    """Run `deploy/<name>` as an operator would; a failure shows the script's output."""
+    result = subprocess.run(
+        ["bash", str(DEPLOY / name), *map(str, args)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+    return result
+
+
+@dataclass
+class TlsSuperLink:
+    """A SuperLink started by deploy/start-superlink.sh (TLS + SuperNode auth) with `sites` registered."""
+
+    address: str
+    port: int
+    certs: Path
+    keys: Path
+    env: dict[str, str]  # for the daemons: each gets its own state dir, so no shared FLWR_HOME
+    process: subprocess.Popen
+
+
+def start_tls_superlink(tmp_path: Path, processes: Processes, sites: tuple[str, ...]) -> TlsSuperLink:
+    """Consortium CA and SuperLink certificate, a key pair per site, the SuperLink, and each site registered."""
+    env = {k: v for k, v in processes.env.items() if k != "FLWR_HOME"}
+    certs, keys = tmp_path / "certs", tmp_path / "keys"
+    deploy_script(env, "make-ca.sh", "--out", certs, "127.0.0.1", "localhost")
+    for site in sites:
+        deploy_script(env, "make-site-keys.sh", "--out", keys, site)
+    port = free_port()
+    superlink = processes.start(
+        ["bash", str(DEPLOY / "start-superlink.sh"), "--certs", str(certs), "--state-dir", str(tmp_path / "link"),
+         "--host", "127.0.0.1", "--port", str(port)],
+        log="superlink.out", env=env,
+    )  # fmt: skip
+    wait_for(lambda: listening(port) or superlink.poll() is not None, 60, "the SuperLink to listen")
+    assert superlink.poll() is None, processes.log("superlink.out")
+    address = f"127.0.0.1:{port}"
+    for site in sites:
+        deploy_script(env, "register-site.sh", "--superlink", address, "--root-cert", certs / "ca.crt", site,
+                      keys / f"{site}.pub")  # fmt: skip
+    return TlsSuperLink(address, port, certs, keys, env, superlink)
+
+
 class Kit:
     write_site = staticmethod(write_site)
+    deploy_script = staticmethod(deploy_script)
+    start_tls_superlink = staticmethod(start_tls_superlink)
     start_simulation_superlink = staticmethod(start_simulation_superlink)
     flwr_run = staticmethod(flwr_run)
     descendants_named = staticmethod(descendants_named)

@@ -22,33 +22,9 @@ FLWR = str(Path(sys.executable).parent / "flwr")
 SITES = ("anzhen", "lanzhou")
 
 
-def script(env: dict[str, str], name: str, *args: object) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        ["bash", str(DEPLOY / name), *map(str, args)], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
-    return result
-
-
 def test_tls_and_authenticated_supernodes_run_three_phases_to_a_release(tmp_path, phantom_sites, processes, kit):
-    daemon_env = {k: v for k, v in processes.env.items() if k != "FLWR_HOME"}  # each daemon gets its own state dir
-    certs, keys = tmp_path / "certs", tmp_path / "keys"
-    script(daemon_env, "make-ca.sh", "--out", certs, "127.0.0.1", "localhost")
-    for site in SITES:
-        script(daemon_env, "make-site-keys.sh", "--out", keys, site)
-
-    port = kit.free_port()
-    superlink = processes.start(
-        ["bash", str(DEPLOY / "start-superlink.sh"), "--certs", str(certs), "--state-dir", str(tmp_path / "link"),
-         "--host", "127.0.0.1", "--port", str(port)],
-        log="superlink.out", env=daemon_env,
-    )  # fmt: skip
-    kit.wait_for(lambda: kit.listening(port) or superlink.poll() is not None, 60, "the SuperLink to listen")
-    assert superlink.poll() is None, processes.log("superlink.out")
-    address = f"127.0.0.1:{port}"
-    for site in SITES:
-        script(daemon_env, "register-site.sh", "--superlink", address, "--root-cert", certs / "ca.crt", site,
-               keys / f"{site}.pub")  # fmt: skip
+    link = kit.start_tls_superlink(tmp_path, processes, SITES)
+    address, certs, keys, daemon_env, port = link.address, link.certs, link.keys, link.env, link.port
 
     node_ports = {site: kit.free_port() for site in SITES}
     for site in SITES:
