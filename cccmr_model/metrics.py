@@ -146,6 +146,21 @@ def evaluation_report(
     threshold: float = 0.5,
 ) -> dict[str, Any]:
     """JSON-ready report: task, counts per class, bootstrap settings and every metric with its interval."""
+    fn = metric_fn(task, threshold)
+    return _report(task, fn, scores, labels, resamples=resamples, confidence=confidence, seed=seed, threshold=threshold)
+
+
+def _report(
+    task: str,
+    fn: MetricFn,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int,
+    threshold: float,
+) -> dict[str, Any]:
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
     return {
@@ -154,9 +169,7 @@ def evaluation_report(
         "class_counts": {str(int(c)): int(n) for c, n in zip(classes, counts, strict=True)},
         "bootstrap": {"resamples": resamples, "confidence": confidence, "seed": seed, "stratified": True},
         "threshold": threshold if task == "screening" else None,
-        "metrics": bootstrap_ci(
-            metric_fn(task, threshold), scores, labels, resamples=resamples, confidence=confidence, seed=seed
-        ),
+        "metrics": bootstrap_ci(fn, scores, labels, resamples=resamples, confidence=confidence, seed=seed),
     }
 
 
@@ -194,16 +207,10 @@ def count_report(
     def without_auc(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
         return {k: v for k, v in fn(scores, y).items() if "auc" not in k}
 
-    classes, counts = np.unique(labels, return_counts=True)
-    return {
-        "task": task,
-        "n": len(labels),
-        "class_counts": {str(int(c)): int(n) for c, n in zip(classes, counts, strict=True)},
-        "bootstrap": {"resamples": resamples, "confidence": confidence, "seed": seed, "stratified": True},
-        "threshold": threshold if task == "screening" else None,
-        "metrics": bootstrap_ci(without_auc, one_hot, labels, resamples=resamples, confidence=confidence, seed=seed),
-        "unavailable": {"auc": "needs per-subject scores; only confusion counts were shared"},
-    }
+    report = _report(
+        task, without_auc, one_hot, labels, resamples=resamples, confidence=confidence, seed=seed, threshold=threshold
+    )
+    return {**report, "unavailable": {"auc": "needs per-subject scores; only confusion counts were shared"}}
 
 
 def _cell(entry: Mapping[str, float]) -> str:
