@@ -5,6 +5,7 @@ train the same model with the same settings."""
 from __future__ import annotations
 
 import json
+import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -14,6 +15,7 @@ from cccmr_model.config.schema import ExperimentConfig
 from client.privacy import clip_update_mod, dp_ledger_path
 from client.site import SiteSettings, prepare_site, site_settings
 from client.tasks import evaluate_round, train_round
+from client.timing import task_timing
 
 app = ClientApp(mods=[clip_update_mod])  # clips the update only when the server asks (central DP)
 
@@ -23,6 +25,7 @@ app = ClientApp(mods=[clip_update_mod])  # clips the update only when the server
 @app.train("fusion")
 def train(msg: Message, context: Context) -> Message:
     """Train the message's phase for its local epochs and learning-rate window; reply with the trained groups."""
+    started = time.time()
     cfg = msg.content["config"]
     config, site = _setup(cfg, context)
     trained, metrics = train_round(
@@ -36,6 +39,7 @@ def train(msg: Message, context: Context) -> Message:
         seed=int(cfg["seed"]),
         ledger_path=dp_ledger_path(site.cache_path),
     )
+    metrics.update(task_timing(started))
     return _reply(msg, site, {"arrays": ArrayRecord(trained), "metrics": MetricRecord(metrics)})
 
 

@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from cccmr_model.config.schema import ExperimentConfig
@@ -24,12 +25,15 @@ from client.site import SiteData
 
 
 def full_state(received: Mapping[str, Tensor], config: ExperimentConfig) -> dict[str, Tensor]:
-    """The model's full state with the received groups in place; groups the phase does not use keep fresh values."""
-    own = build_model(config).state_dict()
+    """The model's full state with the received groups in place. Groups the server did not send are never used by
+    the round's phase (it sends every group the phase trains or needs for its forward pass), so they are zeros:
+    names and shapes come from a model built on the meta device, without the cost of initialising it."""
+    with torch.device("meta"):
+        own = build_model(config).state_dict()
     unexpected = sorted(set(received) - set(own))
     if unexpected:
         raise CccmrError(f"server sent parameters this config's model lacks, e.g. {unexpected[:3]}")
-    return {k: received.get(k, v) for k, v in own.items()}
+    return {k: received[k] if k in received else torch.zeros(v.shape, dtype=v.dtype) for k, v in own.items()}
 
 
 def train_round(

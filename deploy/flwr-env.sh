@@ -11,6 +11,9 @@ cccmr_flwr_env() {
     export FLWR_DISABLE_UPDATE_CHECK=1
     export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
     export RAY_USAGE_STATS_ENABLED=0
+    # The SuperExec that starts each ServerApp/ClientApp process polls for work every 1 s by default: 0.2 s
+    # starts a round's ClientApp sooner at the cost of a few cheap local requests.
+    export FLWR_SUPEREXEC_TASK_POLL_INTERVAL="${FLWR_SUPEREXEC_TASK_POLL_INTERVAL:-0.2}"
     mkdir -p "$FLWR_HOME"
 }
 

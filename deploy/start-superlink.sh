@@ -17,6 +17,9 @@ Starts flower-superlink with TLS (certificates from make-ca.sh) and SuperNode au
   --host HOST        address to listen on (default: 0.0.0.0)
   --port PORT        the SuperLink's one HTTP(S) port for Fleet, Control and Runtime APIs (default: 8000)
   --state-dir DIR    state database, log file and FLWR_HOME (default: \$CCCMR_STATE_DIR or ./superlink-state)
+  --state MODE       file (default): runs, registered sites and messages in STATE_DIR/state.db (SQLite),
+                     kept across restarts; memory: all in memory, much faster for large models, but a
+                     restart forgets registered sites (start-superlink.sh registers them again, see below)
   --isolation MODE   subprocess (default: ServerApps run as child processes) or process (Docker: a
                      separate flower-superexec runs them)
   --superexec-secret FILE  shared secret for flower-superexec in process isolation (optional)
@@ -33,7 +36,7 @@ USAGE
 die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 
 certs="${CCCMR_CERTS:-./certs}"; host="0.0.0.0"; port=8000
-state_dir="${CCCMR_STATE_DIR:-./superlink-state}"; isolation="subprocess"; secret=""
+state_dir="${CCCMR_STATE_DIR:-./superlink-state}"; isolation="subprocess"; secret=""; state="file"
 insecure=0; print_only=0; extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
         --port) [ $# -ge 2 ] || die "--port needs a number"; port="$2"; shift 2 ;;
         --state-dir) [ $# -ge 2 ] || die "--state-dir needs a directory"; state_dir="$2"; shift 2 ;;
         --isolation) [ $# -ge 2 ] || die "--isolation needs subprocess or process"; isolation="$2"; shift 2 ;;
+        --state) [ $# -ge 2 ] || die "--state needs file or memory"; state="$2"; shift 2 ;;
         --superexec-secret) [ $# -ge 2 ] || die "--superexec-secret needs a file"; secret="$2"; shift 2 ;;
         --insecure) insecure=1; shift ;;
         --print-command) print_only=1; shift ;;
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
 done
 [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port must be 1-65535, got '$port'"
 case "$isolation" in subprocess|process) ;; *) die "--isolation must be subprocess or process, got '$isolation'" ;; esac
+case "$state" in file|memory) ;; *) die "--state must be file or memory, got '$state'" ;; esac
 for a in ${extra[@]+"${extra[@]}"}; do
     case "$a" in --insecure|--ssl-*) die "pass $a through this script's own options, not after --" ;; esac
 done
@@ -62,7 +67,9 @@ state_dir="$(cd "$state_dir" && pwd)"
 cccmr_flwr_env "$state_dir"
 exe="$(cccmr_find_exe flower-superlink "${FLOWER_SUPERLINK:-}")" || exit 2
 
-cmd=("$exe" --host "$host" --port "$port" --database "$state_dir/state.db" --isolation "$isolation"
+database="$state_dir/state.db"
+[ "$state" = file ] || database=":flwr-in-memory:"
+cmd=("$exe" --host "$host" --port "$port" --database "$database" --isolation "$isolation"
      --log-file "$state_dir/logs/superlink.log" --disable-runtime-dependency-installation)
 if [ "$insecure" -eq 1 ]; then
     cccmr_insecure_banner "flower-superlink"

@@ -15,6 +15,7 @@ from cccmr_model.model import PHASE_GROUPS, build_model
 from cccmr_model.release.files import is_release_key
 from server import history
 from server.checkpoint import check_resumable, load_checkpoint
+from server.polling_grid import PollingGrid
 from server.privacy import check_privacy_config, with_central_dp
 from server.release import write_release
 from server.schedule import plan_rounds
@@ -52,7 +53,7 @@ def main(grid: Grid, context: Context) -> None:
     runner = with_central_dp(strategy, config, past)  # Flower's DP wrapper when privacy.central_dp.enabled
     if strategy.remaining_rounds() > 0:
         runner.start(
-            grid=grid,
+            grid=PollingGrid(grid),
             initial_arrays=strategy.global_arrays(),
             num_rounds=strategy.remaining_rounds(),
             timeout=config.federation.round_timeout_s,

@@ -46,6 +46,9 @@ class RoundLog:
 
     plan: RoundPlan
     started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)  # wall clock, for the history
+    exchange_s: dict[str, float] = field(default_factory=dict)  # per stage: messages out until replies back
+    stage_started: float = field(default_factory=time.monotonic)
     sent_to: dict[int, str] = field(default_factory=dict)
     expecting: dict[int, str] = field(default_factory=dict)  # nodes the current stage (train/evaluate) waits for
     outgoing: list[Message] = field(default_factory=list)  # the current stage's messages (ids set when pushed)
@@ -149,6 +152,7 @@ class PhaseFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Average the usable replies into the global model; fail the round below `min_sites`."""
         plan = self._plan(server_round)
+        self._round.exchange_s["train"] = round(time.monotonic() - self._round.stage_started, 3)
         expected = select(self.global_state, plan.trains)
         accepted = []
         for site, msg in self._replies(replies):
@@ -186,6 +190,7 @@ class PhaseFedAvg(FedAvg):
         if plan.server_round % self.evaluate_every and plan.server_round != len(self.plan):
             self._round.expecting = {}
             return []
+        self._round.stage_started = time.monotonic()
         node_ids = self._connected_nodes(grid, first=False)
         content = RecordDict(
             {
@@ -204,6 +209,8 @@ class PhaseFedAvg(FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Pool the sites' counts into global metrics, then write the round's history line and checkpoint."""
+        if self._round.expecting:
+            self._round.exchange_s["evaluate"] = round(time.monotonic() - self._round.stage_started, 3)
         site_metrics = {}
         for site, msg in self._replies(replies):
             metrics = _metrics(msg)
@@ -244,6 +251,8 @@ class PhaseFedAvg(FedAvg):
                 "bytes_sent": rnd.bytes_sent,
                 "bytes_received": rnd.bytes_received,
                 "round_time_s": round(time.monotonic() - rnd.started, 3),
+                "started_at": round(rnd.started_at, 3),
+                "exchange_s": rnd.exchange_s,
                 **self.round_extras,
             },
         )

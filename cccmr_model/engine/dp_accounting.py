@@ -14,8 +14,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from opacus.accountants import RDPAccountant
-
 from cccmr_model.errors import CccmrError
 
 LEDGER_VERSION = 1
@@ -51,6 +49,8 @@ class PrivacyLedger:
         history = self.history + ([extra] if extra is not None and extra[2] > 0 else [])
         if not history:
             return 0.0
+        from opacus.accountants import RDPAccountant  # lazily: see engine/dp_sgd.py
+
         accountant = RDPAccountant()
         accountant.history = list(history)
         return float(accountant.get_epsilon(delta))

@@ -35,8 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -121,6 +119,11 @@ def train_phase_dp(
     noise_gen = torch.Generator(device=dev).manual_seed(entropy)
     draw_rng = np.random.default_rng(entropy)
     runner = _dp_runner(phase, model, data, labels, config, dev, seed)
+    # imported here: opacus (with scipy) takes about a second to import, which every ClientApp process (one per
+    # message) would otherwise pay, DP or not
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
     private = GradSampleModule(model, batch_first=True, loss_reduction="mean", strict=True)
     optimizer = DPOptimizer(
         make_optimizer(model, config, phase, dev),
@@ -250,5 +253,5 @@ def _train_steps(runner, model, optimizer, config, phase, steps, planned, lr_win
     seconds = time.perf_counter() - start
     record: dict[str, Any] = {name: float(total) / max(samples, 1) for name, total in sums.items()}  # one sync
     record.setdefault("loss", 0.0)
-    record.update(samples=samples, lr=lr, samples_per_s=samples / max(seconds, 1e-9))
+    record.update(samples=samples, lr=lr, samples_per_s=samples / max(seconds, 1e-9), train_seconds=seconds)
     return record

@@ -218,6 +218,7 @@ def _summary(history: list[dict[str, float]], model: CCCMRModel, phase: str) -> 
     metrics = {name: float(value) for name, value in last.items() if name not in ("samples", "seconds")}
     metrics["epochs"] = float(len(history))
     metrics["samples_per_s"] = float(samples / seconds) if seconds > 0 else 0.0
+    metrics["train_seconds"] = float(seconds)  # the epoch loops only: data, forward, backward, optimiser
     if phase == "fim":
         for name, sigma in model.uncertainty.sigmas().items():
             metrics[f"sigma:{name}"] = float(sigma)

@@ -1,0 +1,233 @@
+"""What the federation adds to local training, measured on loopback with the real daemons at the default model size.
+
+A consortium CA, site keys, `flower-superlink` with TLS and SuperNode authentication, two `flower-supernode`
+daemons (anzhen, lanzhou) and `flwr run` of a short three-phase schedule, all started with the deploy/ scripts a
+hospital uses, on 127.0.0.1. The model is the default one (three Swin-T encoders: the full payload of every
+round); the images are 64 x 64 x 8 frames so that a 2-core CPU trains about a minute per round (the payload does
+not depend on the image size). Both sites train at the same time, one thread each.
+
+Per round, from the history: the round's wall time (from one round's start to the next, so aggregation,
+evaluation and the checkpoint count), the slower site's pure training time (`train_seconds`: the engine's epoch
+loops), the overhead (round time minus that) and where it goes: ClientApp process start-up, set-up inside the
+handler, the training exchange beyond the sites' handlers (transfer and polling), the evaluation exchange, and
+the server's own work. Also the ServerApp process's resident memory, sampled every second.
+
+Standalone: `python -m benchmarks.federation_loopback [--quick] [--subjects N] [--local-epochs N] [--keep DIR]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from cccmr_model.config import load_config
+from cccmr_model.demo.flower import app_dir, offline_env
+from cccmr_model.processes import descendants, free_port, listening, stop, wait_for
+from client.site import SiteSettings, prepare_site
+from server.history import read_history
+
+SITES = ("anzhen", "lanzhou")
+SMALL_IMAGES = ["data.image_size=64", "data.pixel_spacing_mm=3.48", "data.frames=8", "data.min_frames=8"]
+
+
+def run(
+    quick: bool,
+    subjects: int | None = None,
+    local_epochs: int | None = None,
+    keep: Path | None = None,
+    superlink_state: str = "file",
+) -> list[dict]:
+    subjects = subjects or (8 if quick else 20)
+    local_epochs = local_epochs or (1 if quick else 2)
+    rounds = 1 if quick else 2
+    overrides = [
+        *SMALL_IMAGES,
+        "train.num_workers=0",
+        "train.device=cpu",
+        "federation.min_sites=2",
+        "federation.round_timeout_s=1800",
+        f"federation.phases.pretrain.rounds={rounds}",
+        f"federation.phases.pretrain.local_epochs={local_epochs}",
+        f"federation.phases.fim.rounds={rounds}",
+        f"federation.phases.fim.local_epochs={local_epochs}",
+        "federation.phases.fusion.rounds=1",
+        "federation.phases.fusion.local_epochs=5",
+    ]
+    tmp = Path(tempfile.mkdtemp(prefix="cccmr-fl-", dir="/tmp"))
+    try:
+        return _measure(tmp, subjects, overrides, superlink_state)
+    finally:
+        if keep is not None:
+            shutil.copytree(tmp, keep, dirs_exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _measure(tmp: Path, subjects: int, overrides: list[str], superlink_state: str) -> list[dict]:
+    repo, venv_bin = app_dir(), Path(sys.executable).parent
+    env = offline_env(tmp / "flwr-home", tmp / "ray")
+    daemon_env = {k: v for k, v in env.items() if k != "FLWR_HOME"}
+    config = load_config(repo / "configs" / "default.yaml", overrides)
+    cohort = tmp / "cohort"
+    _check([venv_bin / "cccmr", "phantom", "--out", cohort, "--subjects", subjects, "--size", "tiny", "--quiet"], env)
+    for site in SITES:  # ingestion happens once, on a site's first message: do it before timing rounds
+        prepare_site(SiteSettings(site, cohort / site, tmp / f"cache-{site}", "cpu"), config)
+
+    certs, keys, deploy = tmp / "certs", tmp / "keys", repo / "deploy"
+    _check(["bash", deploy / "make-ca.sh", "--out", certs, "127.0.0.1", "localhost"], daemon_env)
+    for site in SITES:
+        _check(["bash", deploy / "make-site-keys.sh", "--out", keys, site], daemon_env)
+    started: list[subprocess.Popen] = []
+    rss = _RssSampler()
+    try:
+        port = free_port()
+        link = _start(started, tmp / "superlink.out", daemon_env,
+                      ["bash", deploy / "start-superlink.sh", "--certs", certs, "--state-dir", tmp / "link",
+                       "--host", "127.0.0.1", "--port", port, "--state", superlink_state])  # fmt: skip
+        wait_for(lambda: listening(port) or link.poll() is not None, 60, "the SuperLink to listen")
+        address = f"127.0.0.1:{port}"
+        for site in SITES:
+            _check(["bash", deploy / "register-site.sh", "--superlink", address, "--root-cert", certs / "ca.crt",
+                    site, keys / f"{site}.pub"], daemon_env)  # fmt: skip
+            _start(started, tmp / f"{site}.out", daemon_env,
+                   ["bash", deploy / "start-supernode.sh", "--superlink", address, "--site", site,
+                    "--data-path", cohort / site, "--cache-path", tmp / f"cache-{site}", "--root-cert",
+                    certs / "ca.crt", "--key", keys / site, "--port", free_port(),
+                    "--state-dir", tmp / site])  # fmt: skip
+        log = tmp / "link" / "logs" / "superlink.log"
+        wait_for(lambda: log.exists() and log.read_text().count("Activated node_id") >= 2, 60, "both SuperNodes")
+
+        (tmp / "flwr-home").mkdir(parents=True, exist_ok=True)
+        (tmp / "flwr-home" / "config.toml").write_text(
+            f'[superlink]\ndefault = "cccmr"\n\n[superlink.cccmr]\naddress = "{address}"\n'
+            f'root-certificates = "{certs / "ca.crt"}"\n'
+        )
+        run_dir = tmp / "run"
+        run_config = f'config-path="configs/default.yaml" config-overrides="{";".join(overrides)}" run-dir="{run_dir}"'
+        rss.start(link.pid)
+        start = time.monotonic()
+        result = subprocess.run(
+            [venv_bin / "flwr", "run", ".", "cccmr", "--stream", "--run-config", run_config],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=3600, check=False,
+        )  # fmt: skip
+        total = time.monotonic() - start
+        rss.stop()
+        history = read_history(run_dir / "history.jsonl")
+        if result.returncode != 0 or not (run_dir / "release").is_dir():
+            output = (result.stdout + result.stderr)[-3000:]
+            raise RuntimeError(f"flwr run failed (exit {result.returncode}):\n{output}")
+    finally:
+        rss.stop()
+        for process in reversed(started):
+            stop(process)
+    return [
+        *round_rows(history, subjects),
+        _row("ServerApp resident memory, first / peak", rss.first_mb, "MB", peak_mb=round(rss.peak_mb, 1),
+             last_mb=round(rss.last_mb, 1), samples=len(rss.samples)),
+        _row("whole run (flwr run . to the release)", total, "s", rounds=len(history)),
+    ]  # fmt: skip
+
+
+def round_rows(history: list[dict], subjects: int) -> list[dict]:
+    """One row per round: wall time against the slower site's pure training time, and the overhead's parts."""
+    rows = []
+    for index, rnd in enumerate(history):
+        nxt = history[index + 1]["started_at"] if index + 1 < len(history) else None
+        wall = (nxt - rnd["started_at"]) if nxt is not None else rnd["round_time_s"]
+        sites = rnd["train"].values()
+        train = max(s["train_seconds"] for s in sites)
+        task = max(s["task_seconds"] for s in sites)
+        startup = max(s.get("startup_seconds", 0.0) for s in sites)
+        setup = max(s["task_seconds"] - s["train_seconds"] for s in sites)
+        exchange = rnd["exchange_s"]
+        overhead = wall - train
+        rows.append(_row(
+            f"round {rnd['round']} ({rnd['phase']}) overhead", 100 * overhead / train, "% of training",
+            round_s=round(wall, 1), train_s=round(train, 1), overhead_s=round(overhead, 1),
+            startup_s=round(startup, 1), handler_setup_s=round(setup, 1),
+            transfer_and_polling_s=round(exchange["train"] - task - startup, 1),
+            evaluate_s=round(exchange.get("evaluate", 0.0), 1),
+            server_s=round(wall - exchange["train"] - exchange.get("evaluate", 0.0), 1),
+            mb_sent_per_site=round(rnd["bytes_sent"] / len(rnd["sites_sent"]) / 1e6, 1),
+            subjects_per_site=subjects,
+        ))  # fmt: skip
+    return rows
+
+
+class _RssSampler:
+    """Samples the resident memory of the SuperLink's ServerApp process (a descendant running flwr-serverapp)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, root_pid: int) -> None:
+        self._thread = threading.Thread(target=self._loop, args=(root_pid,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self, root_pid: int) -> None:
+        while not self._stop.wait(1.0):
+            for pid in descendants(root_pid):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if b"flwr-serverapp" in cmd:
+                        status = Path(f"/proc/{pid}/status").read_text()
+                        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+                        self.samples.append(kb / 1024)
+                except (OSError, StopIteration):
+                    continue
+
+    first_mb = property(lambda self: self.samples[0] if self.samples else float("nan"))
+    last_mb = property(lambda self: self.samples[-1] if self.samples else float("nan"))
+    peak_mb = property(lambda self: max(self.samples) if self.samples else float("nan"))
+
+
+def _start(started: list, log: Path, env: dict[str, str], args: list) -> subprocess.Popen:
+    process = subprocess.Popen([str(a) for a in args], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               start_new_session=True, cwd=app_dir())  # fmt: skip
+    started.append(process)
+    return process
+
+
+def _check(args: list, env: dict[str, str]) -> None:
+    result = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args[:3]))}: {result.stdout}{result.stderr}")
+
+
+def _row(metric: str, value: float, unit: str, **extra: object) -> dict:
+    return {"benchmark": "federation_loopback", "metric": metric, "value": value, "unit": unit,
+            "config": "default model, 64x64x8 images", **extra}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one round per phase, 8 subjects, 1 local epoch")
+    parser.add_argument("--subjects", type=int, help="subjects per site (default 20; quick 8)")
+    parser.add_argument("--local-epochs", type=int, help="local epochs per round (default 2; quick 1)")
+    parser.add_argument(
+        "--superlink-state",
+        choices=("file", "memory"),
+        default="file",
+        help="the SuperLink's state and object store: SQLite file (default) or memory",
+    )
+    parser.add_argument("--keep", type=Path, help="copy the run folder (logs, history, release) here")
+    args = parser.parse_args()
+    for row in run(args.quick, args.subjects, args.local_epochs, args.keep, args.superlink_state):
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
