@@ -9,7 +9,15 @@ import timm
 import torch
 from torchvision.models.video.swin_transformer import SwinTransformer3d as TorchvisionSwin3d
 
-from cccmr_model.swin3d import WeightsError, load_pretrained, swin3d_base, swin3d_small, swin3d_tiny
+from cccmr_model.swin3d import (
+    WeightsError,
+    flat_relative_position_index,
+    load_pretrained,
+    swin3d_base,
+    swin3d_small,
+    swin3d_tiny,
+)
+from cccmr_model.swin3d_attention import fused_attention_applies, masked_windows, window_attention_fused
 
 TINY = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=(4, 4, 4), drop_path_rate=0.0)
 
@@ -189,7 +197,7 @@ def test_head_of_source_is_dropped_and_model_head_kept():
 
 
 def test_training_path_matches_torchvision_gradients():
-    """With autograd on, CPU attention runs as matmul + softmax; outputs and gradients equal torchvision's."""
+    """With autograd on, CPU attention runs through the fused Function; outputs and gradients equal torchvision's."""
     from torchvision.ops import StochasticDepth
 
     from cccmr_model.swin3d_weights import _rename_torchvision
@@ -210,3 +218,102 @@ def test_training_path_matches_torchvision_gradients():
     params = dict(model.named_parameters())
     for name, p in ref.named_parameters():
         assert torch.allclose(p.grad, params[_rename_torchvision(name)].grad, atol=1e-5), name
+
+
+def plain_window_attention(qkv, table, index, mask, num_heads, scale):
+    """Reference: matmul + softmax with the gathered bias and the mask, through autograd."""
+    BnW, N, C3 = qkv.shape
+    q, k, v = qkv.view(BnW, N, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # B*nW, nH, N, hd
+    attn = (q * scale) @ k.transpose(-2, -1) + table[index].view(N, N, num_heads).permute(2, 0, 1)
+    if mask is not None:
+        nW = mask.shape[0]
+        attn = (attn.view(BnW // nW, nW, num_heads, N, N) + mask[None, :, None]).view(BnW, num_heads, N, N)
+    return (attn.softmax(-1) @ v).transpose(1, 2).reshape(BnW, N, C3 // 3)
+
+
+def attention_case(dtype=torch.float32, masked=True, num_heads=2, num_tokens=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    window = (2, 2, 2)
+    table = torch.randn(27, num_heads, generator=gen, dtype=dtype)
+    index = flat_relative_position_index(window, num_tokens, torch.device("cpu"))
+    qkv = torch.randn(6, num_tokens, 3 * 4 * num_heads, generator=gen, dtype=dtype)  # 2 clips x 3 windows
+    mask = None
+    if masked:  # window 0 unmasked, windows 1 and 2 with -100 across two regions
+        region = torch.arange(num_tokens) % 2
+        cross = torch.where(region[:, None] != region[None, :], -100.0, 0.0)
+        mask = torch.stack([torch.zeros_like(cross), cross, cross.flip(0)]).to(dtype)
+    return qkv, table, index, mask
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("num_tokens", [8, 5])  # 5: a window shrunk below the full 2x2x2 (cropped index)
+def test_fused_attention_matches_plain_attention(masked, num_tokens):
+    """The CPU training Function gives the output and the qkv and bias-table gradients of matmul + softmax."""
+    qkv, table, index, mask = attention_case(masked=masked, num_tokens=num_tokens)
+    grad = torch.randn(qkv.shape[0], num_tokens, qkv.shape[2] // 3)
+    results = []
+    for fn in (plain_window_attention, window_attention_fused):
+        a, t = qkv.clone().requires_grad_(), table.clone().requires_grad_()
+        y = fn(a, t, index, mask, 2, 0.5)
+        y.backward(grad)
+        results.append((y.detach(), a.grad, t.grad))
+    for ref, got in zip(*results, strict=True):
+        assert ref.shape == got.shape
+        assert (ref - got).abs().max() <= 1e-5
+    if masked:  # the per-window flags skip the all-zero mask of window 0 and change nothing
+        assert masked_windows(mask) == (False, True, True)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_attention_gradcheck_float64(masked):
+    qkv, table, index, mask = attention_case(torch.float64, masked=masked, num_tokens=4, num_heads=2)
+    qkv, table = qkv[:3].requires_grad_(), table.requires_grad_()  # one clip of 3 windows
+    assert torch.autograd.gradcheck(lambda a, t: window_attention_fused(a, t, index, mask, 2, 0.7), (qkv, table))
+
+
+def test_fused_attention_used_only_for_plain_cpu_training():
+    qkv, table, _, _ = attention_case()
+    assert not fused_attention_applies(qkv, table, 0.0)  # table does not require grad
+    table.requires_grad_()
+    assert fused_attention_applies(qkv, table, 0.0)
+    assert not fused_attention_applies(qkv, table, 0.1)  # attention dropout: plain path
+    with torch.no_grad():
+        assert not fused_attention_applies(qkv, table, 0.0)
+    seen = []
+    torch.func.vmap(lambda a: seen.append(fused_attention_applies(a, table, 0.0)) or a)(qkv)  # opacus functorch
+    assert seen == [False]
+
+
+def test_fused_and_plain_training_paths_agree_in_the_model():
+    """The whole tiny encoder, shifted windows with masks included: outputs and every gradient agree."""
+    torch.manual_seed(3)
+    model = tiny_model().train()
+    x = torch.randn(2, 3, 8, 64, 64)
+    grads = []
+    for fused in (True, False):
+        for module in model.modules():
+            if hasattr(module, "fused_cpu_attention"):
+                module.fused_cpu_attention = fused
+        model.zero_grad(set_to_none=True)
+        y = model(x)
+        assert (_graph_nodes(y.grad_fn) & {"WindowAttentionFunctionBackward"}) == (
+            {"WindowAttentionFunctionBackward"} if fused else set()
+        )
+        y.square().sum().backward()
+        grads.append((y.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert (grads[0][0] - grads[1][0]).abs().max() <= 1e-5
+    for name, g in grads[0][1].items():
+        assert torch.allclose(g, grads[1][1][name], atol=1e-5), name
+
+
+def _graph_nodes(fn) -> set[str]:
+    """Names of the autograd nodes reachable from `fn`."""
+    seen, stack, names = set(), [fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(n for n, _ in node.next_functions)
+    return names

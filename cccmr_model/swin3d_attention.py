@@ -1,0 +1,142 @@
+"""Window attention with a relative position bias as one autograd Function, for training on the CPU.
+
+Autograd's matmul + softmax attention writes and reads several (windows x heads x N x N) tensors per block
+(scores, bias sum, probabilities, their gradients, the bias gradient summed over the batch), each far larger than
+the CPU caches at video window sizes (N = 8 * 7 * 7 = 392). `WindowAttentionFunction` instead runs one window
+at a time, so a window's scores stay in cache between the GEMM that writes them, the mask, the softmax and the
+GEMM that reads them:
+
+* forward: S = bias + scale * q k^T in one `baddbmm` (the bias is the GEMM's input, added as its output is
+  written), + mask of that window, softmax in place, O = P v written straight into the (tokens, heads x dim)
+  layout the output projection takes; only q, k, v (as the qkv projection's output) and P are kept;
+* backward: dv = P^T dO, dP = dO v^T, dS = softmax backward (one fused pass, in place), dq = scale dS k,
+  dk = scale dS^T q written into the qkv gradient; the bias gradient is dS summed over windows in cache and
+  scattered into the table once with `index_add_`.
+
+q, k, v are strided views of the qkv projection's output ((B*nW, N, 3, nH, hd)); `bmm` takes them without a
+copy. Results equal the explicit form up to float rounding. Not used under functorch transforms (opacus
+per-sample gradients), tracing, export or compilation, nor with attention dropout: those take the plain path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ["WindowAttentionFunction", "fused_attention_applies", "masked_windows", "window_attention_fused"]
+
+
+def fused_attention_applies(qkv: torch.Tensor, table: torch.Tensor, dropout_p: float) -> bool:
+    """Whether the fused CPU training path can run: CPU, autograd recording a trainable table, plain eager mode."""
+    return (
+        qkv.device.type == "cpu"
+        and dropout_p == 0.0
+        and torch.is_grad_enabled()
+        and table.requires_grad
+        and qkv.dtype in (torch.float32, torch.float64)
+        and table.dtype == qkv.dtype
+        and not torch._C._are_functorch_transforms_active()  # opacus per-sample gradients (vmap over the module)
+        and not torch.jit.is_scripting()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and not torch.onnx.is_in_onnx_export()
+    )
+
+
+CHUNK_BYTES = 8 << 20  # scores of one (window, heads) chunk at most; all heads of a window at Swin-T sizes
+
+
+class WindowAttentionFunction(torch.autograd.Function):
+    """softmax(scale q k^T + table[index] + mask) v per window and head; see the module docstring."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        qkv: torch.Tensor,
+        table: torch.Tensor,
+        index: torch.Tensor,
+        mask: torch.Tensor | None,
+        masked: tuple[bool, ...] | None,
+        num_heads: int,
+        scale: float,
+    ) -> torch.Tensor:
+        BnW, N, C3 = qkv.shape
+        nH, hd = num_heads, C3 // 3 // num_heads
+        qkv = qkv.contiguous()
+        q, k, v = _heads(qkv, nH)  # B*nW, nH, N, hd each (strided views)
+        kt = k.transpose(-2, -1)
+        bias = table.index_select(0, index).view(N, N, nH).permute(2, 0, 1).contiguous()  # nH, N, N
+        out = qkv.new_empty(BnW, N, nH, hd)
+        outs = out.transpose(1, 2)  # B*nW, nH, N, hd view
+        chunks = _chunks(BnW, nH, N, qkv.element_size())
+        if masked is None:
+            masked = masked_windows(mask)
+        probs = []  # one buffer per chunk: small enough to be recycled by the allocator (no fresh page faults)
+        for w, h in chunks:
+            p = torch.baddbmm(bias[h], q[w, h], kt[w, h], alpha=scale)  # hc, N, N: bias added in the GEMM
+            if masked[w % len(masked)]:  # windows are ordered (clip, window): mask of window w % nW
+                p.add_(mask[w % len(masked)])  # type: ignore[index]
+            torch.ops.aten._softmax.out(p, -1, False, out=p)
+            torch.bmm(p, v[w, h], out=outs[w, h])
+            probs.append(p)
+        ctx.save_for_backward(qkv, index, *probs)
+        ctx.meta = (nH, scale, table.shape, chunks)
+        return out.view(BnW, N, C3 // 3)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        qkv, index, *probs = ctx.saved_tensors
+        nH, scale, table_shape, chunks = ctx.meta
+        BnW, N, _ = qkv.shape
+        q, k, v = _heads(qkv, nH)
+        do_all = grad_out.contiguous().view(BnW, N, nH, -1).transpose(1, 2)  # B*nW, nH, N, hd
+        dqkv = torch.empty_like(qkv)
+        dq, dk, dv = _heads(dqkv, nH)
+        dbias = qkv.new_zeros(nH, N, N)
+        scratch = torch.empty_like(probs[0])
+        for (w, h), p in zip(chunks, probs, strict=True):
+            do, ds = do_all[w, h], scratch[: p.shape[0]]  # hc, N, hd; hc, N, N
+            torch.bmm(p.transpose(1, 2), do, out=dv[w, h])
+            torch.bmm(do, v[w, h].transpose(1, 2), out=ds)  # dP
+            torch.ops.aten._softmax_backward_data.out(ds, p, -1, ds.dtype, grad_input=ds)  # dS, in place
+            dbias[h].add_(ds)
+            torch.baddbmm(dq[w, h], ds, k[w, h], beta=0.0, alpha=scale, out=dq[w, h])
+            torch.baddbmm(dk[w, h], ds.transpose(1, 2), q[w, h], beta=0.0, alpha=scale, out=dk[w, h])
+        dtable = qkv.new_zeros(table_shape[1], table_shape[0])  # nH, R
+        dtable.index_add_(1, index, dbias.view(nH, N * N))
+        return dqkv, dtable.t(), None, None, None, None, None
+
+
+def _heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B*nW, N, 3C) -> q, k, v as (B*nW, nH, N, hd) strided views (no copy)."""
+    BnW, N, C3 = qkv.shape
+    q, k, v = qkv.view(BnW, N, 3, num_heads, C3 // 3 // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v
+
+
+def _chunks(num_windows: int, num_heads: int, num_tokens: int, itemsize: int) -> list[tuple[int, slice]]:
+    """(window, slice of heads) pairs whose scores fill about `CHUNK_BYTES`."""
+    hc = max(1, min(num_heads, CHUNK_BYTES // (num_tokens * num_tokens * itemsize)))
+    return [(w, slice(h, min(h + hc, num_heads))) for w in range(num_windows) for h in range(0, num_heads, hc)]
+
+
+def masked_windows(mask: torch.Tensor | None) -> tuple[bool, ...]:
+    """Per window of an additive mask (nW, N, N), whether it masks anything (most shifted windows do not)."""
+    if mask is None:
+        return (False,)
+    return tuple(mask.flatten(1).ne(0).any(1).tolist())
+
+
+def window_attention_fused(
+    qkv: torch.Tensor,
+    table: torch.Tensor,
+    index: torch.Tensor,
+    mask: torch.Tensor | None,
+    num_heads: int,
+    scale: float,
+    masked: tuple[bool, ...] | None = None,
+) -> torch.Tensor:
+    """qkv (B*nW, N, 3C), table (R, nH), index (N*N,) into the table, additive mask (nW, N, N) or None
+    -> (B*nW, N, C). `masked`: `masked_windows(mask)`, when the caller has it cached."""
+    return WindowAttentionFunction.apply(qkv, table, index, mask, masked, num_heads, scale)
