@@ -52,6 +52,7 @@ def run(
         "train.num_workers=0",
         "train.device=cpu",
         "federation.min_sites=2",
+        "federation.evaluate_every=2",  # rounds with and without an evaluation exchange
         "federation.round_timeout_s=1800",
         f"federation.phases.pretrain.rounds={rounds}",
         f"federation.phases.pretrain.local_epochs={local_epochs}",
@@ -89,12 +90,17 @@ def _measure(tmp: Path, subjects: int, overrides: list[str], superlink_state: st
         port = free_port()
         link = _start(started, tmp / "superlink.out", daemon_env,
                       ["bash", deploy / "start-superlink.sh", "--certs", certs, "--state-dir", tmp / "link",
-                       "--host", "127.0.0.1", "--port", port, "--state", superlink_state])  # fmt: skip
+                       "--host", "127.0.0.1", "--port", port, "--state", superlink_state,
+                       *(["--sites-dir", keys] if superlink_state == "memory" else [])])  # fmt: skip
         wait_for(lambda: listening(port) or link.poll() is not None, 60, "the SuperLink to listen")
         address = f"127.0.0.1:{port}"
+        if superlink_state == "memory":  # a SuperNode that knocks before its key is registered is refused for good
+            out = tmp / "superlink.out"
+            wait_for(lambda: out.read_text().count(" registered") >= len(SITES), 60, "the sites' registration")
         for site in SITES:
-            _check(["bash", deploy / "register-site.sh", "--superlink", address, "--root-cert", certs / "ca.crt",
-                    site, keys / f"{site}.pub"], daemon_env)  # fmt: skip
+            if superlink_state == "file":  # in memory, start-superlink.sh registers the keys in --sites-dir
+                _check(["bash", deploy / "register-site.sh", "--superlink", address, "--root-cert",
+                        certs / "ca.crt", site, keys / f"{site}.pub"], daemon_env)  # fmt: skip
             _start(started, tmp / f"{site}.out", daemon_env,
                    ["bash", deploy / "start-supernode.sh", "--superlink", address, "--site", site,
                     "--data-path", cohort / site, "--cache-path", tmp / f"cache-{site}", "--root-cert",

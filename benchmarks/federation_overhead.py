@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from cccmr_model.config import ExperimentConfig, config_to_dict, load_config
@@ -37,7 +38,8 @@ from client.tasks import train_round
 from server.app import initial_state
 from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds, select
-from server.strategy import PhaseFedAvg, to_array_record
+from server.strategy import PhaseFedAvg
+from server.wire import from_array_record, to_array_record
 
 
 def payload_rows(config: ExperimentConfig) -> list[dict]:
@@ -64,12 +66,14 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
         cfg = msg.content["config"]
         start = time.perf_counter()
         trained, metrics = train_round(
-            msg.content["arrays"].to_torch_state_dict(), str(cfg["phase"]), data, config,
+            {k: torch.from_numpy(v) for k, v in from_array_record(msg.content["arrays"], "bench").items()},
+            str(cfg["phase"]), data, config,
             epochs=int(cfg["local-epochs"]), lr_window=(cfg["lr-window-start"], cfg["lr-window-end"]),
             device="cpu", seed=int(cfg["seed"]),
         )  # fmt: skip
         train_seconds.append(time.perf_counter() - start)
-        return Message(RecordDict({"arrays": ArrayRecord(trained), "metrics": MetricRecord(metrics),
+        arrays = to_array_record({k: v.numpy() for k, v in trained.items()})
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics),
                                    "site": ConfigRecord({"name": "bench"})}), reply_to=msg)  # fmt: skip
 
     rows = []
@@ -92,7 +96,8 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
 def memory_rows(config: ExperimentConfig, rounds: int = 50) -> list[dict]:
     def site(msg: Message, context: Context) -> Message:
         phase = str(msg.content["config"]["phase"])
-        arrays = {k: v.numpy() for k, v in msg.content["arrays"].items() if k.startswith(PHASE_GROUPS[phase])}
+        received = from_array_record(msg.content["arrays"], "bench")
+        arrays = {k: v for k, v in received.items() if k.startswith(PHASE_GROUPS[phase])}
         return Message(RecordDict({"arrays": to_array_record({k: v + np.float32(1e-3) for k, v in arrays.items()}),
                                    "metrics": MetricRecord({"num-examples": 8, "loss": 0.5}),
                                    "site": ConfigRecord({"name": context.node_config["site"]})}),

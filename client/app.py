@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import time
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from cccmr_model.config import config_from_dict
@@ -16,6 +17,7 @@ from client.privacy import clip_update_mod, dp_ledger_path
 from client.site import SiteSettings, prepare_site, site_settings
 from client.tasks import evaluate_round, train_round
 from client.timing import task_timing
+from server.wire import from_array_record, to_array_record
 
 app = ClientApp(mods=[clip_update_mod])  # clips the update only when the server asks (central DP)
 
@@ -29,7 +31,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg = msg.content["config"]
     config, site = _setup(cfg, context)
     trained, metrics = train_round(
-        msg.content["arrays"].to_torch_state_dict(),
+        _received(msg),
         str(cfg["phase"]),
         prepare_site(site, config),
         config,
@@ -40,7 +42,8 @@ def train(msg: Message, context: Context) -> Message:
         ledger_path=dp_ledger_path(site.cache_path),
     )
     metrics.update(task_timing(started))
-    return _reply(msg, site, {"arrays": ArrayRecord(trained), "metrics": MetricRecord(metrics)})
+    arrays = to_array_record({k: v.detach().cpu().numpy() for k, v in trained.items()})
+    return _reply(msg, site, {"arrays": arrays, "metrics": MetricRecord(metrics)})
 
 
 @app.evaluate()
@@ -49,13 +52,19 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg = msg.content["config"]
     config, site = _setup(cfg, context)
     metrics = evaluate_round(
-        msg.content["arrays"].to_torch_state_dict(),
+        _received(msg),
         prepare_site(site, config),
         config,
         device=site.device,
         share_scores=bool(cfg["share-subject-scores"]),
     )
     return _reply(msg, site, {"metrics": MetricRecord(metrics)})
+
+
+def _received(msg: Message) -> dict[str, torch.Tensor]:
+    """The message's parameters as tensors (views into the packed buffer)."""
+    arrays = from_array_record(msg.content["arrays"], "message from the server")
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 def _setup(cfg: ConfigRecord, context: Context) -> tuple[ExperimentConfig, SiteSettings]:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType
+from flwr.app import Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
@@ -25,6 +24,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_
 from cccmr_model.engine.dp_sgd import LEDGER_NAME, train_phase_dp
 from cccmr_model.engine.train import PhaseResult
 from cccmr_model.errors import CccmrError
+from server.wire import from_array_record, to_array_record
 
 log = logging.getLogger("cccmr.client")
 
@@ -59,18 +59,19 @@ def clip_update_mod(msg: Message, context: Context, call_next: ClientAppCallable
     if not is_train or config is None or KEY_CLIPPING_NORM not in config:
         return call_next(msg, context)
     clipping_norm = float(config[KEY_CLIPPING_NORM])
-    received = msg.content.array_records["arrays"]
+    received = from_array_record(msg.content.array_records["arrays"], "message from the server")
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    sent = reply.content.array_records.get("arrays")
-    if sent is None or not set(sent.keys()) <= set(received.keys()):
+    record = reply.content.array_records.get("arrays")
+    sent = None if record is None else from_array_record(record, "reply")
+    if sent is None or not set(sent) <= set(received):
         reason = "clip_update_mod: the reply's arrays are not a subset of the arrays received; nothing sent"
         log.error(reason)
         return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg)
-    keys = list(sent.keys())
-    updated = [sent[k].numpy() for k in keys]
-    compute_clip_model_update(updated, [received[k].numpy() for k in keys], clipping_norm)
-    reply.content["arrays"] = ArrayRecord({k: Array(np.asarray(v)) for k, v in zip(keys, updated, strict=True)})
+    keys = list(sent)
+    updated = [sent[k].copy() for k in keys]
+    compute_clip_model_update(updated, [received[k] for k in keys], clipping_norm)
+    reply.content["arrays"] = to_array_record(dict(zip(keys, updated, strict=True)))
     log.info("update clipped to L2 norm %.4g (central DP)", clipping_norm)
     return reply

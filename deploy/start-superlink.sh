@@ -18,8 +18,11 @@ Starts flower-superlink with TLS (certificates from make-ca.sh) and SuperNode au
   --port PORT        the SuperLink's one HTTP(S) port for Fleet, Control and Runtime APIs (default: 8000)
   --state-dir DIR    state database, log file and FLWR_HOME (default: \$CCCMR_STATE_DIR or ./superlink-state)
   --state MODE       file (default): runs, registered sites and messages in STATE_DIR/state.db (SQLite),
-                     kept across restarts; memory: all in memory, much faster for large models, but a
-                     restart forgets registered sites (start-superlink.sh registers them again, see below)
+                     kept across restarts; memory: all in memory, about twice as fast a round at the
+                     default model size (every message's arrays pass through this store), but a restart
+                     forgets registered sites: give --sites-dir, and they are registered at every start
+  --sites-dir DIR    with --state memory: the sites' public keys (SITE.pub, as sent by each hospital);
+                     each is registered under its file name once the SuperLink listens
   --isolation MODE   subprocess (default: ServerApps run as child processes) or process (Docker: a
                      separate flower-superexec runs them)
   --superexec-secret FILE  shared secret for flower-superexec in process isolation (optional)
@@ -36,7 +39,7 @@ USAGE
 die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 
 certs="${CCCMR_CERTS:-./certs}"; host="0.0.0.0"; port=8000
-state_dir="${CCCMR_STATE_DIR:-./superlink-state}"; isolation="subprocess"; secret=""; state="file"
+state_dir="${CCCMR_STATE_DIR:-./superlink-state}"; isolation="subprocess"; secret=""; state="file"; sites_dir=""
 insecure=0; print_only=0; extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
         --state-dir) [ $# -ge 2 ] || die "--state-dir needs a directory"; state_dir="$2"; shift 2 ;;
         --isolation) [ $# -ge 2 ] || die "--isolation needs subprocess or process"; isolation="$2"; shift 2 ;;
         --state) [ $# -ge 2 ] || die "--state needs file or memory"; state="$2"; shift 2 ;;
+        --sites-dir) [ $# -ge 2 ] || die "--sites-dir needs a directory"; sites_dir="$2"; shift 2 ;;
         --superexec-secret) [ $# -ge 2 ] || die "--superexec-secret needs a file"; secret="$2"; shift 2 ;;
         --insecure) insecure=1; shift ;;
         --print-command) print_only=1; shift ;;
@@ -57,6 +61,13 @@ done
 [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port must be 1-65535, got '$port'"
 case "$isolation" in subprocess|process) ;; *) die "--isolation must be subprocess or process, got '$isolation'" ;; esac
 case "$state" in file|memory) ;; *) die "--state must be file or memory, got '$state'" ;; esac
+register_at_start=0
+if [ "$state" = memory ] && [ "$insecure" -eq 0 ]; then
+    [ -n "$sites_dir" ] || die "--state memory needs --sites-dir DIR with every site's SITE.pub (a restart forgets registrations)"
+    compgen -G "$sites_dir/*.pub" >/dev/null || die "--sites-dir $sites_dir holds no SITE.pub public key"
+    sites_dir="$(cd "$sites_dir" && pwd)"
+    register_at_start=1
+fi
 for a in ${extra[@]+"${extra[@]}"}; do
     case "$a" in --insecure|--ssl-*) die "pass $a through this script's own options, not after --" ;; esac
 done
@@ -87,5 +98,32 @@ if [ "$print_only" -eq 1 ]; then
     printf '%q ' "${cmd[@]}"; echo
     exit 0
 fi
-echo "Starting SuperLink on $host:$port (state: $state_dir, FLWR_HOME: $FLWR_HOME, log: $state_dir/logs/superlink.log)" >&2
-exec "${cmd[@]}"
+echo "Starting SuperLink on $host:$port (state: $state in $state_dir, FLWR_HOME: $FLWR_HOME, log: $state_dir/logs/superlink.log)" >&2
+[ "$register_at_start" -eq 1 ] || exec "${cmd[@]}"
+
+# In-memory state: start the SuperLink, register every site's key once it listens, then stay its parent
+# (SIGTERM/SIGINT are passed on; the exit status is the SuperLink's).
+"${cmd[@]}" &
+link_pid=$!
+trap 'kill -TERM "$link_pid" 2>/dev/null || true' TERM INT
+connect_host="$host"
+[ "$host" != "0.0.0.0" ] || connect_host="127.0.0.1"
+for _ in $(seq 1 240); do
+    kill -0 "$link_pid" 2>/dev/null || break
+    (exec 3<>"/dev/tcp/$connect_host/$port") 2>/dev/null && break
+    sleep 0.5
+done
+for pub in "$sites_dir"/*.pub; do
+    site="$(basename "$pub" .pub)"
+    for attempt in 1 2 3; do
+        kill -0 "$link_pid" 2>/dev/null || break 2
+        if bash "$here/register-site.sh" --superlink "$connect_host:$port" --root-cert "$certs/ca.crt" "$site" "$pub" >&2; then
+            break
+        fi
+        [ "$attempt" -lt 3 ] && sleep 2 || echo "warning: could not register site '$site' ($pub)" >&2
+    done
+done
+rc=0
+wait "$link_pid" || rc=$?
+while kill -0 "$link_pid" 2>/dev/null; do wait "$link_pid" || rc=$?; done  # a signal interrupted the first wait
+exit "$rc"

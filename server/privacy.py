@@ -104,9 +104,8 @@ class PhaseClientSideFixedClipping(DifferentialPrivacyClientSideFixedClipping):
         m = len(accepted)
         std = self.noise_multiplier * self.clipping_norm / m
         state = self.strategy.global_state
-        key = self.strategy.arrayrecord_key
-        for name in accepted[0][key]:
-            mean = np.mean([c[key][name].numpy().astype(np.float64) for c in accepted], axis=0)
+        for name in accepted[0]:
+            mean = np.mean([arrays[name].astype(np.float64) for arrays in accepted], axis=0)
             noisy = mean + self.rng.normal(0.0, std, size=mean.shape)
             state[name] = noisy.astype(state[name].dtype)
         epsilon = self._compose(m)

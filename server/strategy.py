@@ -19,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from cccmr_model.errors import CccmrError
+from cccmr_model.packing import MANIFEST, PACKED, PackingError, manifest_array, pack, unpack, weighted_average
 from server import history
 from server.checkpoint import save_checkpoint
 from server.evaluation import global_eval_metrics
 from server.schedule import RoundPlan, round_seed, select
 from server.validation import NUM_EXAMPLES, check_metrics, check_train_reply
+from server.wire import from_array_record, to_array_record
 
 log = logging.getLogger("cccmr.server")
 
@@ -97,7 +99,7 @@ class PhaseFedAvg(FedAvg):
         self.join_timeout_s = float(federation["round_timeout_s"])
         self._round: RoundLog | None = None
         self._experiment_json = json.dumps(self.experiment)
-        self.accepted: list[RecordDict] = []  # the round's averaged replies, for a DP wrapper (server/privacy.py)
+        self.accepted: list[dict[str, np.ndarray]] = []  # the round's averaged replies, for server/privacy.py
         self.round_extras: dict[str, Any] = {}  # extra fields of the round's history line (e.g. central_dp)
         self.final_evaluation: dict[str, dict[str, Any]] = {}  # last evaluated round's site replies, for the release
 
@@ -154,30 +156,37 @@ class PhaseFedAvg(FedAvg):
         plan = self._plan(server_round)
         self._round.exchange_s["train"] = round(time.monotonic() - self._round.stage_started, 3)
         expected = select(self.global_state, plan.trains)
-        accepted = []
+        accepted: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
         for site, msg in self._replies(replies):
-            arrays = {k: v.numpy() for k, v in msg.content.array_records.get(self.arrayrecord_key, {}).items()}
             metrics = _metrics(msg)
+            try:
+                arrays = from_array_record(msg.content.array_records.get(self.arrayrecord_key, {}), f"reply of {site}")
+            except PackingError as err:
+                self._fail(site, f"rejected: {err}")
+                continue
             reason = check_train_reply(arrays, metrics, expected, self.max_update_norm)
             if reason is not None:
                 self._fail(site, f"rejected: {reason}")
                 continue
             self._round.train[site] = metrics
-            accepted.append((site, msg.content))
+            accepted.append((site, arrays, metrics))
         if len(accepted) < self.min_sites:
             raise FederationError(
                 f"round {plan.server_round}: {len(accepted)} usable replies, fewer than federation.min_sites "
                 f"{self.min_sites}; resume from {self.checkpoint_dir}"
             )
-        contents = [content for _, content in sorted(accepted, key=lambda item: item[0])]  # fixed summation order
-        self.accepted = contents
-        averaged = aggregate_arrayrecords(contents, NUM_EXAMPLES)
-        for key, value in averaged.items():
-            self.global_state[key] = value.numpy().astype(self.global_state[key].dtype, copy=False)
+        accepted.sort(key=lambda item: item[0])  # a fixed summation order
+        self.accepted = [arrays for _, arrays, _ in accepted]
+        weights = [float(m[NUM_EXAMPLES]) for _, _, m in accepted]
+        names = list(expected)  # every accepted reply holds exactly these, in any order: pack them alike
+        averaged = weighted_average([pack({k: a[k] for k in names})[PACKED] for a in self.accepted], weights)
+        for key, value in unpack({MANIFEST: manifest_array(expected), PACKED: averaged}, "average").items():
+            self.global_state[key] = value.astype(self.global_state[key].dtype, copy=False)
+        contents = [RecordDict({"metrics": MetricRecord(m)}) for _, _, m in accepted]
         train_global = dict(aggregate_metricrecords(contents, NUM_EXAMPLES))
-        train_global[NUM_EXAMPLES] = sum(int(c.metric_records["metrics"][NUM_EXAMPLES]) for c in contents)
+        train_global[NUM_EXAMPLES] = sum(int(m[NUM_EXAMPLES]) for _, _, m in accepted)
         self._round.train_global = train_global
-        log.info("round %d: averaged %s (%s)", plan.server_round, [s for s, _ in accepted], _short(train_global))
+        log.info("round %d: averaged %s (%s)", plan.server_round, [s for s, _, _ in accepted], _short(train_global))
         return self.global_arrays(), MetricRecord(train_global)
 
     # ---- evaluation, end of round ----
@@ -325,10 +334,6 @@ class PhaseFedAvg(FedAvg):
             if time.monotonic() > deadline:
                 raise FederationError(f"{len(nodes)} sites connected, fewer than federation.min_sites {self.min_sites}")
             time.sleep(1.0)
-
-
-def to_array_record(state: Mapping[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in state.items()})
 
 
 def _metrics(msg: Message) -> dict[str, Any]:

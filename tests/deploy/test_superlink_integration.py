@@ -89,6 +89,45 @@ def test_registered_supernode_joins_and_unregistered_is_refused(
     assert not listening(port)
 
 
+def test_in_memory_superlink_registers_the_sites_again_at_every_start(
+    tmp_path: Path, certs_dir, keys_dir, processes: list[subprocess.Popen], script_env, deploy_dir
+) -> None:
+    port = free_port()
+    sites = tmp_path / "sites"
+    sites.mkdir()
+    (sites / "alpha.pub").write_bytes((keys_dir / "alpha.pub").read_bytes())
+    env = script_env()
+
+    def start(script: str, *args: str | Path, log: str) -> subprocess.Popen:
+        return _start(processes, ["bash", deploy_dir / script, *args], tmp_path / log, env)
+
+    def superlink(log: str) -> subprocess.Popen:
+        link = start("start-superlink.sh", "--certs", certs_dir, "--state-dir", tmp_path / "link", "--host",
+                     "127.0.0.1", "--port", str(port), "--state", "memory", "--sites-dir", sites, log=log)  # fmt: skip
+        out = tmp_path / log
+        wait_for(lambda: "registered" in out.read_text() or link.poll() is not None, 60, "the sites' registration")
+        assert link.poll() is None, out.read_text()
+        assert not (tmp_path / "link" / "state.db").exists()  # nothing on disk: the state is in memory
+        return link
+
+    def supernode(log: str) -> subprocess.Popen:
+        return start(
+            "start-supernode.sh", "--superlink", f"127.0.0.1:{port}", "--site", "alpha", "--data-path", tmp_path,
+            "--cache-path", tmp_path / "cache", "--root-cert", certs_dir / "ca.crt", "--key", keys_dir / "alpha",
+            "--port", str(free_port()), "--state-dir", tmp_path / "alpha", "--", "--max-retries", "2",
+            "--max-wait-time", "10", log=log,
+        )  # fmt: skip
+
+    log = tmp_path / "link" / "logs" / "superlink.log"
+    for attempt in (1, 2):  # the second SuperLink starts with an empty state: alpha is registered again
+        link = superlink(f"superlink-{attempt}.out")
+        node = supernode(f"alpha-{attempt}.out")
+        wait_for(lambda: log.read_text().count("Activated node_id") >= attempt, 40, "alpha to join")  # noqa: B023
+        stop(node)
+        stop(link)
+        assert link.returncode is not None and not listening(port)
+
+
 def test_process_isolation_commands_of_the_compose_files(
     tmp_path: Path, certs_dir, keys_dir, processes: list[subprocess.Popen], run_script, script_env, deploy_dir
 ) -> None:

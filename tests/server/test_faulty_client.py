@@ -14,10 +14,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.packing import manifest_array
 from server.history import read_history
 from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
+from server.wire import from_array_record, to_array_record
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 BOUND = 50.0
@@ -56,7 +58,11 @@ CORRUPTIONS = {
 
 def honest_update(msg: Message, step: float) -> dict[str, np.ndarray]:
     phase = msg.content["config"]["phase"]
-    return {k: v.numpy() + np.float32(step) for k, v in msg.content["arrays"].items() if k.startswith(GROUPS[phase])}
+    return {
+        k: v + np.float32(step)
+        for k, v in from_array_record(msg.content["arrays"], "test").items()
+        if k.startswith(GROUPS[phase])
+    }
 
 
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
@@ -89,12 +95,51 @@ def test_hand_made_faulty_reply_is_rejected_logged_by_name_and_not_averaged(case
     assert any("left out" in line and reason in line for line in lines), lines
 
 
+WIRE_FAULTS = {
+    "one array per parameter": (lambda a: ArrayRecord({k: Array(v) for k, v in a.items()}), "expected the arrays"),
+    "manifest longer than the buffer": (
+        lambda a: ArrayRecord(
+            {
+                "manifest": Array(manifest_array({**a, "heads.extra": np.zeros(5, np.float32)})),
+                "packed": to_array_record(a)["packed"],
+            }
+        ),
+        "the manifest describes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WIRE_FAULTS))
+def test_reply_not_in_the_wire_format_is_rejected_by_name(case, tmp_path, kit, caplog):
+    encode, reason = WIRE_FAULTS[case]
+    strategy, start = make_strategy(tmp_path)
+
+    def site(name: str, step: float, faulty: bool):
+        def reply(msg):
+            if msg.metadata.message_type == "evaluate":
+                return kit.eval_reply(name, [1, 0, 0, 1], 0.3)
+            content = kit.train_reply(name, honest_update(msg, step), 3, loss=0.3)
+            if faulty:
+                content["arrays"] = encode(honest_update(msg, step))
+            return content
+
+        return reply
+
+    caplog.set_level(logging.WARNING, logger="cccmr.server")
+    strategy.start(grid=kit.FakeGrid({1: site("anzhen", -2.0, True), 2: site("lanzhou", 0.5, False)}),
+                   initial_arrays=strategy.global_arrays(), num_rounds=1, timeout=5)  # fmt: skip
+    np.testing.assert_array_equal(strategy.global_state["heads.cine_4ch.w"], start["heads.cine_4ch.w"] + 0.5)
+    record = read_history(tmp_path / "history.jsonl")[0]
+    assert record["sites_replied"] == ["lanzhou"] and reason in record["sites_failed"]["anzhen"]
+    assert "reply of anzhen" in record["sites_failed"]["anzhen"]
+
+
 def client_app(site: str, step: float, tamper=None) -> ClientApp:
     """A ClientApp whose train handlers add `step` to the trained groups; `tamper` (a mod) corrupts its replies."""
     app = ClientApp(mods=[tamper] if tamper else [])
 
     def train(msg: Message, context: Context) -> Message:
-        arrays = ArrayRecord({k: Array(v) for k, v in honest_update(msg, step).items()})
+        arrays = to_array_record(honest_update(msg, step))
         content = {"arrays": arrays, "metrics": MetricRecord({"num-examples": 4, "loss": 0.2}),
                    "site": ConfigRecord({"name": site})}  # fmt: skip
         return Message(RecordDict(content), reply_to=msg)
@@ -113,9 +158,9 @@ def nan_mod(msg, context, call_next):
     reply = call_next(msg, context)
     if reply.has_error() or not reply.content.array_records:
         return reply
-    arrays = {k: v.numpy().copy() for k, v in reply.content["arrays"].items()}
+    arrays = {k: v.copy() for k, v in from_array_record(reply.content["arrays"], "test").items()}
     next(iter(arrays.values())).flat[0] = np.nan
-    reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    reply.content["arrays"] = to_array_record(arrays)
     return reply
 
 
@@ -123,9 +168,9 @@ def boost_mod(msg, context, call_next):  # model replacement: scale the update 1
     reply = call_next(msg, context)
     if reply.has_error() or not reply.content.array_records:
         return reply
-    sent = {k: v.numpy() for k, v in msg.content["arrays"].items()}
-    arrays = {k: sent[k] + 1000 * (v.numpy() - sent[k]) for k, v in reply.content["arrays"].items()}
-    reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    sent = from_array_record(msg.content["arrays"], "test")
+    arrays = {k: sent[k] + 1000 * (v - sent[k]) for k, v in from_array_record(reply.content["arrays"], "test").items()}
+    reply.content["arrays"] = to_array_record(arrays)
     return reply
 
 

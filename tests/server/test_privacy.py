@@ -16,6 +16,7 @@ from server.history import read_history
 from server.privacy import PhaseClientSideFixedClipping, check_privacy_config, with_central_dp
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
+from server.wire import from_array_record
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 ONE_ROUND_EACH = [f"federation.phases.{p}.rounds=1" for p in GROUPS]
@@ -47,7 +48,9 @@ def site(kit, name, step, num_examples, clip=None):
         if msg.metadata.message_type == "evaluate":
             return kit.eval_reply(name, [1, 0, 0, 1], 0.5)
         phase = msg.content["config"]["phase"]
-        sent = {k: v.numpy() for k, v in msg.content["arrays"].items() if k.startswith(GROUPS[phase])}
+        sent = {
+            k: v for k, v in from_array_record(msg.content["arrays"], "test").items() if k.startswith(GROUPS[phase])
+        }
         norm = step * np.sqrt(sum(v.size for v in sent.values()))
         scale = min(1.0, clip / norm) if clip else 1.0
         return kit.train_reply(name, {k: v + np.float32(step * scale) for k, v in sent.items()}, num_examples)
