@@ -37,7 +37,12 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from cccmr_model.swin3d_attention import fused_attention_applies, masked_windows, window_attention_fused
+from cccmr_model.swin3d_attention import (
+    fused_attention_applies,
+    masked_windows,
+    permute_tokens,
+    window_attention_fused,
+)
 
 __all__ = [
     "LoadReport",
@@ -129,6 +134,25 @@ def shift_mask_windows(
 ) -> tuple[bool, ...]:
     """Per window of `shift_mask`, whether it masks anything (windows inside one region need no mask)."""
     return masked_windows(shift_mask(padded_dhw, window_size, shift_size, device))
+
+
+@functools.lru_cache(maxsize=64)
+def window_order(
+    size_dhw: Size3, window_size: Size3, shift_size: Size3, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token order of the (shifted) windows, for a map that is a whole number of windows: (perm, inverse).
+
+    For tokens (B, D*H*W, C), `tokens[:, perm]` equals `window_partition(roll(map, -shift))` flattened, and
+    `windows[:, inverse]` undoes it: one gather each way instead of a roll and a partition copy.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        order = torch.arange(size_dhw[0] * size_dhw[1] * size_dhw[2], device=device).view(1, *size_dhw, 1)
+        if any(shift_size):
+            order = torch.roll(order, shifts=tuple(-s for s in shift_size), dims=(1, 2, 3))
+        perm = window_partition(order, window_size).reshape(-1)  # L
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(perm.numel(), device=device)
+        return perm, inverse
 
 
 def _explicit_attention(q: torch.Tensor, bias: torch.Tensor, dropout_p: float) -> bool:
@@ -228,9 +252,16 @@ class WindowAttention3d(nn.Module):
         shifted = any(shift)
         mask = masked = None
         if shifted:
-            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
             mask = shift_mask((Dp, Hp, Wp), window, shift, x.device)
             masked = shift_mask_windows((Dp, Hp, Wp), window, shift, x.device)
+        if not (pd or ph or pw):  # roll + partition and their inverses as one gather each
+            C, N = x.shape[-1], window[0] * window[1] * window[2]
+            perm, inverse = window_order((D, H, W), window, shift, x.device)
+            x = permute_tokens(x.reshape(B, D * H * W, C), perm, inverse).view(-1, N, C)  # B*nW, N, C
+            x = self.window_attention(x, mask, masked)  # B*nW, N, C
+            return permute_tokens(x.view(B, D * H * W, C), inverse, perm).view(B, D, H, W, C)
+        if shifted:
+            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
         x = self.window_attention(window_partition(x, window), mask, masked)  # B*nW, N, C
         x = window_reverse(x, window, B, Dp, Hp, Wp)  # B, Dp, Hp, Wp, C
         if shifted:

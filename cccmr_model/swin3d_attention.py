@@ -23,18 +23,20 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["WindowAttentionFunction", "fused_attention_applies", "masked_windows", "window_attention_fused"]
+__all__ = [
+    "TokenPermutation",
+    "WindowAttentionFunction",
+    "fused_attention_applies",
+    "masked_windows",
+    "permute_tokens",
+    "window_attention_fused",
+]
 
 
-def fused_attention_applies(qkv: torch.Tensor, table: torch.Tensor, dropout_p: float) -> bool:
-    """Whether the fused CPU training path can run: CPU, autograd recording a trainable table, plain eager mode."""
+def _eager_autograd() -> bool:
+    """Autograd is recording in plain eager mode (no functorch transform, tracing, export or compilation)."""
     return (
-        qkv.device.type == "cpu"
-        and dropout_p == 0.0
-        and torch.is_grad_enabled()
-        and table.requires_grad
-        and qkv.dtype in (torch.float32, torch.float64)
-        and table.dtype == qkv.dtype
+        torch.is_grad_enabled()
         and not torch._C._are_functorch_transforms_active()  # opacus per-sample gradients (vmap over the module)
         and not torch.jit.is_scripting()
         and not torch.jit.is_tracing()
@@ -43,7 +45,41 @@ def fused_attention_applies(qkv: torch.Tensor, table: torch.Tensor, dropout_p: f
     )
 
 
-CHUNK_BYTES = 8 << 20  # scores of one (window, heads) chunk at most; all heads of a window at Swin-T sizes
+def fused_attention_applies(qkv: torch.Tensor, table: torch.Tensor, dropout_p: float) -> bool:
+    """Whether the fused CPU training path can run: CPU, autograd recording a trainable table, plain eager mode."""
+    return (
+        qkv.device.type == "cpu"
+        and dropout_p == 0.0
+        and table.requires_grad
+        and qkv.dtype in (torch.float32, torch.float64)
+        and table.dtype == qkv.dtype
+        and _eager_autograd()
+    )
+
+
+class TokenPermutation(torch.autograd.Function):
+    """x[:, perm] for a permutation `perm` of dim 1; the gradient is the inverse gather (no zero fill + scatter)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, perm)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def permute_tokens(x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """(B, L, C) -> x[:, perm] (one gather); `inverse` is the inverse permutation, used by the backward pass."""
+    if _eager_autograd() and x.requires_grad:
+        return TokenPermutation.apply(x, perm, inverse)
+    return x.index_select(1, perm)  # inference, export, compilation, functorch: plain op
+
+
+CHUNK_BYTES = 2 << 20  # scores of one (window, heads) chunk at most: recycled by the allocator, within L2 + L3
 
 
 class WindowAttentionFunction(torch.autograd.Function):
@@ -93,18 +129,22 @@ class WindowAttentionFunction(torch.autograd.Function):
         do_all = grad_out.contiguous().view(BnW, N, nH, -1).transpose(1, 2)  # B*nW, nH, N, hd
         dqkv = torch.empty_like(qkv)
         dq, dk, dv = _heads(dqkv, nH)
-        dbias = qkv.new_zeros(nH, N, N)
+        dbias: dict[int, torch.Tensor] = {}  # bias gradient per head slice, summed over windows
         scratch = torch.empty_like(probs[0])
         for (w, h), p in zip(chunks, probs, strict=True):
             do, ds = do_all[w, h], scratch[: p.shape[0]]  # hc, N, hd; hc, N, N
             torch.bmm(p.transpose(1, 2), do, out=dv[w, h])
             torch.bmm(do, v[w, h].transpose(1, 2), out=ds)  # dP
             torch.ops.aten._softmax_backward_data.out(ds, p, -1, ds.dtype, grad_input=ds)  # dS, in place
-            dbias[h].add_(ds)
+            if h.start in dbias:
+                dbias[h.start].add_(ds)
+            else:
+                dbias[h.start] = ds.clone()
             torch.baddbmm(dq[w, h], ds, k[w, h], beta=0.0, alpha=scale, out=dq[w, h])
             torch.baddbmm(dk[w, h], ds.transpose(1, 2), q[w, h], beta=0.0, alpha=scale, out=dk[w, h])
         dtable = qkv.new_zeros(table_shape[1], table_shape[0])  # nH, R
-        dtable.index_add_(1, index, dbias.view(nH, N * N))
+        for start, grad in dbias.items():
+            dtable[start : start + grad.shape[0]].index_add_(1, index, grad.view(grad.shape[0], N * N))
         return dqkv, dtable.t(), None, None, None, None, None
 
 

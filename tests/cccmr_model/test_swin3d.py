@@ -9,6 +9,7 @@ import timm
 import torch
 from torchvision.models.video.swin_transformer import SwinTransformer3d as TorchvisionSwin3d
 
+from cccmr_model import swin3d_attention
 from cccmr_model.swin3d import (
     WeightsError,
     flat_relative_position_index,
@@ -16,8 +17,15 @@ from cccmr_model.swin3d import (
     swin3d_base,
     swin3d_small,
     swin3d_tiny,
+    window_order,
+    window_partition,
 )
-from cccmr_model.swin3d_attention import fused_attention_applies, masked_windows, window_attention_fused
+from cccmr_model.swin3d_attention import (
+    fused_attention_applies,
+    masked_windows,
+    permute_tokens,
+    window_attention_fused,
+)
 
 TINY = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=(4, 4, 4), drop_path_rate=0.0)
 
@@ -196,7 +204,8 @@ def test_head_of_source_is_dropped_and_model_head_kept():
     assert torch.equal(model.head.weight, head_before)
 
 
-def test_training_path_matches_torchvision_gradients():
+@pytest.mark.parametrize("shape", [(2, 3, 8, 64, 64), (1, 3, 5, 72, 60)])  # whole windows (gathers); padded
+def test_training_path_matches_torchvision_gradients(shape):
     """With autograd on, CPU attention runs through the fused Function; outputs and gradients equal torchvision's."""
     from torchvision.ops import StochasticDepth
 
@@ -208,7 +217,7 @@ def test_training_path_matches_torchvision_gradients():
             module.p = 0.0  # ours is built with drop_path_rate=0
     model = tiny_model().train()
     load_pretrained(model, ref.state_dict())
-    x = torch.randn(2, 3, 8, 64, 64)
+    x = torch.randn(shape)
     y_ref, y = ref(x), model(x)
     assert (y_ref - y).abs().max() <= 1e-5
     with torch.no_grad():  # the SDPA path
@@ -247,8 +256,11 @@ def attention_case(dtype=torch.float32, masked=True, num_heads=2, num_tokens=8, 
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("num_tokens", [8, 5])  # 5: a window shrunk below the full 2x2x2 (cropped index)
-def test_fused_attention_matches_plain_attention(masked, num_tokens):
+@pytest.mark.parametrize("chunk_bytes", [None, 1])  # 1: one head per chunk
+def test_fused_attention_matches_plain_attention(masked, num_tokens, chunk_bytes, monkeypatch):
     """The CPU training Function gives the output and the qkv and bias-table gradients of matmul + softmax."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(swin3d_attention, "CHUNK_BYTES", chunk_bytes)
     qkv, table, index, mask = attention_case(masked=masked, num_tokens=num_tokens)
     grad = torch.randn(qkv.shape[0], num_tokens, qkv.shape[2] // 3)
     results = []
@@ -317,3 +329,20 @@ def _graph_nodes(fn) -> set[str]:
         names.add(type(node).__name__)
         stack.extend(n for n, _ in node.next_functions)
     return names
+
+
+@pytest.mark.parametrize("shift", [(0, 0, 0), (1, 2, 2)])
+def test_window_order_gathers_equal_roll_and_partition(shift):
+    """One gather each way equals roll + window_partition and window_reverse + roll back, gradients included."""
+    size, window = (2, 8, 4), (2, 4, 4)
+    perm, inverse = window_order(size, window, shift, torch.device("cpu"))
+    x = torch.randn(2, *size, 3, requires_grad=True)
+    ref = window_partition(torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3)), window)
+    got = permute_tokens(x.reshape(2, -1, 3), perm, inverse).view_as(ref)
+    assert torch.equal(ref, got)
+    back = permute_tokens(got.reshape(2, -1, 3), inverse, perm).view_as(x)
+    assert torch.equal(back, x)
+    grad = torch.randn_like(ref)
+    (g_ref,) = torch.autograd.grad(ref, x, grad)
+    (g_got,) = torch.autograd.grad(got, x, grad)
+    assert torch.equal(g_ref, g_got)
