@@ -58,6 +58,7 @@ def main(grid: Grid, context: Context) -> None:
             num_rounds=strategy.remaining_rounds(),
             timeout=config.federation.round_timeout_s,
         )
+    strategy.checkpoints.wait()
     rounds = history.read_history(strategy.history_path)
     out = write_release(settings.run_dir / "release", strategy.global_state, config, rounds, strategy.final_evaluation)
     log.info("release written to %s", out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,46 @@ def save_checkpoint(
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
     return path
+
+
+class BackgroundCheckpoints:
+    """Writes each round's checkpoint in a thread while the next round trains (a few seconds of every round at the
+    default size), one write at a time and in round order. `save(..., wait=True)` and `wait()` return once the
+    file is on disk. A ServerApp killed during a write leaves the previous round's checkpoint, and a resumed run
+    then redoes that one round."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(
+        self, directory: Path, server_round: int, state: Mapping[str, np.ndarray], meta: Mapping[str, Any], *,
+        keep: int = 2, wait: bool = False,
+    ) -> None:  # fmt: skip
+        """Start writing round `server_round`. The strategy replaces its global arrays and never changes them in
+        place, so a shallow copy of `state` is a snapshot."""
+        self.wait()
+        snapshot, meta = dict(state), dict(meta)
+
+        def write() -> None:
+            try:
+                save_checkpoint(directory, server_round, snapshot, meta, keep=keep)
+            except BaseException as err:  # re-raised by the next save() or wait()
+                self._error = err
+
+        self._thread = threading.Thread(target=write, name=f"checkpoint-round-{server_round}")
+        self._thread.start()
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until the last write is done; raise CheckpointError if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise CheckpointError(f"writing a checkpoint failed: {err}") from err
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -27,7 +27,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from cccmr_model.errors import CccmrError
 from cccmr_model.packing import MANIFEST, PACKED, PackingError, manifest_array, pack, unpack, weighted_average
 from server import history
-from server.checkpoint import save_checkpoint
+from server.checkpoint import BackgroundCheckpoints
 from server.evaluation import global_eval_metrics
 from server.schedule import RoundPlan, round_seed, select
 from server.validation import NUM_EXAMPLES, check_metrics, check_train_reply
@@ -90,6 +90,7 @@ class PhaseFedAvg(FedAvg):
         self.resumed_from = completed_rounds
         self.sites: dict[int, str] = dict(known_sites or {})
         self.checkpoint_keep = checkpoint_keep
+        self.checkpoints = BackgroundCheckpoints()  # written while the next round trains
         self.expected_sites = len(federation["sites"])
         self.min_sites = min_sites
         self.max_update_norm = federation["max_update_norm"]
@@ -267,7 +268,9 @@ class PhaseFedAvg(FedAvg):
         )
         self.completed_rounds = plan.server_round
         meta = {"config": self.experiment, "strategy": {"sites": {str(k): v for k, v in self.sites.items()}}}
-        save_checkpoint(self.checkpoint_dir, plan.server_round, self.global_state, meta, keep=self.checkpoint_keep)
+        last = plan.server_round == len(self.plan)  # Strategy.start returns after this: the file must be there
+        self.checkpoints.save(self.checkpoint_dir, plan.server_round, self.global_state, meta,
+                              keep=self.checkpoint_keep, wait=last)  # fmt: skip
 
     # ---- helpers ----
 
