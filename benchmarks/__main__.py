@@ -17,7 +17,15 @@ from pathlib import Path
 
 import torch
 
-MODULES = ("encoder_speed", "ingest_speed", "train_speed", "federation_overhead", "demo_time", "phantom_ablation")
+MODULES = (
+    "encoder_speed",
+    "ingest_speed",
+    "train_speed",
+    "federation_overhead",
+    "federation_loopback",
+    "demo_time",
+    "phantom_ablation",
+)
 CORE_KEYS = ("benchmark", "metric", "value", "unit", "note")
 
 
