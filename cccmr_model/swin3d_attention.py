@@ -133,9 +133,9 @@ class WindowAttentionFunction(torch.autograd.Function):
         scratch = torch.empty_like(probs[0])
         for (w, h), p in zip(chunks, probs, strict=True):
             do, ds = do_all[w, h], scratch[: p.shape[0]]  # hc, N, hd; hc, N, N
-            torch.bmm(p.transpose(1, 2), do, out=dv[w, h])
             torch.bmm(do, v[w, h].transpose(1, 2), out=ds)  # dP
             torch.ops.aten._softmax_backward_data.out(ds, p, -1, ds.dtype, grad_input=ds)  # dS, in place
+            torch.bmm(p.transpose(1, 2), do, out=dv[w, h])
             if h.start in dbias:
                 dbias[h.start].add_(ds)
             else:
