@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from cccmr_model.config import ExperimentConfig, config_to_dict, load_config
@@ -63,6 +63,8 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
     train_seconds: list[float] = []
 
     def site(msg: Message, context: Context) -> Message:
+        if msg.metadata.message_type == MessageType.EVALUATE:
+            return _counts_reply(msg, "bench")
         cfg = msg.content["config"]
         start = time.perf_counter()
         trained, metrics = train_round(
@@ -84,7 +86,7 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
             start = time.perf_counter()
             msgs = strategy.configure_train(server_round, strategy.global_arrays(), ConfigRecord(), grid)
             strategy.aggregate_train(server_round, grid.send_and_receive(msgs))
-            strategy.aggregate_evaluate(server_round, [])
+            _evaluate(strategy, server_round, grid)
             wall = time.perf_counter() - start
             overhead = wall - train_seconds[-1]
             rows.append(_row(f"{plan.phase} round overhead (in-process)", overhead, "s", config,
@@ -95,6 +97,8 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
 
 def memory_rows(config: ExperimentConfig, rounds: int = 50) -> list[dict]:
     def site(msg: Message, context: Context) -> Message:
+        if msg.metadata.message_type == MessageType.EVALUATE:
+            return _counts_reply(msg, context.node_config["site"])
         phase = str(msg.content["config"]["phase"])
         received = from_array_record(msg.content["arrays"], "bench")
         arrays = {k: v for k, v in received.items() if k.startswith(PHASE_GROUPS[phase])}
@@ -114,7 +118,7 @@ def memory_rows(config: ExperimentConfig, rounds: int = 50) -> list[dict]:
         for server_round in range(1, rounds + 1):
             msgs = strategy.configure_train(server_round, strategy.global_arrays(), ConfigRecord(), grid)
             strategy.aggregate_train(server_round, grid.send_and_receive(msgs))
-            strategy.aggregate_evaluate(server_round, [])
+            _evaluate(strategy, server_round, grid)
             rss.append(_rss_mb())
     # round 1 allocates the model copies once (warm-up); flat means rounds 2-11 and the last 10 agree
     first, last = float(np.mean(rss[1:11])), float(np.mean(rss[-10:]))
@@ -131,6 +135,18 @@ def run(quick: bool) -> list[dict]:
     two_tiny = load_config("tiny", ["federation.sites=[bench1, bench2]", "federation.min_sites=2"])
     rows += memory_rows(two_tiny if quick else default, rounds=20 if quick else 50)
     return rows
+
+
+def _evaluate(strategy: PhaseFedAvg, server_round: int, grid: InProcessGrid) -> None:
+    """The end of a round as `Strategy.start` runs it: the evaluation exchange when due, history and checkpoint."""
+    msgs = list(strategy.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid))
+    strategy.aggregate_evaluate(server_round, grid.send_and_receive(msgs) if msgs else [])
+
+
+def _counts_reply(msg: Message, name: str) -> Message:
+    """A stand-in evaluation reply (fixed counts: these benchmarks time the exchange, not the evaluation)."""
+    metrics = MetricRecord({"num-examples": 2, "loss": 0.5, "confusion": [1, 0, 0, 1]})
+    return Message(RecordDict({"metrics": metrics, "site": ConfigRecord({"name": name})}), reply_to=msg)
 
 
 def _strategy(config: ExperimentConfig, run_dir: Path) -> PhaseFedAvg:
