@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine.datasets import task_dataset
-from cccmr_model.engine.loading import load_checked, resolve_device, to_device, without_pretrained
+from cccmr_model.engine.loading import model_holding, resolve_device, to_device, without_pretrained
 from cccmr_model.engine.train import autocast_for
 from cccmr_model.errors import DataError
 from cccmr_model.model import CCCMRModel, build_model
@@ -47,8 +47,7 @@ def eval_model(
 ) -> CCCMRModel:
     """The model of `config` (with LGE only if the state has it) holding `state`, on `device`, in eval mode."""
     with_lge = any(k.startswith(f"encoders.{LGE_SAX}.") for k in state)
-    model = build_model(without_pretrained(config), with_lge=with_lge)
-    load_checked(model, state, required=required)
+    model = model_holding(state, lambda: build_model(without_pretrained(config), with_lge=with_lge), required)
     return model.to(device).eval()
 
 

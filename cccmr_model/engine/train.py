@@ -36,7 +36,7 @@ from cccmr_model.engine.checkpoint import (
 from cccmr_model.engine.datasets import dataset_labels, task_dataset
 from cccmr_model.engine.loading import (
     cpu_state,
-    load_checked,
+    model_holding,
     resolve_device,
     state_fingerprint,
     without_pretrained,
@@ -120,9 +120,11 @@ def train_phase(
         raise DataError(f"phase {phase}: no training samples for task {config.task}")
 
     seed_everything(seed)
-    model = build_model(config if state is None else without_pretrained(config))  # init files only for a fresh start
-    if state is not None:
-        load_checked(model, state)
+    if state is None:
+        model = build_model(config)  # fresh weights (and the init files of model.encoder.pretrained)
+    else:
+        model = model_holding(state, lambda: build_model(without_pretrained(config)))
+    seed_everything(seed)  # training draws the same random numbers whether or not the weights were initialised here
     start_state = state if state is not None else model.state_dict()
     model.to(dev)
     set_trainable(model, phase)
