@@ -84,15 +84,18 @@ def _timed(fn: Callable[[], torch.Tensor], device: str) -> tuple[float, float, t
     return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
-def _grad_diff(ref: nn.Module, ours: nn.Module) -> float:
+def _grad_diff(ref: nn.Module, ours: nn.Module) -> tuple[float, float]:
+    """Largest absolute gradient difference over all parameters, and the largest relative one (difference over
+    the largest magnitude of that parameter's reference gradient)."""
     from cccmr_model.swin3d_weights import _rename_torchvision
 
     ours_params = dict(ours.named_parameters())
-    return max(
-        (p.grad - ours_params[_rename_torchvision(n)].grad).abs().max().item()
+    diffs = [
+        ((p.grad - ours_params[_rename_torchvision(n)].grad).abs().max().item(), p.grad.abs().max().item())
         for n, p in ref.named_parameters()
         if p.grad is not None
-    )
+    ]
+    return max(d for d, _ in diffs), max(d / m for d, m in diffs if m > 0)
 
 
 def train_flops(model: nn.Module, x: torch.Tensor, autocast: bool) -> float:
@@ -117,7 +120,7 @@ def speed_rows(shape: tuple[int, ...], reps: int, device: str) -> list[dict]:
             wall, cpu, _ = _timed(lambda m=model: train_step(m, x, autocast), device)
             times[name].append((wall, cpu))
     y_ref, y_ours = train_step(ref, x, autocast), train_step(ours, x, autocast)
-    out_diff, grad_diff = (y_ref - y_ours).abs().max().item(), _grad_diff(ref, ours)
+    out_diff, (grad_diff, grad_rel) = (y_ref - y_ours).abs().max().item(), _grad_diff(ref, ours)
     flops = train_flops(ours, x, autocast)
     rows = []
     for name in times:
@@ -126,7 +129,8 @@ def speed_rows(shape: tuple[int, ...], reps: int, device: str) -> list[dict]:
         rows.append(
             dict(benchmark="encoder_speed", metric=f"train step {name} {device} {'x'.join(map(str, shape))}",
                  value=round(wall, 3), unit="s", impl=name, reps=reps, cpu_s=round(cpu, 3),
-                 tflops=round(flops / wall / 1e12, 4), max_abs_diff_out=out_diff, max_abs_diff_grad=grad_diff)
+                 tflops=round(flops / wall / 1e12, 4), max_abs_diff_out=out_diff, max_abs_diff_grad=grad_diff,
+                 max_rel_diff_grad=grad_rel)
         )  # fmt: skip
     base = rows[0]
     for row in rows:

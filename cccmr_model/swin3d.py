@@ -256,6 +256,8 @@ class WindowAttention3d(nn.Module):
             masked = shift_mask_windows((Dp, Hp, Wp), window, shift, x.device)
         if not (pd or ph or pw):  # roll + partition and their inverses as one gather each
             C, N = x.shape[-1], window[0] * window[1] * window[2]
+            if not shifted and window == (D, H, W):  # one window per clip: tokens already are in window order
+                return self.window_attention(x.reshape(B, N, C), None).view(B, D, H, W, C)
             perm, inverse = window_order((D, H, W), window, shift, x.device)
             x = permute_tokens(x.reshape(B, D * H * W, C), perm, inverse).view(-1, N, C)  # B*nW, N, C
             x = self.window_attention(x, mask, masked)  # B*nW, N, C

@@ -100,48 +100,50 @@ class WindowAttentionFunction(torch.autograd.Function):
         nH, hd = num_heads, C3 // 3 // num_heads
         qkv = qkv.contiguous()
         q, k, v = _heads(qkv, nH)  # B*nW, nH, N, hd each (strided views)
-        kt = k.transpose(-2, -1)
-        bias = table.index_select(0, index).view(N, N, nH).permute(2, 0, 1).contiguous()  # nH, N, N
+        bias = table.t().contiguous().index_select(1, index).view(nH, N, N)  # gathered per head row
         out = qkv.new_empty(BnW, N, nH, hd)
-        outs = out.transpose(1, 2)  # B*nW, nH, N, hd view
-        chunks = _chunks(BnW, nH, N, qkv.element_size())
+        hc = _heads_per_chunk(nH, N, qkv.element_size())
+        chunks = [(w, h) for w in range(BnW) for h in range(0, nH, hc)]  # (window, first head)
         if masked is None:
             masked = masked_windows(mask)
+        biases = bias.split(hc)
+        views = zip(*(_pieces(t, hc) for t in (q, k.transpose(-2, -1), v, out.transpose(1, 2))), strict=True)
         probs = []  # one buffer per chunk: small enough to be recycled by the allocator (no fresh page faults)
-        for w, h in chunks:
-            p = torch.baddbmm(bias[h], q[w, h], kt[w, h], alpha=scale)  # hc, N, N: bias added in the GEMM
+        for (w, h), (qc, ktc, vc, oc) in zip(chunks, views, strict=True):
+            p = torch.baddbmm(biases[h // hc], qc, ktc, alpha=scale)  # hc, N, N: bias added in the GEMM
             if masked[w % len(masked)]:  # windows are ordered (clip, window): mask of window w % nW
                 p.add_(mask[w % len(masked)])  # type: ignore[index]
             torch.ops.aten._softmax.out(p, -1, False, out=p)
-            torch.bmm(p, v[w, h], out=outs[w, h])
+            torch.bmm(p, vc, out=oc)
             probs.append(p)
         ctx.save_for_backward(qkv, index, *probs)
-        ctx.meta = (nH, scale, table.shape, chunks)
+        ctx.meta = (nH, hc, scale, table.shape, chunks)
         return out.view(BnW, N, C3 // 3)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         qkv, index, *probs = ctx.saved_tensors
-        nH, scale, table_shape, chunks = ctx.meta
+        nH, hc, scale, table_shape, chunks = ctx.meta
         BnW, N, _ = qkv.shape
         q, k, v = _heads(qkv, nH)
-        do_all = grad_out.contiguous().view(BnW, N, nH, -1).transpose(1, 2)  # B*nW, nH, N, hd
         dqkv = torch.empty_like(qkv)
         dq, dk, dv = _heads(dqkv, nH)
+        grads = grad_out.contiguous().view(BnW, N, nH, -1).transpose(1, 2)  # B*nW, nH, N, hd
+        views = zip(*(_pieces(t, hc) for t in (q, k, v.transpose(-2, -1), grads, dq, dk, dv)), strict=True)
         dbias: dict[int, torch.Tensor] = {}  # bias gradient per head slice, summed over windows
         scratch = torch.empty_like(probs[0])
-        for (w, h), p in zip(chunks, probs, strict=True):
-            do, ds = do_all[w, h], scratch[: p.shape[0]]  # hc, N, hd; hc, N, N
-            torch.bmm(do, v[w, h].transpose(1, 2), out=ds)  # dP
+        for (_, h), p, (qc, kc, vtc, do, dqc, dkc, dvc) in zip(chunks, probs, views, strict=True):
+            ds = scratch[: p.shape[0]]  # hc, N, N
+            torch.bmm(do, vtc, out=ds)  # dP
             torch.ops.aten._softmax_backward_data.out(ds, p, -1, ds.dtype, grad_input=ds)  # dS, in place
-            torch.bmm(p.transpose(1, 2), do, out=dv[w, h])
-            if h.start in dbias:
-                dbias[h.start].add_(ds)
+            torch.bmm(p.transpose(1, 2), do, out=dvc)
+            if h in dbias:
+                dbias[h].add_(ds)
             else:
-                dbias[h.start] = ds.clone()
-            torch.baddbmm(dq[w, h], ds, k[w, h], beta=0.0, alpha=scale, out=dq[w, h])
-            torch.baddbmm(dk[w, h], ds.transpose(1, 2), q[w, h], beta=0.0, alpha=scale, out=dk[w, h])
+                dbias[h] = ds.clone()
+            torch.baddbmm(dqc, ds, kc, beta=0.0, alpha=scale, out=dqc)
+            torch.baddbmm(dkc, ds.transpose(1, 2), qc, beta=0.0, alpha=scale, out=dkc)
         dtable = qkv.new_zeros(table_shape[1], table_shape[0])  # nH, R
         for start, grad in dbias.items():
             dtable[start : start + grad.shape[0]].index_add_(1, index, grad.view(grad.shape[0], N * N))
@@ -155,10 +157,17 @@ def _heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tenso
     return q, k, v
 
 
-def _chunks(num_windows: int, num_heads: int, num_tokens: int, itemsize: int) -> list[tuple[int, slice]]:
-    """(window, slice of heads) pairs whose scores fill about `CHUNK_BYTES`."""
-    hc = max(1, min(num_heads, CHUNK_BYTES // (num_tokens * num_tokens * itemsize)))
-    return [(w, slice(h, min(h + hc, num_heads))) for w in range(num_windows) for h in range(0, num_heads, hc)]
+def _heads_per_chunk(num_heads: int, num_tokens: int, itemsize: int) -> int:
+    """Heads per (window, heads) chunk whose scores fill at most `CHUNK_BYTES` (at least one head)."""
+    return max(1, min(num_heads, CHUNK_BYTES // (num_tokens * num_tokens * itemsize)))
+
+
+def _pieces(t: torch.Tensor, heads_per_chunk: int) -> list[torch.Tensor]:
+    """(B*nW, nH, ...) -> views (hc, ...) in chunk order (window-major), without per-chunk indexing in Python."""
+    windows = t.unbind(0)
+    if heads_per_chunk >= t.shape[1]:
+        return list(windows)
+    return [piece for window in windows for piece in window.split(heads_per_chunk)]
 
 
 def masked_windows(mask: torch.Tensor | None) -> tuple[bool, ...]:
