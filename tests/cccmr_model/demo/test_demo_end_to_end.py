@@ -65,11 +65,17 @@ def test_demo_quick_writes_report_releases_and_leaves_nothing_running(tmp_path):
     assert not listening(superlink_port(out))
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A job started in the background by a non-interactive shell (as a CI runner may start pytest) inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler: give the demo the terminal's SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_interrupted_during_federation_stops_every_process(tmp_path):
     out = tmp_path / "demo"
     process = subprocess.Popen(
         [*CCCMR, "demo", "--quick", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=run_env(), start_new_session=True,
+        env=run_env(), start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal,
     )  # fmt: skip
     try:
         log = out / "flower" / "run.log"
