@@ -12,13 +12,15 @@ patch merging order), so their weights load and give the same features. The modu
 Differences from the references, none of which changes a result beyond float rounding:
 * training on the CPU runs window attention through `swin3d_attention.WindowAttentionFunction`: one window at a
   time so its scores stay in cache, the bias added inside the score GEMM, softmax in place, a hand-written
-  backward, the bias-table gradient scattered once per block (about 2x faster attention than matmul + softmax
+  backward, the bias-table gradient scattered once per block (1.3-2.4x faster attention than matmul + softmax
   through autograd); under opacus/functorch, tracing, export, compilation or attention dropout the plain path
   (matmul + softmax) runs instead;
 * inference and CUDA run `F.scaled_dot_product_attention` with one additive bias (relative position bias plus
   shift mask, combined once per block and forward) instead of matmul + softmax with two additions;
 * the shift mask (and which of its windows mask anything) is built once per stage input shape and device and
   cached, not rebuilt in every block;
+* when the map is a whole number of windows, the cyclic shift + window partition (and their inverse) is one
+  cached token permutation, applied as one gather each way;
 * no buffers at all: the relative position index and the mask are derived from shapes and cached outside the
   state dict, so a state dict holds parameters only and opacus accepts the attention module (a module with both
   trainable parameters and buffers is refused by opacus).
@@ -161,8 +163,9 @@ def _explicit_attention(q: torch.Tensor, bias: torch.Tensor, dropout_p: float) -
     On the CPU, SDPA's fused (flash) kernel cannot return a gradient for the additive bias, so with a trainable
     bias it falls back to an unfused path that is no faster than matmul + softmax and needs more memory (it
     copies the bias for every clip and adds safe-softmax passes). There the explicit form, which broadcasts the
-    bias over the batch in place, is used; everywhere else (inference, CUDA, whose memory-efficient kernel
-    returns bias gradients) SDPA runs.
+    bias over the batch in place, is used when the fused `WindowAttentionFunction` does not apply (opacus
+    per-sample gradients, tracing, export, compilation); everywhere else (inference, CUDA, whose
+    memory-efficient kernel returns bias gradients) SDPA runs.
     """
     return q.device.type == "cpu" and bias.requires_grad and torch.is_grad_enabled() and dropout_p == 0.0
 
