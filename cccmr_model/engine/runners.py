@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,9 +25,25 @@ from cccmr_model.engine.loading import to_device
 from cccmr_model.engine.sampler import Draw, epoch_batches
 from cccmr_model.losses import focal_loss
 from cccmr_model.model import CCCMRModel
-from cccmr_model.sequences import CINE_4CH, CINE_SAX
+from cccmr_model.sequences import CINE_4CH, CINE_SAX, LGE_SAX
 
 Batch = dict[str, Tensor]
+
+
+class HeadOutput(NamedTuple):
+    """One head's logits of a step, with the labels and the rows it is scored on (None: every row)."""
+
+    logits: Tensor  # B, C
+    labels: Tensor  # B
+    rows: Tensor | None  # B, bool
+
+
+class StepOutput(NamedTuple):
+    """A step's loss to minimise, its named terms and the outputs of every classification head."""
+
+    loss: Tensor
+    terms: dict[str, Tensor]
+    heads: dict[str, HeadOutput]
 
 
 class EpochBatchSampler:
@@ -95,13 +112,18 @@ class EncoderRunner:
         for batch in self.loader:
             yield to_device(batch, self.device)
 
-    def loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, batch: Batch) -> StepOutput:
         output = self.model(batch)
-        terms = self.model.fim_losses(output, batch["label"], batch["has_lge"])
+        labels, has_lge = batch["label"], batch["has_lge"]
+        terms = self.model.fim_losses(output, labels, has_lge)
+        heads = {
+            seq: HeadOutput(logits, labels, has_lge.bool() if seq == LGE_SAX else None)
+            for seq, logits in output.logits.items()
+        }  # the LGE head is scored on subjects with LGE only, as its loss is
         if self.phase == "pretrain":
             terms = {name: value for name, value in terms.items() if name.startswith("cls:")}
-            return torch.stack(list(terms.values())).sum(), terms
-        return self.model.fim_total(terms), terms
+            return StepOutput(torch.stack(list(terms.values())).sum(), terms, heads)
+        return StepOutput(self.model.fim_total(terms), terms, heads)
 
 
 class FusionRunner:
@@ -169,7 +191,7 @@ class FusionRunner:
             start += len(batch)
             yield {"feat_4ch": self.feat_4ch[part], "feat_sax": self.feat_sax[part], "label": self.labels[part]}
 
-    def loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, batch: Batch) -> StepOutput:
         logits = self.model.fuse(batch["feat_4ch"], batch["feat_sax"])  # B, C
         loss = focal_loss(logits, batch["label"], gamma=self.gamma)
-        return loss, {"cls:fusion": loss}
+        return StepOutput(loss, {"cls:fusion": loss}, {"fusion": HeadOutput(logits, batch["label"], None)})

@@ -7,12 +7,19 @@ cosine schedule over `lr_window` of the phase, checkpoints every epoch and resum
 the torch RNG, whose state the checkpoint holds, so a resumed run gives the same weights as an uninterrupted one.
 On CUDA: bf16 autocast, pinned memory, and no host sync per step (losses are summed on the device and read once
 per epoch).
+
+Every epoch also scores each classification head on the batches it trained on (the three sequence heads in
+pretrain/fim, the LGE head over subjects with LGE only; the fused head in fusion): `acc:<head>` and `auc:<head>`
+(left out when the epoch saw one class) go into the epoch's record, and a head whose predictions were constant
+over the epoch is logged as a warning and recorded as `constant:<head>` = 1.0, so a model that cannot learn is
+noticed in the log, in `PhaseResult.metrics` and (federated) in the server's history.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -20,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -41,12 +49,15 @@ from cccmr_model.engine.loading import (
     state_fingerprint,
     without_pretrained,
 )
-from cccmr_model.engine.runners import EncoderRunner, FusionRunner
+from cccmr_model.engine.runners import EncoderRunner, FusionRunner, HeadOutput
 from cccmr_model.engine.schedule import check_lr_window, lr_at, warmup_fraction, window_progress
 from cccmr_model.errors import DataError
+from cccmr_model.metrics import binary_auc, subtyping_metrics
 from cccmr_model.model import CCCMRModel, build_model, set_trainable
 
 log = logging.getLogger(__name__)
+
+CONSTANT_SPREAD = 1e-3  # a head whose class probabilities vary less than this over an epoch predicts a constant
 
 
 @dataclass
@@ -165,6 +176,7 @@ def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, hi
         runner.set_modes()
         start = time.perf_counter()
         sums: dict[str, Tensor] = {}
+        tracker = HeadTracker()
         samples, step = 0, epoch * steps_per_epoch
         for batch in runner.epoch(epoch):
             lr = lr_at(
@@ -176,7 +188,7 @@ def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, hi
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast():
-                loss, terms = runner.loss(batch)
+                loss, terms, heads = runner.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip is not None:
@@ -185,18 +197,21 @@ def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, hi
             n = int(batch["label"].shape[0])
             for name, value in {"loss": loss, **terms}.items():  # summed on the device: no sync per step
                 sums[name] = sums.get(name, 0.0) + value.detach().float() * n
+            tracker.add(heads)  # kept on the device too
             samples += n
             step += 1
         seconds = time.perf_counter() - start
         record = {name: float(total) / samples for name, total in sums.items()}  # one sync per epoch
+        record.update(tracker.metrics(phase, epoch + 1))
         record.update(samples=samples, seconds=seconds, lr=lr)
         history.append(record)
         log.info(
-            "phase %s epoch %d/%d: loss %.4f (%.1f samples/s)",
+            "phase %s epoch %d/%d: loss %.4f%s (%.1f samples/s)",
             phase,
             epoch + 1,
             epochs,
             record["loss"],
+            _heads_text(record, tracker.names()),
             samples / max(seconds, 1e-9),
         )
         if path is not None:
@@ -212,8 +227,84 @@ def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, hi
             save_checkpoint(path, payload)
 
 
+class HeadTracker:
+    """Each head's class probabilities and labels over an epoch, kept on the device and read once at its end."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[HeadOutput]] = {}
+
+    def add(self, heads: Mapping[str, HeadOutput]) -> None:
+        """Keep a step's detached probabilities (no host sync)."""
+        for name, (logits, labels, rows) in heads.items():
+            probs = torch.softmax(logits.detach().float(), dim=1)  # B, C
+            self.parts.setdefault(name, []).append(HeadOutput(probs, labels.detach(), rows))
+
+    def names(self) -> list[str]:
+        return list(self.parts)
+
+    def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's (N, C) probabilities and (N,) labels of head `name`, over its scored rows only."""
+        parts = self.parts[name]
+        probs, labels = torch.cat([p.logits for p in parts]), torch.cat([p.labels for p in parts])
+        if any(p.rows is not None for p in parts):
+            rows = torch.cat([torch.ones_like(p.labels, dtype=torch.bool) if p.rows is None else p.rows for p in parts])
+            probs, labels = probs[rows], labels[rows]
+        return probs.cpu().numpy().astype(np.float64), labels.cpu().numpy().astype(np.int64)
+
+    def metrics(self, phase: str, epoch: int) -> dict[str, float]:
+        """`acc:<head>`, `auc:<head>` (when defined) and `constant:<head>` (1.0, with a warning) per head."""
+        out: dict[str, float] = {}
+        for name in self.parts:
+            probs, labels = self.arrays(name)
+            if len(labels) == 0:
+                continue  # e.g. the LGE head at a site without LGE
+            out.update({f"{key}:{name}": value for key, value in head_metrics(probs, labels).items()})
+            constant = constant_prediction(probs, labels)
+            if constant is not None:
+                log.warning("phase %s epoch %d: head %s predicts a constant (%s)", phase, epoch, name, constant)
+                out[f"constant:{name}"] = 1.0
+        return out
+
+
+def head_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy (most probable class) and AUC (binary, or macro one-vs-rest); AUC is left out when undefined."""
+    out = {"acc": float((probs.argmax(axis=1) == labels).mean())}
+    binary = probs.shape[1] == 2
+    auc = binary_auc(probs[:, 1], labels) if binary else subtyping_metrics(probs, labels)["macro_auc"]
+    if math.isfinite(auc):
+        out["auc"] = float(auc)
+    return out
+
+
+def constant_prediction(probs: np.ndarray, labels: np.ndarray, spread: float = CONSTANT_SPREAD) -> str | None:
+    """Why the (N, C) probabilities are constant over the rows; None when they are not, or when the labels hold one
+    class only (then a constant is the right answer, e.g. the LGE head where only patients have LGE)."""
+    if len(np.unique(labels)) < 2:
+        return None
+    predicted = probs.argmax(axis=1)
+    width = float((probs.max(axis=0) - probs.min(axis=0)).max())
+    if width < spread:
+        return f"class probabilities vary by {width:.2g} over {len(probs)} samples"
+    if np.all(predicted == predicted[0]):
+        return f"class {int(predicted[0])} for all {len(probs)} samples"
+    return None
+
+
+def _heads_text(record: Mapping[str, float], heads: list[str]) -> str:
+    """` | <head> acc 0.62 auc 0.70` per head (`auc -` when undefined, `constant` when flagged)."""
+    parts = []
+    for name in heads:
+        if f"acc:{name}" not in record:
+            continue
+        auc = record.get(f"auc:{name}")
+        text = f"{name} acc {record[f'acc:{name}']:.2f} auc {'-' if auc is None else f'{auc:.2f}'}"
+        parts.append(text + (" constant" if f"constant:{name}" in record else ""))
+    return "".join(f" | {part}" for part in parts)
+
+
 def _summary(history: list[dict[str, float]], model: CCCMRModel, phase: str) -> dict[str, float]:
-    """Metrics of the call: the last epoch's mean losses, lr, throughput and (FIM) the learned sigmas."""
+    """Metrics of the call: the last epoch's mean losses, per-head acc/auc/constant flags, lr, throughput and (FIM)
+    the learned sigmas."""
     last = history[-1]
     seconds = sum(h["seconds"] for h in history)
     samples = sum(h["samples"] for h in history)
