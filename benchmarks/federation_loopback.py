@@ -34,7 +34,7 @@ from client.site import SiteSettings, prepare_site
 from server.history import read_history
 
 SITES = ("anzhen", "lanzhou")
-SMALL_IMAGES = ["data.image_size=64", "data.pixel_spacing_mm=3.48", "data.frames=8", "data.min_frames=8"]
+SMALL_IMAGES = ["data.image_size=64", "data.field_of_view_mm=223", "data.frames=8", "data.min_frames=8"]
 
 
 def run(

@@ -168,12 +168,18 @@ def check_data(site: SiteConfig) -> list[Check]:
         from cccmr_model.config import load_config
 
         data_config = load_config(site.config).data
-        shapes = []
-        for sequence, ref in first.series.items():
+        from cccmr_model.data.localise import choose_centre
+        from cccmr_model.sequences import CINE_SAX
+
+        shapes, sax_point = [], None
+        for sequence in sorted(first.series, key=lambda name: name != CINE_SAX):  # the SAX heart point first
+            ref = first.series[sequence]
             if ref is None:
                 continue
             series = load_series(ref.path, ref.series_uid)
-            preprocess_series(series, sequence, data_config)
+            centre = choose_centre(series, sequence, data_config.crop, sax_point)
+            sax_point = centre.point_mm if sequence == CINE_SAX else sax_point
+            preprocess_series(series, sequence, data_config, centre.point_mm)
             shapes.append(f"{sequence} {series.num_slices}x{series.num_frames}")
     except CccmrError as exc:
         fix = "fix or replace this series (cccmr ingest reports every subject)"

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from cccmr_model.config import ExperimentConfig
 from cccmr_model.data import load_series, preprocess_series
+from cccmr_model.data.localise import CENTRE_FALLBACK, HeartCentre, choose_centre
 from cccmr_model.data.manifest import SUBJECT_ID
 from cccmr_model.errors import CccmrError, DataError
 from cccmr_model.metrics import SUBTYPE_NAMES
@@ -106,12 +107,25 @@ def parse_series_ref(text: str | Path, base: Path | None = None) -> tuple[Path, 
     return path, uid
 
 
-def read_cine(path: Path, series_uid: str | None, sequence: str, config: ExperimentConfig) -> np.ndarray:
-    """One cine series preprocessed as in training: (S, T, H, W) float32. DataError with ingestion's reason."""
+def read_cine(
+    path: Path,
+    series_uid: str | None,
+    sequence: str,
+    config: ExperimentConfig,
+    sax_point: tuple[float, float, float] | None = None,
+) -> tuple[np.ndarray, HeartCentre]:
+    """One cine series preprocessed as in training: ((S, T, H, W) float32, its crop centre).
+
+    The crop centre is found as at ingestion: the SAX by its motion, the 4CH by the SAX point (`sax_point`) or its
+    own motion. DataError with ingestion's reason.
+    """
     if not path.exists():
         raise DataError(f"{path}: {sequence} series not found")
     series = load_series(path, series_uid)
-    return preprocess_series(series, sequence, config.data).array  # S, T, H, W
+    centre = choose_centre(series, sequence, config.data.crop, sax_point)
+    if centre.method == CENTRE_FALLBACK:
+        log.warning("%s %s: heart not located (%s); centre crop used", path, sequence, centre.reason)
+    return preprocess_series(series, sequence, config.data, centre.point_mm).array, centre  # S, T, H, W
 
 
 @torch.no_grad()
@@ -134,12 +148,12 @@ class Predictor:
         self.module = CinePredictor(release.model).to(self.device).eval()
 
     def predict_files(self, cine_4ch: str | Path, cine_sax: str | Path, *, base: Path | None = None) -> Prediction:
-        """Read, preprocess and score one subject's two cine series."""
-        inputs = []
-        for sequence, text in zip(CINE_SEQUENCES, (cine_4ch, cine_sax), strict=True):
-            path, uid = parse_series_ref(text, base)
-            inputs.append(read_cine(path, uid, sequence, self.config)[None])  # 1, S, T, H, W
-        probabilities = predict_arrays(self.module, inputs[0], inputs[1], self.device)[0]
+        """Read, preprocess and score one subject's two cine series (the SAX first: its heart point centres the 4CH)."""
+        sax_path, sax_uid = parse_series_ref(cine_sax, base)
+        sax, centre = read_cine(sax_path, sax_uid, CINE_SAX, self.config)
+        four_path, four_uid = parse_series_ref(cine_4ch, base)
+        four, _ = read_cine(four_path, four_uid, CINE_4CH, self.config, centre.point_mm if centre.ok else None)
+        probabilities = predict_arrays(self.module, four[None], sax[None], self.device)[0]  # inputs 1, S, T, H, W
         return Prediction(self.config.task, tuple(float(p) for p in probabilities), self.config.evaluation.threshold)
 
 

@@ -63,7 +63,11 @@ class DataConfig:
     """DICOM preprocessing (paper section 3.1) and series discovery."""
 
     image_size: int = 224
-    pixel_spacing_mm: float = 0.994
+    # The crop: a field_of_view_mm square around the heart located at ingestion ("heart", falling back to the
+    # image centre when localisation fails) or around the image centre ("centre"); output pixels are
+    # field_of_view_mm / image_size mm.
+    crop: Literal["heart", "centre"] = "heart"
+    field_of_view_mm: float = 160.0
     frames: int = 16  # frames resampled over one cardiac cycle
     slices: dict[str, int] = field(default_factory=lambda: {"cine_4ch": 1, "cine_sax": 3, "lge_sax": 6})
     clip_percentiles: tuple[float, float] = (0.1, 99.9)
@@ -73,9 +77,15 @@ class DataConfig:
     lge_description_patterns: tuple[str, ...] = ("lge", "psir", "de_", "delayed", "late", "mde", "ir_")
     val_fraction: float = 0.2  # per site, stratified by label, seeded
 
+    @property
+    def pixel_spacing_mm(self) -> float:
+        """In-plane spacing of the model input: field_of_view_mm / image_size."""
+        return self.field_of_view_mm / self.image_size
+
     def __post_init__(self) -> None:
         _require(self.image_size >= 32, "image_size must be at least 32")
-        _require(self.pixel_spacing_mm > 0, "pixel_spacing_mm must be positive")
+        _require(self.crop in ("heart", "centre"), "crop must be 'heart' or 'centre'")
+        _require(self.field_of_view_mm > 0, "field_of_view_mm must be positive")
         _require(self.frames >= 2, "frames must be at least 2")
         _require(set(self.slices) == set(SEQUENCES), f"slices must name exactly {list(SEQUENCES)}")
         _require(all(n >= 1 for n in self.slices.values()), "slices per sequence must be at least 1")

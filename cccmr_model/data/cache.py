@@ -26,7 +26,7 @@ from cccmr_model.data.dicom_reader import list_series_files
 from cccmr_model.data.manifest import SeriesRef
 
 CACHE_VERSION = 1
-PIPELINE_VERSION = 1  # bump when preprocessing changes what it writes
+PIPELINE_VERSION = 2  # bump when preprocessing changes what it writes
 INDEX_NAME = "index.json"
 REPORT_NAME = "ingest-report.json"
 SUMMARY_NAME = "ingest-summary.txt"
@@ -38,7 +38,8 @@ def preprocessing_settings(config: DataConfig, sequence: str) -> dict[str, Any]:
         "pipeline": PIPELINE_VERSION,
         "sequence": sequence,
         "image_size": config.image_size,
-        "pixel_spacing_mm": config.pixel_spacing_mm,
+        "crop": config.crop,
+        "field_of_view_mm": config.field_of_view_mm,
         "frames": config.frames,
         "slices": config.slices[sequence],
         "clip_percentiles": list(config.clip_percentiles),
@@ -49,13 +50,17 @@ def preprocessing_settings(config: DataConfig, sequence: str) -> dict[str, Any]:
 def cache_settings(config: DataConfig) -> dict[str, Any]:
     """What the index records about the whole cache (the dataset checks shapes against it)."""
     settings = asdict(config)
-    return {k: settings[k] for k in ("image_size", "pixel_spacing_mm", "frames", "slices", "clip_percentiles")}
+    keys = ("image_size", "crop", "field_of_view_mm", "frames", "slices", "clip_percentiles")
+    return {**{k: settings[k] for k in keys}, "pixel_spacing_mm": config.pixel_spacing_mm}
 
 
-def input_hash(ref: SeriesRef, config: DataConfig, sequence: str) -> str:
-    """sha256 over (relative path, size, mtime) of every file of the series and the preprocessing settings."""
+def input_hash(ref: SeriesRef, config: DataConfig, sequence: str, heart_point: Any = None) -> str:
+    """sha256 over (relative path, size, mtime) of every file of the series, the preprocessing settings and the
+    SAX heart point a 4CH/LGE crop is centred on (so a changed SAX re-runs them)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(preprocessing_settings(config, sequence), sort_keys=True).encode())
+    if heart_point is not None:
+        digest.update(f"heart={list(heart_point)}\n".encode())
     digest.update(f"uid={ref.series_uid}\n".encode())
     for file in list_series_files(ref.path):
         stat = file.stat()

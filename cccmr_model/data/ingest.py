@@ -3,7 +3,9 @@
 One bad series never stops a site: a failure rejects that subject's sequence with a one-line reason naming the
 file, and every other sequence and subject is still processed. A subject is usable when both cine sequences are;
 a missing or rejected LGE leaves it usable, cine-only. Work whose inputs (file list, sizes, mtimes) and settings
-have not changed is skipped. Sequences run in worker processes (`concurrent.futures.ProcessPoolExecutor`).
+have not changed is skipped. Sequences run in worker processes (`concurrent.futures.ProcessPoolExecutor`), in two
+stages: the SAX cines first, which locate each subject's heart (`localise`), then the 4CH cines and LGEs, cropped
+around that point (its coordinates are part of their input hash). Each sidecar records its crop centre.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import numpy as np
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.console import progress
 from cccmr_model.data import cache
+from cccmr_model.data.localise import CENTRE_FALLBACK, choose_centre
 from cccmr_model.data.manifest import MANIFEST_NAME, REQUIRED_SEQUENCES, SUBTYPES, ManifestEntry, read_manifest
 from cccmr_model.data.preprocess import preprocess_series
 from cccmr_model.data.series import load_series
 from cccmr_model.errors import DataError
-from cccmr_model.sequences import SEQUENCES
+from cccmr_model.sequences import CINE_4CH, CINE_SAX, LGE_SAX, SEQUENCES
 
 log = logging.getLogger("cccmr.ingest")
 
@@ -86,6 +89,7 @@ class _Task:
     digest: str
     cache_dir: str
     config: DataConfig
+    heart_point: tuple[float, float, float] | None = None  # the subject's SAX heart point (4CH, LGE)
 
 
 def _relative(file: str, root: Path) -> str:
@@ -101,7 +105,18 @@ def process_sequence(task: _Task) -> dict[str, Any]:
     sidecar: dict[str, Any] = {"subject_id": task.subject_id, "sequence": task.sequence, "input_hash": task.digest}
     try:
         series = load_series(task.path, task.series_uid)
-        result = preprocess_series(series, task.sequence, task.config)
+        centre = choose_centre(series, task.sequence, task.config.crop, task.heart_point)
+        result = preprocess_series(series, task.sequence, task.config, centre.point_mm)
+        sidecar.update(
+            crop_centre={
+                "patient_mm": list(result.crop_centre_mm or ()),
+                "pixel": list(result.crop_centre_px or ()),
+                "method": centre.method,
+                "confidence": centre.confidence,
+                "reason": centre.reason,
+            },
+            heart_point_mm=list(centre.point_mm) if centre.ok and task.sequence == CINE_SAX else None,
+        )
         sidecar.update(
             status="ok",
             series_uid=series.series_uid,
@@ -132,12 +147,18 @@ def _median_step(positions: Any) -> float | None:
 
 
 def _plan(
-    entries: list[ManifestEntry], manifest: Path, cache_dir: Path, config: DataConfig
+    entries: list[ManifestEntry],
+    manifest: Path,
+    cache_dir: Path,
+    config: DataConfig,
+    sequences: tuple[str, ...] = SEQUENCES,
+    heart_points: dict[str, tuple[float, float, float] | None] | None = None,
 ) -> tuple[list[_Task], dict[tuple[str, str], dict[str, Any]]]:
-    """Split the work into tasks to run and results already known (cached, missing, unreadable paths)."""
+    """Split the work on `sequences` into tasks to run and results already known (cached, missing, unreadable)."""
     tasks, known = [], {}
     for entry in entries:
-        for sequence in SEQUENCES:
+        point = (heart_points or {}).get(entry.subject_id) if config.crop == "heart" else None
+        for sequence in sequences:
             ref = entry.series[sequence]
             key = (entry.subject_id, sequence)
             if ref is None:
@@ -148,7 +169,7 @@ def _plan(
                     known[key] = {"status": "absent"}
                 continue
             try:
-                digest = cache.input_hash(ref, config, sequence)
+                digest = cache.input_hash(ref, config, sequence, point)
             except (DataError, OSError) as exc:
                 known[key] = {"status": "rejected", "file": str(ref.path), "reason": str(exc)}
                 continue
@@ -157,7 +178,9 @@ def _plan(
                 known[key] = {**sidecar, "reused": True}
             else:
                 tasks.append(
-                    _Task(entry.subject_id, sequence, str(ref.path), ref.series_uid, digest, str(cache_dir), config)
+                    _Task(
+                        entry.subject_id, sequence, str(ref.path), ref.series_uid, digest, str(cache_dir), config, point
+                    )
                 )
     return tasks, known
 
@@ -188,17 +211,42 @@ def ingest_site(
     manifest = root / MANIFEST_NAME
     entries = read_manifest(manifest)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tasks, results = _plan(entries, manifest, cache_dir, data_config)
     report = IngestReport(data_root=str(root), cache_dir=str(cache_dir), subjects=len(entries))
-    report.reused = sum(1 for r in results.values() if r.get("reused"))
-    report.computed = len(tasks)
-    results.update(_run(tasks, workers))
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    points: dict[str, tuple[float, float, float] | None] = {}
+    for stage in ((CINE_SAX,), (CINE_4CH, LGE_SAX)):  # the SAX heart points first
+        tasks, known = _plan(entries, manifest, cache_dir, data_config, stage, points)
+        report.reused += sum(1 for r in known.values() if r.get("reused"))
+        report.computed += len(tasks)
+        computed = _run(tasks, workers)
+        _warn_fallbacks(computed, tasks)
+        results.update(known)
+        results.update(computed)
+        if stage == (CINE_SAX,):
+            points = {e.subject_id: _heart_point(results[(e.subject_id, CINE_SAX)]) for e in entries}
     index = _build_index(entries, results, root, report, data_config)
     cache.write_json(cache_dir / cache.INDEX_NAME, index)
     report.seconds = round(time.perf_counter() - started, 3)
     cache.write_json(cache_dir / cache.REPORT_NAME, report.to_dict())
     (cache_dir / cache.SUMMARY_NAME).write_text(report.summary() + "\n", encoding="utf-8")
     return report
+
+
+def _heart_point(sidecar: dict[str, Any]) -> tuple[float, float, float] | None:
+    point = sidecar.get("heart_point_mm") if sidecar.get("status") == "ok" else None
+    return (float(point[0]), float(point[1]), float(point[2])) if point else None
+
+
+def _warn_fallbacks(results: dict[tuple[str, str], dict[str, Any]], tasks: list[_Task]) -> None:
+    """One warning per sequence whose heart localisation failed (its crop fell back to the image centre)."""
+    paths = {(t.subject_id, t.sequence): t.path for t in tasks}
+    for (subject, sequence), sidecar in sorted(results.items()):
+        crop = sidecar.get("crop_centre") or {}
+        if sidecar.get("status") == "ok" and crop.get("method") == CENTRE_FALLBACK:
+            log.warning(
+                "%s %s: heart not located (%s); centre crop used: %s",
+                subject, sequence, crop.get("reason"), paths.get((subject, sequence)),
+            )  # fmt: skip
 
 
 def _build_index(

@@ -250,6 +250,11 @@ def write_subject(spec: SubjectSpec, site_dir: Path) -> dict:
         matrix=protocol.matrix, pixel_spacing_mm=protocol.spacing, frames=protocol.frames,
         sax_slices=protocol.sax_slices, sax_thickness_mm=protocol.sax_thickness, lge_slices=protocol.lge_slices,
         enhanced=vendor.enhanced,
+        # Where the LV is (patient LPS, mm; synthetic truth for the localisation tests): its long axis runs from
+        # the mitral valve plane centre at end-diastole along lv_axis to the endocardial apex (heart z, x = y = 0).
+        heart_origin_mm=[round(float(v), 3) for v in layout.heart_origin],
+        lv_axis=[round(float(v), 6) for v in layout.axes[2]],
+        lv_centre_mm=[round(float(v), 3) for v in layout.heart_origin + 0.5 * heart.lv_length * layout.axes[2]],
     )  # fmt: skip
     gt_dir = site_dir / "ground_truth"
     gt_dir.mkdir(parents=True, exist_ok=True)

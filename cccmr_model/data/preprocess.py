@@ -1,14 +1,16 @@
 """Paper section 3.1 preprocessing: a Series becomes the model input of one sequence.
 
 Steps, all set by `DataConfig`: the middle slices (1 of the 4CH cine, 3 of the SAX cine, 6 of the SAX LGE);
-frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); in-plane resampling to
-`pixel_spacing_mm`; a centred crop or pad to `image_size`; intensities clipped at the configured percentiles and
-z-scored over the whole sequence. Output: cine (S, T, H, W), LGE (S, H, W), float32.
+frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); a `field_of_view_mm` square
+around the heart (`crop: heart` with a centre from `localise`) or around the image centre, resampled to
+`image_size` pixels; intensities clipped at the configured percentiles and z-scored over the whole sequence.
+Output: cine (S, T, H, W), LGE (S, H, W), float32.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,9 @@ class Preprocessed:
     slice_positions: list[float]  # mm along the normal
     frame_times: list[list[float]]  # per chosen slice, ms after the R wave of each output frame
     clip_range: tuple[float, float]  # intensity bounds before z-scoring
+    crop_centre_mm: tuple[float, float, float] | None = None  # patient LPS mm of the crop centre (mid chosen slice)
+    crop_centre_px: tuple[float, float] | None = None  # (row, col) of the crop centre in the series' pixels
+    localised: bool = False  # True when cropped around a given heart centre, False for the image centre
 
 
 def middle_slices(num_slices: int, count: int) -> list[int]:
@@ -94,6 +99,31 @@ def crop_or_pad(images: np.ndarray, size: int, fill: float) -> np.ndarray:
     return out
 
 
+def crop_around(
+    images: np.ndarray, spacing: tuple[float, float], centre: tuple[float, float], fov_mm: float, size: int
+) -> np.ndarray:
+    """A fov_mm square of (N, R, C) images around centre (row, col), resampled to (N, size, size); nan outside."""
+    step = fov_mm / size
+    factors = (spacing[0] / step, spacing[1] / step)  # output pixels per input pixel
+    sigma = [0.0] + [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]
+    if any(sigma):
+        images = ndimage.gaussian_filter(images, sigma=sigma, mode="nearest")
+    half = (size - 1) / 2.0
+    matrix = np.array([1.0, step / spacing[0], step / spacing[1]])
+    offset = np.array([0.0, centre[0] - half * matrix[1], centre[1] - half * matrix[2]])
+    out = ndimage.affine_transform(
+        images.astype(np.float32, copy=False), matrix, offset=offset, output_shape=(len(images), size, size),
+        order=1, mode="constant", cval=np.nan,
+    )  # fmt: skip
+    return out.astype(np.float32, copy=False)  # N, size, size
+
+
+def centre_crop_pixel(length: int, resampled: int, size: int) -> float:
+    """Where the centre of `crop_or_pad` lies in the original pixels of one axis (`length` resampled to `resampled`)."""
+    centre = (size - 1) / 2.0 + ((resampled - size) // 2 if resampled >= size else -((size - resampled) // 2))
+    return (centre + 0.5) * length / resampled - 0.5
+
+
 def normalise(images: np.ndarray, percentiles: tuple[float, float]) -> tuple[np.ndarray, tuple[float, float]]:
     """Clip at the percentiles of `images`; returns (clipped, (low, high))."""
     low, high = (float(v) for v in np.percentile(images, percentiles))
@@ -105,8 +135,14 @@ def zscore(images: np.ndarray) -> np.ndarray:
     return ((images - images.mean()) / (std if std > 1e-6 else 1.0)).astype(np.float32)
 
 
-def preprocess_series(series: Series, sequence: str, config: DataConfig) -> Preprocessed:
-    """Turn a series into the model input of `sequence`; SeriesError for too few slices or frames."""
+def preprocess_series(
+    series: Series, sequence: str, config: DataConfig, centre: Sequence[float] | None = None
+) -> Preprocessed:
+    """Turn a series into the model input of `sequence`; SeriesError for too few slices or frames.
+
+    With `config.crop == "heart"` and a `centre` (patient mm), the crop is a field_of_view_mm square around the
+    centre projected on the chosen slices; otherwise around the image centre.
+    """
     if sequence not in SEQUENCES:
         raise ValueError(f"unknown sequence {sequence!r}")
     count = config.slices[sequence]
@@ -127,17 +163,34 @@ def preprocess_series(series: Series, sequence: str, config: DataConfig) -> Prep
         stacks.append(frames)
         frame_times.append([round(float(t), 3) if math.isfinite(t) else None for t in targets])
     volume = np.stack(stacks)  # S, T, R, C
-    s, t = volume.shape[:2]
-    images = resample_inplane(volume.reshape(s * t, *volume.shape[2:]), series.pixel_spacing, config.pixel_spacing_mm)
-    clipped, clip_range = normalise(images, config.clip_percentiles)
-    fitted = crop_or_pad(clipped, config.image_size, fill=clip_range[0])  # S*T, H, W
-    array = zscore(fitted).reshape(s, t, config.image_size, config.image_size)  # S, T, H, W
+    s, t, rows, cols = volume.shape
+    flat = volume.reshape(s * t, rows, cols)  # S*T, R, C
+    mid = float(np.mean(chosen))
+    size = config.image_size
+    localised = config.crop == "heart" and centre is not None
+    if localised:
+        row, col, _ = series.to_pixel(centre, mid)  # type: ignore[arg-type]
+        cropped = crop_around(flat, series.pixel_spacing, (row, col), config.field_of_view_mm, size)
+        valid = np.isfinite(cropped)
+        clipped, clip_range = normalise(cropped[valid] if valid.any() else np.zeros(1), config.clip_percentiles)
+        fitted = np.where(valid, np.clip(cropped, *clip_range), clip_range[0]).astype(np.float32)  # S*T, H, W
+    else:
+        images = resample_inplane(flat, series.pixel_spacing, config.pixel_spacing_mm)
+        row = centre_crop_pixel(rows, images.shape[-2], size)
+        col = centre_crop_pixel(cols, images.shape[-1], size)
+        clipped, clip_range = normalise(images, config.clip_percentiles)
+        fitted = crop_or_pad(clipped, size, fill=clip_range[0])  # S*T, H, W
+    array = zscore(fitted).reshape(s, t, size, size)  # S, T, H, W
     if not cine:
         array = array[:, 0]  # S, H, W
+    point = series.to_patient(mid, row, col)
     return Preprocessed(
         array=array,
         slice_indices=chosen,
         slice_positions=[round(float(series.slice_positions[i]), 3) for i in chosen],
         frame_times=frame_times,  # type: ignore[arg-type]
         clip_range=clip_range,
+        crop_centre_mm=(round(float(point[0]), 2), round(float(point[1]), 2), round(float(point[2]), 2)),
+        crop_centre_px=(round(row, 2), round(col, 2)),
+        localised=localised,
     )

@@ -46,10 +46,49 @@ class Series:
     series_uid: str
     nominal_interval: float  # median R-R interval in ms, nan when absent
     source: str  # the folder or file read
+    slice_origins: np.ndarray | None = None  # S, 3 ImagePositionPatient (mm, LPS) of pixel (0, 0) per slice
 
     @property
     def normal(self) -> np.ndarray:
         return slice_normal(self.orientation)
+
+    @property
+    def row_cosine(self) -> np.ndarray:
+        """IOP first triplet: the patient direction of increasing column index (along a row)."""
+        return np.asarray(self.orientation[:3], dtype=np.float64)
+
+    @property
+    def col_cosine(self) -> np.ndarray:
+        """IOP second triplet: the patient direction of increasing row index (down a column)."""
+        return np.asarray(self.orientation[3:6], dtype=np.float64)
+
+    def origin(self, index: int) -> np.ndarray:
+        """Patient position (mm) of pixel (0, 0) of slice `index`; on the normal through 0 when origins are unknown."""
+        if self.slice_origins is not None:
+            return np.asarray(self.slice_origins[index], dtype=np.float64)
+        return float(self.slice_positions[index]) * self.normal
+
+    def to_patient(self, index: float, row: float, col: float) -> np.ndarray:
+        """Patient coordinates (mm, LPS) of pixel (row, col) of slice `index` (fractional slice: interpolated).
+
+        PS3.3 C.7.6.2.1.1: P = IPP + col * PixelSpacing[1] * IOP[:3] + row * PixelSpacing[0] * IOP[3:].
+        """
+        low = int(np.clip(np.floor(index), 0, self.num_slices - 1))
+        high = min(low + 1, self.num_slices - 1)
+        weight = float(index) - low if high > low else 0.0
+        origin = (1.0 - weight) * self.origin(low) + weight * self.origin(high)
+        return origin + col * self.pixel_spacing[1] * self.row_cosine + row * self.pixel_spacing[0] * self.col_cosine
+
+    def to_pixel(self, point: Sequence[float], index: float) -> tuple[float, float, float]:
+        """(row, col, distance along the normal in mm) of a patient point projected on the plane of slice `index`."""
+        low = int(np.clip(np.floor(index), 0, self.num_slices - 1))
+        high = min(low + 1, self.num_slices - 1)
+        weight = float(index) - low if high > low else 0.0
+        origin = (1.0 - weight) * self.origin(low) + weight * self.origin(high)
+        offset = np.asarray(point, dtype=np.float64) - origin
+        row = float(offset @ self.col_cosine) / self.pixel_spacing[0]
+        col = float(offset @ self.row_cosine) / self.pixel_spacing[1]
+        return row, col, float(offset @ self.normal)
 
     @property
     def num_slices(self) -> int:
@@ -134,6 +173,7 @@ def assemble_series(records: Sequence[FrameRecord], source: str) -> Series:
             raise SeriesError(duplicate.file, f"two frames at one position share TriggerTime {duplicate.trigger_time}")
     array = np.stack([np.stack([r.pixels for r in group]) for group in slices]).astype(np.float32, copy=False)
     positions = np.array([np.mean([np.dot(r.position, normal) for r in group]) for group in slices])
+    origins = np.array([np.mean([r.position for r in group], axis=0) for group in slices])  # S, 3
     intervals = [r.nominal_interval for r in records if math.isfinite(r.nominal_interval)]
     return Series(
         array=array,  # S, F, R, C
@@ -144,6 +184,7 @@ def assemble_series(records: Sequence[FrameRecord], source: str) -> Series:
         series_uid=records[0].series_uid,
         nominal_interval=float(np.median(intervals)) if intervals else math.nan,
         source=source,
+        slice_origins=origins.astype(np.float64),
     )
 
 

@@ -16,7 +16,7 @@ from cccmr_model.errors import ConfigError
 def test_default_holds_paper_settings() -> None:
     cfg = load_config("default")
     assert cfg.model.encoder.arch == "swin3d_tiny"
-    assert cfg.data.image_size == 224 and cfg.data.pixel_spacing_mm == pytest.approx(0.994)
+    assert cfg.data.image_size == 224 and cfg.data.pixel_spacing_mm == pytest.approx(160 / 224)
     assert cfg.data.slices == {"cine_4ch": 1, "cine_sax": 3, "lge_sax": 6}
     assert cfg.train.focal_gamma == 2.0 and cfg.train.lr == pytest.approx(1e-3)
     assert [cfg.train.phases[p].epochs for p in ("pretrain", "fim", "fusion")] == [300, 600, 10]

@@ -18,7 +18,7 @@ from cccmr_model.data import CachedDataset, ingest_site
 from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.errors import DataError
 
-CONFIG = DataConfig(image_size=32, pixel_spacing_mm=2.0, frames=4, min_frames=4)
+CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
 PATIENT = {"patient_name": "Doe^Jane", "patient_id": "MRN7654321"}
 HEADER = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax\n"
 
@@ -97,7 +97,7 @@ def test_warm_rerun_skips_unchanged_work(site: Path, tmp_path: Path) -> None:
     touched = next((site / "s2" / "cinesax").iterdir())
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     assert ingest_site(site, cache_dir, CONFIG).computed == 1
-    resized = DataConfig(image_size=36, pixel_spacing_mm=2.0, frames=4, min_frames=4)
+    resized = DataConfig(image_size=36, field_of_view_mm=64.0, frames=4, min_frames=4)
     assert ingest_site(site, cache_dir, resized).computed == 11
 
 

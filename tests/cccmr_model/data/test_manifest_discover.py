@@ -13,7 +13,7 @@ from cccmr_model.data import discover_series, ingest_site, read_manifest
 from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.errors import DataError
 
-CONFIG = DataConfig(image_size=32, pixel_spacing_mm=2.0, frames=4, min_frames=4)
+CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
 HEADER = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax\n"
 ROW, COL = np.array([0.6, 0.8, 0.0]), np.array([0.48, -0.36, -0.8])
 SAX_NORMAL = np.cross(ROW, COL)

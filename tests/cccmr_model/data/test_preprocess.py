@@ -18,7 +18,7 @@ from cccmr_model.data.preprocess import (
 )
 from cccmr_model.data.series import Series, SeriesError
 
-CONFIG = DataConfig(image_size=32, pixel_spacing_mm=2.0, frames=4, min_frames=4)
+CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
 
 
 def _series(slices: int, frames: int, size: int = 24, spacing: float = 1.0) -> Series:
@@ -89,7 +89,7 @@ def test_cine_output_shape_and_zscore(sequence: str, shape: tuple[int, ...]) -> 
 def test_clipping_bounds_outliers() -> None:
     series = _series(3, 4)
     series.array[1, 0, 5, 5] = 1e7  # one hot pixel
-    result = preprocess_series(series, "cine_sax", replace(CONFIG, pixel_spacing_mm=1.0))
+    result = preprocess_series(series, "cine_sax", replace(CONFIG, field_of_view_mm=32.0))
     assert result.clip_range[1] < 1e6
     assert float(result.array.max()) < 10.0
 
