@@ -1,7 +1,9 @@
 """What a site does for one message, with plain tensors in and plain dicts out (no Flower types).
 
 Training replies carry the trained parameter groups and aggregate metrics only: `num-examples` (training samples
-seen, the FedAvg weight), losses, throughput and (FIM) the learned sigmas. Evaluation replies carry the confusion
+seen, the FedAvg weight), losses, each head's training accuracy and AUC (`acc:<head>`, `auc:<head>`) with a
+`constant:<head>` flag for a head that predicted a constant, throughput and (FIM) the learned sigmas, all of the
+last local epoch. Evaluation replies carry the confusion
 counts and the mean loss on the site's validation split, and per-subject scores and labels (no identifiers) only
 when the run allows it.
 """

@@ -3,7 +3,9 @@
 The strategy keeps the full global model. `configure_train` sends the groups of the round's phase (plus the
 frozen groups its forward pass needs) with the phase, local epochs, learning-rate window and seed; sites reply
 with exactly the groups they trained. `aggregate_train` rejects unusable replies (logged by site name), averages
-the rest weighted by `num-examples` with Flower's own helper and writes the average into the global model.
+the rest weighted by `num-examples` with Flower's own helper and writes the average into the global model. A
+site whose reply flags a head that predicted a constant in its last local epoch (`constant:<head>`, see
+`cccmr_model.engine.train`) is named in a warning and in the round's `constant_heads`.
 `aggregate_evaluate`, the last hook `Strategy.start` calls in a round, pools the sites' evaluation counts, then
 closes the round: one history line and one checkpoint.
 """
@@ -36,6 +38,7 @@ from server.wire import from_array_record, to_array_record
 log = logging.getLogger("cccmr.server")
 
 SITE_RECORD = "site"  # ConfigRecord in every reply: {"name": <site name>}
+CONSTANT = "constant:"  # training metric prefix: the head predicted a constant over the site's last local epoch
 
 
 class FederationError(CccmrError):
@@ -57,6 +60,7 @@ class RoundLog:
     failed: dict[str, str] = field(default_factory=dict)
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_global: dict[str, float] = field(default_factory=dict)
+    constant_heads: dict[str, list[str]] = field(default_factory=dict)  # site -> heads flagged constant
     evaluate: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluate_global: dict[str, float] = field(default_factory=dict)
     bytes_sent: int = 0
@@ -170,6 +174,7 @@ class PhaseFedAvg(FedAvg):
                 self._fail(site, f"rejected: {reason}")
                 continue
             self._round.train[site] = metrics
+            self._note_constant_heads(site, metrics)
             accepted.append((site, arrays, metrics))
         if len(accepted) < self.min_sites:
             raise FederationError(
@@ -184,7 +189,7 @@ class PhaseFedAvg(FedAvg):
         for key, value in unpack({MANIFEST: manifest_array(expected), PACKED: averaged}, "average").items():
             self.global_state[key] = value.astype(self.global_state[key].dtype, copy=False)
         contents = [RecordDict({"metrics": MetricRecord(m)}) for _, _, m in accepted]
-        train_global = dict(aggregate_metricrecords(contents, NUM_EXAMPLES))
+        train_global = _over_reporting_sites(dict(aggregate_metricrecords(contents, NUM_EXAMPLES)), accepted)
         train_global[NUM_EXAMPLES] = sum(int(m[NUM_EXAMPLES]) for _, _, m in accepted)
         self._round.train_global = train_global
         log.info("round %d: averaged %s (%s)", plan.server_round, [s for s, _, _ in accepted], _short(train_global))
@@ -256,6 +261,7 @@ class PhaseFedAvg(FedAvg):
                 "train": rnd.train,
                 "train_global": rnd.train_global,
                 "sigma": {k: v for k, v in rnd.train_global.items() if "sigma" in k},
+                "constant_heads": rnd.constant_heads,
                 "evaluate": rnd.evaluate,
                 "evaluate_global": rnd.evaluate_global,
                 "bytes_sent": rnd.bytes_sent,
@@ -307,6 +313,17 @@ class PhaseFedAvg(FedAvg):
                 self._fail(name, "no reply before the round timeout")
         return good
 
+    def _note_constant_heads(self, site: str, metrics: Mapping[str, Any]) -> None:
+        """Warn about, and keep for the history, the heads a site's reply flags as predicting a constant."""
+        heads = constant_heads(metrics)
+        if heads:
+            self._round.constant_heads[site] = heads
+            accuracy = ", ".join(f"{h} train acc {metrics.get(f'acc:{h}', float('nan')):.2f}" for h in heads)
+            log.warning(
+                "round %d: site %s: head %s predicts a constant (last local epoch; %s)",
+                self._round.plan.server_round, site, ", ".join(heads), accuracy,
+            )  # fmt: skip
+
     def _fail(self, site: str, reason: str) -> None:
         log.warning("round %d: site %s left out: %s", self._round.plan.server_round, site, reason)
         self._round.failed[site] = reason
@@ -342,6 +359,26 @@ class PhaseFedAvg(FedAvg):
 def _metrics(msg: Message) -> dict[str, Any]:
     records = list(msg.content.metric_records.values())
     return dict(records[0]) if len(records) == 1 else {}
+
+
+def constant_heads(metrics: Mapping[str, Any]) -> list[str]:
+    """The heads a training reply flags as predicting a constant (`constant:<head>` non-zero), sorted."""
+    return sorted(k.removeprefix(CONSTANT) for k, v in metrics.items() if k.startswith(CONSTANT) and v)
+
+
+def _over_reporting_sites(
+    aggregated: dict[str, Any], accepted: Sequence[tuple[str, Any, Mapping[str, Any]]]
+) -> dict[str, Any]:
+    """Flower's average counts a metric a site left out as 0. A flag (`constant:<head>`) keeps that (the weighted
+    share of flagged sites); any other metric some sites left out (e.g. `auc:<head>` after an epoch that saw one
+    class) is averaged over the sites that report it."""
+    for key in list(aggregated):
+        reporting = [m for _, _, m in accepted if key in m]
+        if key.startswith(CONSTANT) or len(reporting) == len(accepted) or isinstance(aggregated[key], list):
+            continue
+        weights = [float(m[NUM_EXAMPLES]) for m in reporting]
+        aggregated[key] = sum(w * float(m[key]) for w, m in zip(weights, reporting, strict=True)) / sum(weights)
+    return aggregated
 
 
 def _check_eval(metrics: Mapping[str, Any], num_classes: int) -> str | None:
