@@ -14,6 +14,7 @@ from cccmr_model.cli import main
 from cccmr_model.config import load_config
 from cccmr_model.data import load_series, preprocess_series
 from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.data.localise import choose_centre
 from cccmr_model.model import build_model
 from cccmr_model.predict import Predictor
 from cccmr_model.release import load_release, write_release
@@ -65,9 +66,14 @@ def release_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_predict_matches_release_preprocessing_and_model(release_dir: Path, subject, capsys) -> None:
     release = load_release(release_dir)
+    data = release.config.data
+    sax = load_series(subject["cine_sax"])
+    centre = choose_centre(sax, "cine_sax", data.crop)  # the SAX heart point centres the 4CH too
+    four = load_series(subject["cine_4ch"])
+    four_centre = choose_centre(four, "cine_4ch", data.crop, centre.point_mm)
     inputs = [
-        preprocess_series(load_series(subject[seq]), seq, release.config.data).array[None]  # 1, S, T, H, W
-        for seq in ("cine_4ch", "cine_sax")
+        preprocess_series(four, "cine_4ch", data, four_centre.point_mm).array[None],  # 1, S, T, H, W
+        preprocess_series(sax, "cine_sax", data, centre.point_mm).array[None],
     ]
     assert inputs[0].shape == (1, 1, 8, 64, 64) and inputs[1].shape == (1, 3, 8, 64, 64)
     with torch.no_grad():
