@@ -41,7 +41,7 @@ LGE_CHANNELS = 3
 FIM_TERMS: tuple[str, ...] = tuple(f"cls:{seq}" for seq in SEQUENCES) + tuple(f"fsa:{a}|{b}" for a, b in SEQUENCE_PAIRS)
 # A loss term computed from the features and logits of its sequences, the labels and a row mask (None: all rows).
 _Term = Callable[[tuple[Tensor, ...], tuple[Tensor, ...], Tensor, Tensor | None], Tensor]
-_ENCODER_OVERRIDES = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "drop_path_rate")
+_ENCODER_OVERRIDES = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "stem", "drop_path_rate")
 
 
 class ModelOutput(NamedTuple):

@@ -31,6 +31,7 @@ Weight loading and 2D->3D inflation live in `swin3d_weights.py`; `load_pretraine
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -387,6 +388,48 @@ class PatchEmbed3d(nn.Module):
         return self.norm(x)
 
 
+class ConvStem3d(nn.Module):
+    """Early convolutions in place of the patchify convolution (Xiao et al. 2021, "Early Convolutions Help
+    Transformers See Better"): one stride-2 3x3x3 convolution per halving the patch size asks for, each with
+    GroupNorm and GELU, then a 1x1x1 projection and LayerNorm. Same output as `PatchEmbed3d`: (B, D, H, W, C).
+
+    A local, translation-equivariant prior that a Swin trained from scratch on ~100 subjects lacks; it has no
+    published weights, so it is for encoders trained from scratch.
+    """
+
+    def __init__(self, patch_size: Size3, in_chans: int, embed_dim: int, norm_layer: Callable[[int], nn.Module]):
+        super().__init__()
+        if any(p & (p - 1) for p in patch_size):
+            raise ValueError(f"a conv stem needs power-of-two patch sizes, got {patch_size}")
+        self.patch_size = patch_size
+        steps = max(p.bit_length() - 1 for p in patch_size)  # stride-2 convolutions needed
+        hidden = max(8, embed_dim // 2)
+        layers: list[nn.Module] = []
+        channels = in_chans
+        for k in range(steps):
+            stride = tuple(2 if p >> (k + 1) else 1 for p in patch_size)  # 2 while this axis still shrinks
+            out = hidden if k < steps - 1 else embed_dim
+            layers += [
+                nn.Conv3d(channels, out, 3, stride=stride, padding=1, bias=False),
+                nn.GroupNorm(math.gcd(8, out), out),
+                nn.GELU(),
+            ]
+            channels = out
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv3d(channels, embed_dim, kernel_size=1)
+        self.norm = norm_layer(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pd, ph, pw = _pad_amounts(tuple(x.shape[2:]), self.patch_size)  # type: ignore[arg-type]
+        if pd or ph or pw:
+            x = F.pad(x, (0, pw, 0, ph, 0, pd))
+        x = self.proj(self.convs(x)).permute(0, 2, 3, 4, 1)  # B, T/pt, H/ph, W/pw, C
+        return self.norm(x)
+
+
+STEMS = {"patch": PatchEmbed3d, "conv": ConvStem3d}
+
+
 class SwinTransformer3d(nn.Module):
     """Video Swin Transformer: patch embedding, 4 stages, LayerNorm, global average pool, optional linear head."""
 
@@ -406,8 +449,11 @@ class SwinTransformer3d(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        stem: str = "patch",
     ) -> None:
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {list(STEMS)}, got {stem!r}")
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
         self.in_chans = in_chans
@@ -417,7 +463,7 @@ class SwinTransformer3d(nn.Module):
         self.embed_dim = embed_dim
         self.num_features = embed_dim * 2 ** (len(depths) - 1)
 
-        self.patch_embed = PatchEmbed3d(self.patch_size, in_chans, embed_dim, norm_layer)
+        self.patch_embed = STEMS[stem](self.patch_size, in_chans, embed_dim, norm_layer)
         self.pos_drop = nn.Dropout(drop_rate)
         total = sum(depths)
         dpr = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]

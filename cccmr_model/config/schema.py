@@ -32,6 +32,9 @@ class EncoderConfig:
     num_heads: tuple[int, ...] | None = None
     window_size: tuple[int, int, int] | None = None
     patch_size: tuple[int, int, int] = (2, 4, 4)
+    # patch: one patchify convolution (the published Swin; loads pretrained weights); conv: early convolutions
+    # (Xiao et al. 2021), a local prior for encoders trained from scratch (benchmarks/README.md, "learning").
+    stem: Literal["patch", "conv"] = "patch"
     drop_path_rate: float = 0.1
     grad_checkpointing: bool = False
     # Local weight files per sequence (torchvision, official Video-Swin or 2D ImageNet Swin); None = random init.
@@ -41,6 +44,12 @@ class EncoderConfig:
         _require(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate must be in [0, 1)")
         unknown = set(self.pretrained) - set(SEQUENCES)
         _require(not unknown, f"pretrained has unknown sequences {sorted(unknown)}; expected {list(SEQUENCES)}")
+        loaded = sorted(seq for seq, path in self.pretrained.items() if path)
+        _require(
+            self.stem == "patch" or not loaded,
+            f"stem 'conv' has no published weights, but pretrained weights are set for {loaded}; "
+            "use stem: patch to load them",
+        )
         if self.depths is not None and self.num_heads is not None:
             _require(len(self.depths) == len(self.num_heads), "depths and num_heads must have the same length")
         if self.embed_dim is not None:
@@ -102,13 +111,15 @@ class AugmentConfig:
 
     temporal_offset: bool = True
     max_rotation_deg: float = 10.0
-    max_shift_px: int = 8
+    # Shift as a fraction of the image side, so that it means the same at 64 px as at 224 px (0.036 = 8 px of 224;
+    # a shift in pixels sized for 224 px moved the heart by an eighth of a 64 px image).
+    max_shift_fraction: float = 0.036
     flip_prob: float = 0.5
     intensity_jitter: float = 0.1
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.max_rotation_deg <= 180.0, "max_rotation_deg must be in [0, 180]")
-        _require(self.max_shift_px >= 0, "max_shift_px must be >= 0")
+        _require(0.0 <= self.max_shift_fraction <= 0.5, "max_shift_fraction must be in [0, 0.5]")
         _require(0.0 <= self.flip_prob <= 1.0, "flip_prob must be in [0, 1]")
         _require(self.intensity_jitter >= 0.0, "intensity_jitter must be >= 0")
 

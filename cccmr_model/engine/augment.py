@@ -1,7 +1,8 @@
 """Augmentation a cine series survives, applied alike to every slice (and frame) of one sequence.
 
 Per sequence one set of parameters is drawn: a cyclic temporal offset (a cine covers one cardiac cycle, so rolling
-the frames gives another valid cine), a small rotation and shift, a left-right flip and an intensity jitter
+the frames gives another valid cine), a small rotation and a shift sized as a fraction of the image (edge pixels
+repeated where the image moves in, not a fill value), a left-right flip and an intensity jitter
 (scale and offset on the z-scored intensities). An absent LGE (zeros, `has_lge` false) is left untouched.
 All randomness comes from the `torch.Generator` passed in, so a (sample, seed) pair always gives the same result.
 """
@@ -53,15 +54,16 @@ def augment_volume(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generat
         offset = int(torch.randint(0, x.shape[1], (), generator=generator))
         x = torch.roll(x, shifts=offset, dims=1)  # S, T, H, W
     angle = _uniform(generator, -cfg.max_rotation_deg, cfg.max_rotation_deg)
-    max_shift = float(cfg.max_shift_px)
-    shift = (_uniform(generator, -max_shift, max_shift), _uniform(generator, -max_shift, max_shift))
+    dx = _uniform(generator, -cfg.max_shift_fraction, cfg.max_shift_fraction) * width
+    dy = _uniform(generator, -cfg.max_shift_fraction, cfg.max_shift_fraction) * height
+    shift = (dx, dy)
     flip = float(torch.rand((), generator=generator)) < cfg.flip_prob
     scale = 1.0 + _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
     bias = _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
     if angle != 0.0 or shift != (0.0, 0.0):
         flat = x.reshape(1, -1, height, width).float()  # 1, S*T, H, W
         grid = affine_grid_2d(angle, shift, (height, width))
-        x = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(x.shape)
+        x = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(x.shape)
     if flip:
         x = torch.flip(x, dims=(-1,))
     return x.mul(scale).add_(bias)

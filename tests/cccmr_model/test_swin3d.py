@@ -346,3 +346,22 @@ def test_window_order_gathers_equal_roll_and_partition(shift):
     (g_ref,) = torch.autograd.grad(ref, x, grad)
     (g_got,) = torch.autograd.grad(got, x, grad)
     assert torch.equal(g_ref, g_got)
+
+
+def test_conv_stem_gives_the_patch_stem_s_token_grid() -> None:
+    """`stem="conv"` (early convolutions) changes only how tokens are made: same grid, same features."""
+    kwargs = dict(in_chans=3, embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=(2, 4, 4))
+    x = torch.randn(2, 3, 8, 32, 32)
+    patch = swin3d_tiny(**kwargs)
+    conv = swin3d_tiny(**kwargs, stem="conv")
+    assert patch.patch_embed(x).shape == conv.patch_embed(x).shape == (2, 4, 8, 8, 16)
+    assert conv(x).shape == patch(x).shape == (2, 32)
+    with pytest.raises(ValueError, match="stem"):
+        swin3d_tiny(**kwargs, stem="nope")
+
+
+def test_conv_stem_refuses_pretrained_weights_in_the_config() -> None:
+    from cccmr_model.config.schema import EncoderConfig
+
+    with pytest.raises(ValueError, match="stem 'conv' has no published weights"):
+        EncoderConfig(stem="conv", pretrained={"cine_sax": "/weights/swin.pth"})

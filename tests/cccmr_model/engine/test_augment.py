@@ -31,7 +31,7 @@ def test_same_seed_same_result_and_shapes_kept() -> None:
 
 
 def test_temporal_offset_alone_is_the_same_cyclic_roll_for_every_slice() -> None:
-    cfg = AugmentConfig(max_rotation_deg=0.0, max_shift_px=0, flip_prob=0.0, intensity_jitter=0.0)
+    cfg = AugmentConfig(max_rotation_deg=0.0, max_shift_fraction=0.0, flip_prob=0.0, intensity_jitter=0.0)
     x = torch.arange(3 * 8, dtype=torch.float32).reshape(3, 8, 1, 1).expand(3, 8, 4, 4).clone()
     y = augment_volume(x, cfg, torch.Generator().manual_seed(2), temporal=True)
     shifts = {int(torch.argmax((y[s, :, 0, 0] == x[s, 0, 0, 0]).int())) for s in range(3)}
@@ -41,7 +41,7 @@ def test_temporal_offset_alone_is_the_same_cyclic_roll_for_every_slice() -> None
 
 def test_flip_alone_mirrors_all_slices_and_absent_lge_stays_zero() -> None:
     cfg = AugmentConfig(
-        temporal_offset=False, max_rotation_deg=0.0, max_shift_px=0, flip_prob=1.0, intensity_jitter=0.0
+        temporal_offset=False, max_rotation_deg=0.0, max_shift_fraction=0.0, flip_prob=1.0, intensity_jitter=0.0
     )
     s = _sample(has_lge=False)
     out = augment_sample(s, cfg, torch.Generator().manual_seed(0))
@@ -51,7 +51,7 @@ def test_flip_alone_mirrors_all_slices_and_absent_lge_stays_zero() -> None:
 
 def test_small_rotation_keeps_most_of_the_image() -> None:
     cfg = AugmentConfig(
-        temporal_offset=False, max_rotation_deg=5.0, max_shift_px=1, flip_prob=0.0, intensity_jitter=0.0
+        temporal_offset=False, max_rotation_deg=5.0, max_shift_fraction=0.03, flip_prob=0.0, intensity_jitter=0.0
     )
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
     blob = torch.exp(-(xx**2 + yy**2) * 4).expand(1, 8, 32, 32).clone()
@@ -71,3 +71,20 @@ def test_cached_grid_equals_torch_affine_grid() -> None:
     theta = torch.tensor([[[c, -s, -2 * dx / w], [s, c, -2 * dy / h]]])
     expected = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
     assert torch.allclose(affine_grid_2d(angle, (dx, dy), (h, w)), expected, atol=1e-6)
+
+
+def test_shift_is_a_fraction_of_the_image_side() -> None:
+    """The same config moves a 32 px and a 64 px image by the same fraction of its side."""
+    cfg = AugmentConfig(
+        temporal_offset=False, max_rotation_deg=0.0, max_shift_fraction=0.25, flip_prob=0.0, intensity_jitter=0.0
+    )
+    moved = {}
+    for size in (32, 64):
+        image = torch.zeros(1, 1, size, size)
+        image[..., size // 2 - 2 : size // 2 + 2, size // 2 - 2 : size // 2 + 2] = 1.0
+        out = augment_volume(image, cfg, torch.Generator().manual_seed(3), temporal=True)[0, 0]
+        ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        centre = torch.stack([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        moved[size] = (centre - (size - 1) / 2) / size  # fraction of the side
+    assert moved[32].abs().max() > 0.02  # it moved
+    assert torch.allclose(moved[32], moved[64], atol=0.02)
