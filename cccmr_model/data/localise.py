@@ -1,11 +1,22 @@
-"""Locate the heart in a cine series: the centre of its motion, in patient coordinates (mm, DICOM LPS).
+"""Locate the heart in a cine series: the centre of the LV blood pool, in patient coordinates (mm, DICOM LPS).
 
-The beating ventricles are what changes most over the cardiac cycle, so the temporal standard deviation of each
-pixel, summed over the middle slices, is a map of the heart. The map is smoothed (about an LV radius, so the moving
-endocardial ring becomes one blob), weighted by a broad Gaussian prior around the image centre (chest wall,
-diaphragm and great-vessel motion far out lose) and the weighted centroid of its top region (the connected part
-above half the peak) is the heart centre. Localisation fails, and callers fall back to the centre crop, when the
-map is flat (no motion, noise only) or the point lies beyond `MAX_OFFSET` of the field of view from the centre.
+Short-axis stack. The LV cavity is the bright blood pool that is round, moves with the heart beat and is ringed by
+myocardium; the RV is a crescent, atria and vessels are small or barely move, fat does not move. Each central slice
+is put on a grid of at most `WORK_MM` pixels; its blood image (the temporal 75th percentile: the cavity near its
+end-diastolic extent) is thresholded at several fractions of its bright level (`LEVELS`) and every connected region
+of cavity size is scored by
+- roundness: intersection over union with the disc of equal area around its centroid (squared),
+- motion: the first temporal harmonic (|DFT over the cycle at the fundamental|, Jolly 2001, Lin et al. 2006) over its
+  endocardial band, relative to the slice's moving heart (a dilated, poorly contracting LV still moves enough),
+- isolation: the fraction of the ring just outside that is below the threshold (myocardium, not fat or more blood),
+- the centre prior: a broad Gaussian around the image centre.
+Candidates of all slices are clustered in-plane (`CLUSTER_MM`); the cluster with the largest support (per slice its
+best score, summed) is the LV, its score-weighted centroid the point, on the plane through the central slices.
+
+Localisation fails, and callers fall back to the centre crop, when the smoothed first-harmonic map is flat (no
+motion, noise only), no convincing cavity is found (`MIN_SCORE`), or the point lies beyond `MAX_OFFSET` of the field
+of view from the centre. A long-axis cine (4CH, used without a SAX point) has no round LV: its centre is the
+centroid of the bright blood within the strongest first-harmonic region.
 
 The SAX cine's point is carried to the other series of a subject (4CH cine, SAX LGE) by projecting it on their
 planes; a 4CH cine without a SAX point localises itself, an LGE (no motion) keeps the centre crop.
@@ -22,13 +33,18 @@ from scipy import ndimage
 from cccmr_model.data.series import Series
 from cccmr_model.sequences import CINE_4CH, CINE_SAX
 
+WORK_MM = 2.0  # analysis grid: coarser images are interpolated up to this pixel size (never down-sampled)
 SMOOTH_MM = 15.0  # Gaussian sigma of the motion map: the heart region
-BLOOD_MM = 8.0  # Gaussian sigma of the always-bright map: blobs the size of an LV cavity in systole
-MOVING_LEVEL = 0.5  # motion above this fraction of the peak counts fully (the RV moves as much as the LV)
 PRIOR_FRACTION = 0.3  # sigma of the centre prior, as a fraction of the field of view
 MAX_OFFSET = 0.35  # a centre further than this fraction of the field of view from the image centre fails
-MIN_CONTRAST = 0.6  # (peak - median) / peak of the smoothed map below this is "flat"
-TOP_LEVEL = 0.7  # the centroid is taken over the connected region above this fraction of the peak
+MIN_CONTRAST = 0.6  # (peak - median) / peak of the smoothed motion map below this is "flat"
+TOP_LEVEL = 0.7  # long-axis fallback: the centroid is taken over the connected region above this fraction of the peak
+LEVELS = (0.3, 0.38, 0.46, 0.54, 0.62, 0.7)  # blood thresholds, fractions of the slice's bright level
+MIN_RADIUS_MM, MAX_RADIUS_MM = 7.0, 45.0  # equivalent-disc radius of an LV cavity at end-diastole
+RING_MM = (2.0, 7.0)  # the band outside a cavity where the myocardium should be (dark in bSSFP)
+EDGE_MM = 4.0  # half-width of the endocardial band whose first harmonic measures the cavity's motion
+CLUSTER_MM = 12.0  # candidates of different slices closer than this in-plane are one structure
+MIN_SCORE = 0.05  # a best cluster below this (summed over the central slices, per slice up to 1) fails
 
 SAX_MOTION = "sax-motion"  # the SAX cine's own motion, or its point projected on another series
 OWN_MOTION = "own-motion"  # a 4CH cine located by its own motion (no SAX point)
@@ -57,20 +73,28 @@ def central_slices(num_slices: int) -> list[int]:
     return list(range(start, start + count))
 
 
-def motion_map(series: Series, slices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(motion, blood): temporal std and temporal minimum (R, C), each slice scaled by its bright level, summed.
+def first_harmonic(frames: np.ndarray) -> np.ndarray:
+    """Amplitude (R, C) of the cardiac-cycle fundamental of frames (F, R, C): |DFT over time at 1 / cycle|.
 
-    The minimum over the cycle is bright where blood stays all the time: the core of the LV cavity (the RV shrinks
-    to a thin crescent in systole).
+    Jolly 2001, Lin et al. 2006: the fundamental keeps the periodic motion of the ventricles and rejects noise,
+    drift and one-off flow artefacts that a plain temporal standard deviation collects.
     """
+    count = frames.shape[0]
+    phase = np.exp(-2j * np.pi * np.arange(count) / count)  # F
+    return np.abs(np.tensordot(phase, frames, axes=(0, 0))) * (2.0 / count)
+
+
+def motion_map(series: Series, slices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(motion, blood): first-harmonic amplitude and temporal mean (R, C), each slice scaled by its bright level,
+    summed over `slices`."""
     motion = np.zeros(series.array.shape[2:], dtype=np.float64)  # R, C
     blood = np.zeros_like(motion)
     for index in slices:
         frames = series.array[index].astype(np.float64)  # F, R, C
         scale = float(np.percentile(frames.mean(axis=0), 99.0))
         if scale > 0:
-            motion += frames.std(axis=0) / scale
-            blood += frames.min(axis=0) / scale
+            motion += first_harmonic(frames) / scale
+            blood += frames.mean(axis=0) / scale
     return motion, blood
 
 
@@ -100,8 +124,138 @@ def within_field(series: Series, row: float, col: float) -> bool:
     return abs(row - (rows - 1) / 2.0) <= MAX_OFFSET * rows and abs(col - (cols - 1) / 2.0) <= MAX_OFFSET * cols
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """The analysis grid of a series: native pixel = step * grid pixel (per axis), grid pixel size `mm`."""
+
+    step: tuple[float, float]
+    shape: tuple[int, int]
+    mm: tuple[float, float]
+
+    @classmethod
+    def of(cls, series: Series) -> _Grid:
+        rows, cols = series.array.shape[2:]
+        step = tuple(min(1.0, WORK_MM / s) for s in series.pixel_spacing)
+        shape = (int((rows - 1) / step[0]) + 1, int((cols - 1) / step[1]) + 1)
+        mm = (step[0] * series.pixel_spacing[0], step[1] * series.pixel_spacing[1])
+        return cls(step, shape, mm)  # type: ignore[arg-type]
+
+    def resample(self, frames: np.ndarray) -> np.ndarray:
+        """Frames (F, R, C) on the grid (linear interpolation)."""
+        if self.step == (1.0, 1.0):
+            return frames
+        coords = np.indices(self.shape).astype(np.float64)
+        coords[0] *= self.step[0]
+        coords[1] *= self.step[1]
+        return np.stack([ndimage.map_coordinates(f, coords, order=1, mode="nearest") for f in frames])
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    slice_index: int
+    point: np.ndarray  # 3, patient mm
+    score: float
+
+
+def _disc_agreement(region: np.ndarray, row: float, col: float, mm: tuple[float, float]) -> float:
+    """Intersection over union of a region (R, C) with the disc of equal area around its centroid.
+
+    A round cavity scores near 1; the crescent of the RV, an elongated atrium or vessel and a region spilling over
+    the septum score low.
+    """
+    area_mm2 = float(region.sum()) * mm[0] * mm[1]
+    radius = np.sqrt(area_mm2 / np.pi)
+    rows, cols = np.indices(region.shape)
+    disc = ((rows - row) * mm[0]) ** 2 + ((cols - col) * mm[1]) ** 2 <= radius**2
+    union = float(np.logical_or(region, disc).sum())
+    return float(np.logical_and(region, disc).sum()) / union if union else 0.0
+
+
+def _slice_candidates(series: Series, index: int, grid: _Grid, prior: np.ndarray) -> list[_Candidate]:
+    """Bright, round, moving, myocardium-ringed regions of one slice, each scored 0..1.
+
+    The blood image is the temporal 75th percentile (the cavity near its end-diastolic extent), thresholded at
+    several fractions of the slice's bright level; every connected region of plausible cavity size is scored by
+    roundness (disc agreement), motion of its border (first harmonic over the endocardial band, relative to the
+    slice's moving heart), a dark ring outside (myocardium, not fat or other blood) and the centre prior.
+    """
+    frames = grid.resample(series.array[index].astype(np.float64))  # F, R, C
+    mm = grid.mm
+    blood = ndimage.gaussian_filter(np.percentile(frames, 75.0, axis=0), [1.0 / mm[0], 1.0 / mm[1]])  # R, C
+    harmonic = ndimage.gaussian_filter(first_harmonic(frames), [2.0 / mm[0], 2.0 / mm[1]])  # R, C
+    bright = float(np.percentile(blood[prior > 0.5], 99.0))
+    moving = float(np.percentile((harmonic * prior)[prior > 0.3], 99.0))
+    if bright <= 0 or moving <= 0:
+        return []
+    min_area = np.pi * MIN_RADIUS_MM**2 / (mm[0] * mm[1])
+    max_area = np.pi * MAX_RADIUS_MM**2 / (mm[0] * mm[1])
+    pad = int(np.ceil(RING_MM[1] / min(mm))) + 1
+    out: list[_Candidate] = []
+    for level in LEVELS:
+        mask = blood > level * bright
+        labels, count = ndimage.label(mask)
+        if count == 0:
+            continue
+        areas = ndimage.sum_labels(mask, labels, np.arange(1, count + 1))
+        for label, box in enumerate(ndimage.find_objects(labels), start=1):
+            if box is None or not min_area <= areas[label - 1] <= max_area:
+                continue
+            r0, r1 = max(box[0].start - pad, 0), min(box[0].stop + pad, mask.shape[0])
+            c0, c1 = max(box[1].start - pad, 0), min(box[1].stop + pad, mask.shape[1])
+            region = labels[r0:r1, c0:c1] == label
+            if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
+                continue  # touches the image border: body outline, not a cavity
+            rows, cols = np.nonzero(region)
+            row, col = float(rows.mean()), float(cols.mean())
+            if not region[round(row), round(col)]:
+                continue  # centroid outside the region: a crescent or a ring
+            roundness = _disc_agreement(region, row, col, mm)
+            outside = ndimage.distance_transform_edt(~region, sampling=mm)
+            inside = ndimage.distance_transform_edt(region, sampling=mm)
+            ring = (outside > RING_MM[0]) & (outside <= RING_MM[1])
+            band = (outside <= EDGE_MM) & (inside <= EDGE_MM)
+            local_blood = blood[r0:r1, c0:c1]
+            dark = float(np.mean(local_blood[ring] < level * bright))
+            motion = min(1.0, float(harmonic[r0:r1, c0:c1][band].mean()) / (0.5 * moving))
+            place = float(prior[r0 + round(row), c0 + round(col)])
+            score = roundness**2 * dark * motion * place
+            point = series.to_patient(index, (r0 + row) * grid.step[0], (c0 + col) * grid.step[1])
+            out.append(_Candidate(index, point, score))
+    return out
+
+
+def _best_cluster(series: Series, candidates: list[_Candidate]) -> tuple[np.ndarray, float]:
+    """The in-plane point with the most support over slices, and that support (sum over slices of the best score).
+
+    Candidates are compared after removing their offset along the slice normal, so the LV cavities of neighbouring
+    slices (one structure, slightly tilted) fall together while the RV, atria and vessels form their own clusters.
+    """
+    normal = series.normal
+    flat = np.array([c.point - (c.point @ normal) * normal for c in candidates])  # N, 3
+    scores = np.array([c.score for c in candidates])
+    slices = np.array([c.slice_index for c in candidates])
+    best_support, best_members = -1.0, np.zeros(0, dtype=int)
+    for i in np.argsort(-scores):
+        near = np.linalg.norm(flat - flat[i], axis=1) <= CLUSTER_MM
+        members = []
+        for index in np.unique(slices[near]):
+            pool = np.nonzero(near & (slices == index))[0]
+            members.append(int(pool[np.argmax(scores[pool])]))
+        support = float(scores[members].sum())
+        if support > best_support:
+            best_support, best_members = support, np.array(members)
+    weights = scores[best_members]
+    point = (flat[best_members] * weights[:, None]).sum(axis=0) / max(float(weights.sum()), 1e-12)
+    return point, best_support
+
+
 def locate_heart(series: Series, method: str = SAX_MOTION) -> HeartCentre:
-    """The heart centre of a cine series from its motion, or a failed HeartCentre (point None) with the reason."""
+    """The LV centre of a cine series, or a failed HeartCentre (point None) with the reason.
+
+    A short-axis stack (several slices, `SAX_MOTION`): the round, bright, moving, myocardium-ringed region found
+    consistently over the central slices. A long-axis cine (`OWN_MOTION`, one slice): the LV is not round there, so
+    the centroid of the bright blood within the most strongly moving region.
+    """
     if series.num_frames < 2:
         return HeartCentre(None, CENTRE_FALLBACK, reason="a single frame has no motion")
     slices = central_slices(series.num_slices)
@@ -112,8 +266,31 @@ def locate_heart(series: Series, method: str = SAX_MOTION) -> HeartCentre:
     contrast = (peak - float(np.median(motion))) / peak if peak > 1e-9 else 0.0
     if contrast < MIN_CONTRAST:
         return HeartCentre(None, CENTRE_FALLBACK, contrast, f"motion map flat (contrast {contrast:.2f})")
-    moving = np.clip(motion / (MOVING_LEVEL * peak), 0.0, 1.0)  # R, C: 1 over the beating heart, 0 far out
-    score = moving * np.clip(_smooth(blood, BLOOD_MM, spacing), 0.0, None)  # R, C: the biggest always-bright blob
+    if method == OWN_MOTION:
+        return _long_axis_centre(series, slices, motion, blood, contrast, method)
+    grid = _Grid.of(series)
+    prior = centre_prior(grid.shape, grid.mm)
+    candidates = [c for index in slices for c in _slice_candidates(series, index, grid, prior) if c.score > 0]
+    if not candidates:
+        return HeartCentre(None, CENTRE_FALLBACK, contrast, "no round moving blood pool on the central slices")
+    flat, support = _best_cluster(series, candidates)
+    level = float(np.mean(slices))
+    reference = series.to_patient(level, 0.0, 0.0)
+    point = flat + (reference @ series.normal) * series.normal
+    row, col, _ = series.to_pixel(point, level)
+    confidence = round(min(1.0, support / len(slices)), 3)
+    if support < MIN_SCORE * len(slices):
+        return HeartCentre(None, CENTRE_FALLBACK, confidence, f"no convincing LV blood pool (support {support:.2f})")
+    if not within_field(series, row, col):
+        return HeartCentre(None, CENTRE_FALLBACK, confidence, f"LV centre at pixel ({row:.0f}, {col:.0f}) off-centre")
+    return HeartCentre(_rounded(point), method, confidence)
+
+
+def _long_axis_centre(series: Series, slices: Sequence[int], motion: np.ndarray, blood: np.ndarray, contrast: float,
+                      method: str) -> HeartCentre:  # fmt: skip
+    spacing = series.pixel_spacing
+    moving = np.clip(motion / (0.5 * float(motion.max())), 0.0, 1.0)  # R, C
+    score = moving * np.clip(_smooth(blood, 8.0, spacing), 0.0, None)  # R, C
     row, col = peak_centroid(score)
     if not within_field(series, row, col):
         return HeartCentre(None, CENTRE_FALLBACK, contrast, f"motion centre at pixel ({row:.0f}, {col:.0f}) off-centre")

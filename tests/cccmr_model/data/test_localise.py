@@ -84,7 +84,7 @@ def _lv_distances(site: Path) -> list[float]:
 def test_phantom_heart_located_on_the_lv_axis(tmp_path: Path) -> None:
     generate_cohort(tmp_path, ["anzhen", "lanzhou"], 3, seed=11, size="tiny", workers=1)
     distances = _lv_distances(tmp_path / "anzhen") + _lv_distances(tmp_path / "lanzhou")
-    assert max(distances) < 15.0 and float(np.mean(distances)) < 6.0  # measured: 12.3 mm max, 4.2 mean
+    assert max(distances) < 10.0 and float(np.mean(distances)) < 5.0  # measured: 1.5 mm max, 0.9 mean (36 subjects)
 
 
 def _endo_centres(study: str, patient: str) -> list[np.ndarray]:
@@ -105,11 +105,7 @@ def _endo_centres(study: str, patient: str) -> list[np.ndarray]:
     ("study", "patient"),
     [
         ("SCD0000101", "SC-HF-I-1"),
-        pytest.param(
-            "SCD0000301",
-            "SC-HF-I-4",
-            marks=pytest.mark.xfail(reason="known miss: the moving RV and bright chest-wall fat beside it win"),
-        ),
+        ("SCD0000301", "SC-HF-I-4"),  # dilated, barely moving LV beside a moving RV and bright chest-wall fat
     ],
 )
 def test_sunnybrook_heart_in_the_lv_blood_pool(study: str, patient: str) -> None:
