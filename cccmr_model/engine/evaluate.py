@@ -2,6 +2,8 @@
 
 By default the prediction is the fused path `model.predict(cine_4ch, cine_sax)`, the one a release ships; the
 ablation also scores a single cine sequence through its own head (`source="cine_4ch"` or `"cine_sax"`).
+`evaluate_heads` scores every sequence head of the full model (LGE included) in one pass, e.g. to check that the
+training set is learned.
 """
 
 from __future__ import annotations
@@ -92,3 +94,42 @@ def evaluate_model(
     loss = F.cross_entropy(all_logits, all_labels).item()
     scores = torch.softmax(all_logits, dim=1).cpu().numpy()
     return EvalResult(scores=scores, labels=all_labels.cpu().numpy().astype(np.int64), loss=float(loss))
+
+
+def evaluate_heads(
+    state: Mapping[str, Tensor], dataset: Dataset, config: ExperimentConfig, device: str | torch.device = "cpu"
+) -> dict[str, EvalResult]:
+    """Per sequence head (LGE only if the state has it): scores, labels and mean cross-entropy on `dataset`, in eval
+    mode without augmentation; the LGE head over the subjects with LGE only (left out when there are none)."""
+    data = task_dataset(dataset, config.task)
+    if len(data) == 0:
+        raise DataError(f"no evaluation samples for task {config.task}")
+    dev = resolve_device(device)
+    model = eval_model(state, config, dev, ())
+    autocast = autocast_for(dev, config)
+    logits: dict[str, list[Tensor]] = {}
+    labels, has_lge = [], []
+    with torch.inference_mode():
+        for batch in eval_loader(data, config, dev):
+            batch = to_device(batch, dev)
+            with autocast():
+                output = model(batch)
+            for seq, out in output.logits.items():
+                logits.setdefault(seq, []).append(out.float())
+            labels.append(batch["label"])
+            has_lge.append(batch["has_lge"].bool())
+    all_labels, lge_rows = torch.cat(labels), torch.cat(has_lge)
+    results = {}
+    for seq, parts in logits.items():
+        rows = lge_rows if seq == LGE_SAX else torch.ones_like(lge_rows)
+        if rows.any():
+            results[seq] = _result(torch.cat(parts)[rows], all_labels[rows])
+    return results
+
+
+def _result(logits: Tensor, labels: Tensor) -> EvalResult:
+    return EvalResult(
+        scores=torch.softmax(logits, dim=1).cpu().numpy(),
+        labels=labels.cpu().numpy().astype(np.int64),
+        loss=float(F.cross_entropy(logits, labels).item()),
+    )
