@@ -1,4 +1,5 @@
-"""What differs between the three phases: where a batch comes from and which loss it gives.
+"""What differs between the three phases: where a batch comes from, which loss it gives and which classification
+heads it scores (`StepOutput.heads`, read by the per-epoch head metrics of `train_phase`).
 
 - `EncoderRunner` (phases "pretrain" and "fim"): augmented samples in class-balanced batches through the full
   model; "pretrain" sums the three focal CLS terms (the LGE term over subjects with LGE only), "fim" combines all six
