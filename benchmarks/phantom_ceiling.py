@@ -299,8 +299,8 @@ def markdown(summary: Mapping[str, Any], runs: Mapping[int, Mapping[str, Any]]) 
         "",
         f"Logistic regression (standardised, L2 C={L2_C}) fit on {', '.join(first['train_sites'])} "
         f"({first['n_train']} subjects), scored on the held-out test set ({first['n_test']} subjects); "
-        f"seeds {', '.join(map(str, seeds))}. Subtype columns: 3-seed mean AUC of that subtype's test patients vs all "
-        f"healthy test subjects (test patients over all seeds: "
+        f"seeds {', '.join(map(str, seeds))}. Subtype columns: {len(seeds)}-seed mean AUC of that subtype's test "
+        f"patients vs all healthy test subjects (test patients over all seeds: "
         + ", ".join(f"{t} {counts[t]}" for t in SUBTYPE_NAMES) + ").",
     ]  # fmt: skip
     return "\n".join(lines + notes) + "\n"

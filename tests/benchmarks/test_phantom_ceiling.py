@@ -81,8 +81,10 @@ def test_ceiling_on_a_tiny_cohort(tmp_path) -> None:
     assert set(result["rows"]) == set(ROWS)
     for row in result["rows"].values():
         assert 0.0 <= row["auc"] <= 1.0 and row["features"]
-    assert result["rows"]["truth: EF"]["auc"] > 0.65
+    # EF alone ranks DCM (low EF) above healthy but HCM (hyperdynamic) below: well above chance only per subtype.
+    assert result["rows"]["truth: EF"]["subtypes"]["DCM"] > 0.8
     assert result["rows"]["truth: cine (EF, volumes, wall)"]["auc"] > 0.8
+    assert result["rows"]["truth: all"]["auc"] > 0.8
 
     out = tmp_path / "out"  # the CLI on the same cohort (its own cache under --out)
     assert main(["--out", str(out), "--cohort", str(cohort)]) == 0
