@@ -177,6 +177,7 @@ class PhaseFedAvg(FedAvg):
             self._note_constant_heads(site, metrics)
             accepted.append((site, arrays, metrics))
         if len(accepted) < self.min_sites:
+            self.checkpoints.wait()  # the checkpoint the error points to is on disk when it is raised
             raise FederationError(
                 f"round {plan.server_round}: {len(accepted)} usable replies, fewer than federation.min_sites "
                 f"{self.min_sites}; resume from {self.checkpoint_dir}"
