@@ -16,7 +16,7 @@ best score, summed) is the LV, its score-weighted centroid the point, on the pla
 Localisation fails, and callers fall back to the centre crop, when the smoothed first-harmonic map is flat (no
 motion, noise only), no convincing cavity is found (`MIN_SCORE`), or the point lies beyond `MAX_OFFSET` of the field
 of view from the centre. A long-axis cine (4CH, used without a SAX point) has no round LV: its centre is the
-centroid of the bright blood within the strongest first-harmonic region.
+centroid of the whole moving heart (smoothed first harmonic above `HEART_LEVEL` of its peak), between the ventricles.
 
 The SAX cine's point is carried to the other series of a subject (4CH cine, SAX LGE) by projecting it on their
 planes; a 4CH cine without a SAX point localises itself, an LGE (no motion) keeps the centre crop.
@@ -38,7 +38,7 @@ SMOOTH_MM = 15.0  # Gaussian sigma of the motion map: the heart region
 PRIOR_FRACTION = 0.3  # sigma of the centre prior, as a fraction of the field of view
 MAX_OFFSET = 0.35  # a centre further than this fraction of the field of view from the image centre fails
 MIN_CONTRAST = 0.6  # (peak - median) / peak of the smoothed motion map below this is "flat"
-TOP_LEVEL = 0.7  # long-axis fallback: the centroid is taken over the connected region above this fraction of the peak
+HEART_LEVEL = 0.3  # long-axis cine: the heart is the connected region above this fraction of the motion peak
 LEVELS = (0.3, 0.38, 0.46, 0.54, 0.62, 0.7)  # blood thresholds, fractions of the slice's bright level
 MIN_RADIUS_MM, MAX_RADIUS_MM = 7.0, 45.0  # equivalent-disc radius of an LV cavity at end-diastole
 RING_MM = (2.0, 7.0)  # the band outside a cavity where the myocardium should be (dark in bSSFP)
@@ -106,10 +106,10 @@ def centre_prior(shape: tuple[int, int], spacing: tuple[float, float]) -> np.nda
     return np.exp(-0.5 * (rows[:, None] ** 2 + cols[None, :] ** 2) / sigma**2)  # R, C
 
 
-def peak_centroid(weighted: np.ndarray) -> tuple[float, float]:
-    """Weighted centroid (row, col) of the connected region above TOP_LEVEL of the peak that holds the peak."""
+def peak_centroid(weighted: np.ndarray, fraction: float) -> tuple[float, float]:
+    """Weighted centroid (row, col) of the connected region above `fraction` of the peak that holds the peak."""
     peak = np.unravel_index(int(np.argmax(weighted)), weighted.shape)
-    level = TOP_LEVEL * float(weighted[peak])
+    level = fraction * float(weighted[peak])
     labels, _ = ndimage.label(weighted > level)
     region = labels == labels[peak]
     weights = np.where(region, weighted - level, 0.0)  # R, C
@@ -254,20 +254,20 @@ def locate_heart(series: Series, method: str = SAX_MOTION) -> HeartCentre:
 
     A short-axis stack (several slices, `SAX_MOTION`): the round, bright, moving, myocardium-ringed region found
     consistently over the central slices. A long-axis cine (`OWN_MOTION`, one slice): the LV is not round there, so
-    the centroid of the bright blood within the most strongly moving region.
+    the centre of the whole moving heart.
     """
     if series.num_frames < 2:
         return HeartCentre(None, CENTRE_FALLBACK, reason="a single frame has no motion")
     slices = central_slices(series.num_slices)
     spacing = series.pixel_spacing
-    motion_raw, blood = motion_map(series, slices)
+    motion_raw, _ = motion_map(series, slices)
     motion = _smooth(motion_raw, SMOOTH_MM, spacing) * centre_prior(motion_raw.shape, spacing)  # R, C
     peak = float(motion.max())
     contrast = (peak - float(np.median(motion))) / peak if peak > 1e-9 else 0.0
     if contrast < MIN_CONTRAST:
         return HeartCentre(None, CENTRE_FALLBACK, contrast, f"motion map flat (contrast {contrast:.2f})")
     if method == OWN_MOTION:
-        return _long_axis_centre(series, slices, motion, blood, contrast, method)
+        return _long_axis_centre(series, slices, motion, contrast, method)
     grid = _Grid.of(series)
     prior = centre_prior(grid.shape, grid.mm)
     candidates = [c for index in slices for c in _slice_candidates(series, index, grid, prior) if c.score > 0]
@@ -286,12 +286,15 @@ def locate_heart(series: Series, method: str = SAX_MOTION) -> HeartCentre:
     return HeartCentre(_rounded(point), method, confidence)
 
 
-def _long_axis_centre(series: Series, slices: Sequence[int], motion: np.ndarray, blood: np.ndarray, contrast: float,
+def _long_axis_centre(series: Series, slices: Sequence[int], motion: np.ndarray, contrast: float,
                       method: str) -> HeartCentre:  # fmt: skip
-    spacing = series.pixel_spacing
-    moving = np.clip(motion / (0.5 * float(motion.max())), 0.0, 1.0)  # R, C
-    score = moving * np.clip(_smooth(blood, 8.0, spacing), 0.0, None)  # R, C
-    row, col = peak_centroid(score)
+    """The centre of the whole moving heart (both ventricles) of a long-axis cine: its crop keeps the heart.
+
+    The LV of a 4CH is neither round nor reliably the brightest or most moving chamber (a dilated RV, the
+    descending aorta), so picking one blob lands on the wrong chamber half the time; the weighted centroid of the
+    smoothed first-harmonic map above `HEART_LEVEL` of its peak lies between the ventricles, near the septum.
+    """
+    row, col = peak_centroid(motion, HEART_LEVEL)
     if not within_field(series, row, col):
         return HeartCentre(None, CENTRE_FALLBACK, contrast, f"motion centre at pixel ({row:.0f}, {col:.0f}) off-centre")
     point = series.to_patient(float(np.mean(slices)), row, col)
