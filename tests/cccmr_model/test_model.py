@@ -69,8 +69,8 @@ def test_build_model_follows_the_config() -> None:
     assert built.heads["cine_4ch"].out_features == 5
     assert built.fusion[0].in_features == 2 * built.num_features and built.fusion[0].out_features == 24
     assert [type(layer).__name__ for layer in built.fusion] == ["Linear", "GELU", "Dropout", "Linear"]
-    assert built.encoders["cine_4ch"].patch_embed.proj.in_channels == 1
-    assert built.encoders["cine_sax"].patch_embed.proj.in_channels == 3
+    assert _first_conv(built.encoders["cine_4ch"]).in_channels == 1
+    assert _first_conv(built.encoders["cine_sax"]).in_channels == 3
     assert list(built.uncertainty.parameters()) == [] and built.focal_gamma == 1.5
     assert not any(name.startswith(("uncertainty.",)) for name in built.state_dict())
     assert not built.with_lge and set(built.encoders) == set(built.heads) == {"cine_4ch", "cine_sax"}
@@ -87,10 +87,14 @@ def test_grad_checkpointing_from_config_keeps_gradients() -> None:
     )
 
 
-def test_pretrained_encoder_weights_are_loaded_per_sequence(model: CCCMRModel, tmp_path: Path) -> None:
+def test_pretrained_encoder_weights_are_loaded_per_sequence(tmp_path: Path) -> None:
+    model = build_model(load_config("tiny", ["model.encoder.stem=patch"]))  # published weights: patch stem
     source = tmp_path / "sax_encoder.pt"
     torch.save(model.encoders["cine_sax"].state_dict(), source)
-    overrides = [f"model.encoder.pretrained.{seq}={source}" for seq in ("cine_4ch", "lge_sax")]
+    overrides = [
+        "model.encoder.stem=patch",
+        *(f"model.encoder.pretrained.{seq}={source}" for seq in ("cine_4ch", "lge_sax")),
+    ]
     loaded = build_model(load_config("tiny", overrides))
     for name, value in model.encoders["cine_sax"].state_dict().items():
         assert torch.equal(loaded.encoders["lge_sax"].state_dict()[name], value), name
@@ -98,7 +102,9 @@ def test_pretrained_encoder_weights_are_loaded_per_sequence(model: CCCMRModel, t
     assert torch.allclose(gray, model.encoders["cine_sax"].patch_embed.proj.weight.sum(dim=1, keepdim=True))
     unset = loaded.encoders["cine_sax"].patch_embed.proj.weight  # no file for cine_sax: its own random init
     assert not torch.equal(unset, model.encoders["cine_sax"].patch_embed.proj.weight)
-    wider = load_config("tiny", [f"model.encoder.pretrained.cine_sax={source}", "model.encoder.embed_dim=8"])
+    wider = load_config(
+        "tiny", ["model.encoder.stem=patch", f"model.encoder.pretrained.cine_sax={source}", "model.encoder.embed_dim=8"]
+    )
     with pytest.raises(WeightsError, match="shape"):
         build_model(wider)
 
@@ -236,3 +242,30 @@ def test_phase_state_selects_groups_by_prefix(model: CCCMRModel) -> None:
     assert set(fim) - set(phase_state(state, "pretrain")) == {"uncertainty.log_sigma"}
     with pytest.raises(ValueError, match="unknown phase"):
         phase_state(state, "finetune")
+
+
+def _first_conv(encoder: torch.nn.Module) -> torch.nn.Conv3d:
+    return next(m for m in encoder.patch_embed.modules() if isinstance(m, torch.nn.Conv3d))
+
+
+def test_weight_decay_spares_norms_biases_position_tables_and_sigmas(model: CCCMRModel) -> None:
+    """AdamW's parameter groups: only weight matrices and convolution kernels decay (timm's no_weight_decay)."""
+    from cccmr_model.engine.train import make_optimizer
+
+    config = load_config("tiny")
+    for param in model.parameters():
+        param.requires_grad_(True)
+    decay, no_decay = make_optimizer(model, config, "fim", torch.device("cpu")).param_groups
+    assert decay["weight_decay"] == config.train.weight_decay > 0 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    spared = {names[id(p)] for p in no_decay["params"]}
+    assert decayed.isdisjoint(spared) and decayed | spared == set(names.values())
+    for name in spared:
+        assert (
+            name.endswith(("bias", "relative_position_bias_table", "log_sigma"))
+            or ".norm" in name
+            or ("patch_embed.convs" in name)
+        ), name
+    assert not any(name.endswith(("bias", "relative_position_bias_table")) for name in decayed)
+    assert not any("norm" in name for name in decayed)
