@@ -195,7 +195,9 @@ def test_card_lays_out_evaluation_reports(tmp_path: Path, config, full_state) ->
 
 
 def test_release_loads_without_the_training_sites_pretrained_files(tmp_path: Path, full_state) -> None:
-    config = load_config("tiny", ["model.encoder.pretrained.cine_4ch=/training/site/only/swin_k600.pth"])
+    config = load_config(
+        "tiny", ["model.encoder.stem=patch", "model.encoder.pretrained.cine_4ch=/training/site/only/swin_k600.pth"]
+    )
     out = write_release(tmp_path / "r", state=full_state, config=config, metrics=METRICS, training_info=TRAINING)
     release = load_release(out)
     assert release.config.model.encoder.pretrained["cine_4ch"] == "/training/site/only/swin_k600.pth"
