@@ -1,7 +1,7 @@
 """Table 2 on a phantom cohort, centralized and federated, scored on one held-out phantom test set with bootstrap CIs.
 
-`python benchmarks/phantom_ablation.py --out DIR [--subjects N] [--test-subjects N] [--mode central|federated|both]
-[--config tiny] [--set key=value ...]`
+`python benchmarks/phantom_ablation.py --out DIR [--seed S | --seeds 0 1 2] [--subjects N] [--test-subjects N]
+[--mode central|federated|both] [--config tiny] [--set key=value ...] [--no-control] [--no-ceiling] [--reuse]`
 
 1. a phantom DICOM cohort (`DIR/data`: one export per site and a held-out `test` export), as `cccmr demo` writes it;
 2. central: `cccmr ablation` on the pooled sites (its five rows; `DIR/central`), with per-phase epochs equal to the
@@ -12,10 +12,16 @@
 4. per-sequence AUCs (4CH, SAX and LGE heads after pretraining and after the FIM) and per-subtype detection rates,
    which say where LGE guidance could help on the phantom and whether it did;
 5. a compute-matched control per mode (skip with --no-control): no FIM, pretraining as long as pretraining + FIM,
-   then fusion, so that "the FIM helped" can be told apart from "more cine training helped".
+   then fusion, so that "the FIM helped" can be told apart from "more cine training helped";
+6. the learnability ceiling of the cohort (`benchmarks/phantom_ceiling.py`: logistic regression on simple image
+   features and on the phantom's ground truth, per sequence; skip with --no-ceiling).
 
-Writes `DIR/phantom-ablation.md` (one Table-2 style table per mode, the diagnostics, settings and wall times) and
-`DIR/phantom-ablation.json`. `run(quick)` gives rows for `python -m benchmarks`.
+One seed (`--seed`, default 0) writes `DIR/phantom-ablation.md` (one Table-2 style table per mode, the diagnostics,
+settings and wall times) and `DIR/phantom-ablation.json`. `--seeds 0 1 2` runs all of it once per seed (cohort
+generated with that seed) into `DIR/seed-S/` (the same per-seed files) and writes one summary over the seeds to
+`DIR/phantom-ablation.md` / `.json`: per row the test AUC as mean ± SD (min–max), central | federated |
+federated − central, next to the ceiling; `--reuse` takes a seed whose `DIR/seed-S/phantom-ablation.json` exists
+from there instead of rerunning it. `run(quick)` gives rows for `python -m benchmarks`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -37,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.phantom_ceiling import ROWS as CEILING_ROWS  # noqa: E402
+from benchmarks.phantom_ceiling import ceiling  # noqa: E402
 from cccmr_model.cli.ablation_cmd import MARK_COLUMNS, ROWS  # noqa: E402
 from cccmr_model.demo.plan import FULL, QUICK, DemoSize, overrides, site_names  # noqa: E402
 from cccmr_model.metrics import evaluation_report, json_safe, markdown_table, positive_scores  # noqa: E402
@@ -54,8 +63,33 @@ BOOTSTRAP = 1000
 # Compute-matched controls (not Table 2 rows): no FIM, pretraining extended by the FIM's epochs (or rounds).
 CONTROL_FUSED = "control: fused, pretrain + FIM's epochs, no LGE"
 CONTROL_4CH = "control: 4CH head, pretrain + FIM's epochs"
-# The benchmark's full size: the demo's full schedule (test AUC 0.81 vs 0.73 there) on a larger cohort.
-BENCH = dataclasses.replace(FULL, subjects=40, test_subjects=40)
+# The benchmark's full size: the demo's full schedule and cohort (2 sites x 48 subjects, 48 test subjects).
+BENCH = dataclasses.replace(FULL, subjects=48, test_subjects=48)
+MODES = ("central", "federated")
+DIFF = "federated − central"
+# Multi-seed summary rows -> (where in a mode's results, key): a report's AUC, or the LGE head's AUC (aucs).
+SUMMARY_ROWS = {
+    "4CH head": ("reports", ROW_NAMES[0]),
+    "SAX head": ("reports", ROW_NAMES[1]),
+    "LGE head (after pretraining)": ("aucs", "after pretraining"),
+    "4CH+SAX fused (no FIM)": ("reports", ROW_NAMES[2]),
+    "FIM w/o U-A": ("reports", ROW_NAMES[3]),
+    "FIM w U-A": ("reports", ROW_NAMES[4]),
+    "control: no FIM/LGE, same epochs": ("controls", CONTROL_FUSED),
+}
+# Ceiling per sequence -> (image-feature row, ground-truth row) of phantom_ceiling.
+TRUTH_CINE, TRUTH_LGE = "truth: cine (EF, volumes, wall)", "truth: LGE burden"
+CEILING_SEQUENCES = {
+    "4CH cine": ("image: 4CH cine", TRUTH_CINE),
+    "SAX cine": ("image: SAX cine", TRUTH_CINE),
+    "cine both (4CH + SAX)": ("image: cine both (4CH + SAX)", TRUTH_CINE),
+    "LGE": ("image: LGE", TRUTH_LGE),
+}
+CEILING_OF = {  # summary row -> its ceiling sequence (every fused row scores cine only)
+    "4CH head": "4CH cine", "SAX head": "SAX cine", "LGE head (after pretraining)": "LGE",
+    **{row: "cine both (4CH + SAX)" for row in list(SUMMARY_ROWS)[3:]},
+}  # fmt: skip
+TARGETS = {"cine head": 0.85, "LGE head": 0.90, "LGE head within the ceiling": 0.05, "release": 0.90, "federated": 0.02}
 
 
 def central_overrides(size: DemoSize, seed: int) -> list[str]:
@@ -111,27 +145,39 @@ def auc_table(aucs: Mapping[str, Mapping[str, Mapping[str, float]]], columns: Se
     return "\n".join(lines) + "\n"
 
 
-def subtype_table(
+def detection_counts(
     scores: Mapping[str, np.ndarray], labels: np.ndarray, subtypes: np.ndarray, lge_pos: np.ndarray
-) -> str:
-    """Fraction called positive (score >= 0.5) per row: healthy (specificity) and each subtype (its sensitivity)."""
+) -> dict[str, dict[str, list[int]]]:
+    """Per row and group, [subjects called right, subjects]: healthy called healthy, patients called positive."""
     groups = {"healthy": labels == 0}
     groups.update({name: (labels == 1) & (subtypes == k) for k, name in enumerate(SUBTYPE_NAMES)})
     groups["patients, scar on LGE"] = (labels == 1) & lge_pos
     groups["patients, no scar"] = (labels == 1) & ~lge_pos
-    header = [f"{g} (n={int(m.sum())})" for g, m in groups.items()]
-    lines = ["| Row | " + " | ".join(header) + " |", "|" + "---|" * (len(header) + 1)]
+    out = {}
     for row, s in scores.items():
-        called = s >= 0.5
-        cells = []
-        for g, m in groups.items():
-            if not m.any():
-                cells.append("n/a")
-                continue
-            rate = called[m].mean() if g != "healthy" else 1.0 - called[m].mean()
-            cells.append(f"{rate:.2f}")
+        called = np.asarray(s) >= 0.5
+        out[row] = {
+            g: [int((~called[m]).sum() if g == "healthy" else called[m].sum()), int(m.sum())] for g, m in groups.items()
+        }
+    return out
+
+
+def counts_table(counts: Mapping[str, Mapping[str, Sequence[int]]]) -> str:
+    """Rows x groups of `detection_counts` (or their sums over seeds) as rates; header `group (n=...)`."""
+    first = next(iter(counts.values()))
+    header = [f"{g} (n={n})" for g, (_, n) in first.items()]
+    lines = ["| Row | " + " | ".join(header) + " |", "|" + "---|" * (len(header) + 1)]
+    for row, groups in counts.items():
+        cells = [f"{k / n:.2f}" if n else "n/a" for k, n in groups.values()]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def subtype_table(
+    scores: Mapping[str, np.ndarray], labels: np.ndarray, subtypes: np.ndarray, lge_pos: np.ndarray
+) -> str:
+    """Fraction called positive (score >= 0.5) per row: healthy (specificity) and each subtype (its sensitivity)."""
+    return counts_table(detection_counts(scores, labels, subtypes, lge_pos))
 
 
 def _ci(entry: Mapping[str, float]) -> str:
@@ -302,11 +348,32 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
 # ---------------------------------------------------------------------------------------------------- main
 
 
+def cohort_ceiling(out: Path, names: Sequence[str], config) -> dict[str, Any] | None:
+    """`phantom_ceiling.ceiling` of this seed's cohort, on the central ablation's ingestion caches (the same data
+    settings: `cache/train/<site>`, `cache/test/test`, linked from `cache/ceiling/`; ingested here when missing).
+    A failure is logged and gives None: it must not cost the training runs' results."""
+    root = out / "cache" / "ceiling"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for group, target in [
+            *((n, out / "cache" / "train" / n) for n in names),
+            ("test", out / "cache" / "test" / "test"),
+        ]:
+            target.mkdir(parents=True, exist_ok=True)
+            link = root / group
+            if not link.exists():
+                link.symlink_to(target, target_is_directory=True)
+        return ceiling(out / "data", root, config)
+    except Exception:  # reported, not fatal
+        log.exception("learnability ceiling failed; the tables go without it")
+        return None
+
+
 def benchmark(
     out: Path, *, size: DemoSize, mode: str = "both", config_name: str = "tiny", extra: Sequence[str] = (),
-    seed: int = 0, sites: int = 2, control: bool = True,
+    seed: int = 0, sites: int = 2, control: bool = True, ceiling_rows: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """Generate the cohort, run the modes, write the Markdown and JSON; returns the summary."""
+    """Generate the cohort, run the modes and the ceiling, write the Markdown and JSON; returns the summary."""
     from cccmr_model.demo.run import DemoOptions, _phantom
     from cccmr_model.errors import ConfigError
 
@@ -323,6 +390,13 @@ def benchmark(
     central_items = [*central_overrides(size, seed), *common]
     fed_runs = {k: [*v, *common] for k, v in federated_overrides(size, names, seed, control).items()}
     control_items = [*central_overrides(long_pretrain(size), seed), *common] if control else None
+    cohort_rows = None
+    if ceiling_rows:
+        from cccmr_model.config import load_config
+
+        start = time.perf_counter()
+        cohort_rows = cohort_ceiling(out, names, load_config(config_name, central_items))
+        times["ceiling (ingestion + fits)"] = round(time.perf_counter() - start, 1)
     results: dict[str, dict[str, Any]] = {}
     if mode in ("central", "both"):
         start = time.perf_counter()
@@ -332,18 +406,25 @@ def benchmark(
         results["federated"] = run_federated(out, names, fed_runs, config_name)
         times.update(results["federated"].pop("times"))
     times["total"] = round(time.perf_counter() - started, 1)
+    test_root = out / "data" / "test"
+    modes = {}
+    for m, r in results.items():
+        ts = r["test_set"]
+        modes[m] = {k: r[k] for k in ("reports", "controls", "aucs")}
+        modes[m]["detection"] = detection_counts(
+            r["scores"], np.asarray(ts.labels), np.asarray(ts.subtypes), test_truth(test_root, ts)
+        )
     summary = {
-        "cohort": cohort, "mode": mode, "config": config_name, "size": dataclasses.asdict(size),
+        "seed": seed, "cohort": cohort, "mode": mode, "config": config_name, "size": dataclasses.asdict(size),
         "central_overrides": central_items, "central_control_overrides": control_items,
-        "federated_overrides": fed_runs, "times": times,
-        "modes": {m: {k: r[k] for k in ("reports", "controls", "aucs")} for m, r in results.items()},
+        "federated_overrides": fed_runs, "times": times, "modes": modes, "ceiling": cohort_rows,
     }  # fmt: skip
-    (out / "phantom-ablation.md").write_text(render(summary, results, out / "data" / "test"))
+    (out / "phantom-ablation.md").write_text(render(summary, results))
     (out / "phantom-ablation.json").write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False) + "\n")
     return summary
 
 
-def render(summary: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]], test_root: Path) -> str:
+def render(summary: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]) -> str:
     size, cohort = summary["size"], summary["cohort"]
     sites = ", ".join(f"{s['name']} {s['subjects']} ({s['patients']} patients)" for s in cohort["sites"])
     schedule = ", ".join(f"{p} {size['rounds'][p]} x {size['local_epochs'][p]}" for p in size["rounds"])
@@ -364,14 +445,215 @@ def render(summary: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]],
                 f"({mode}); same test set.\n\n" + markdown_table(result["controls"], first_column="Control")
             )
         parts.append(f"Per-sequence AUC ({mode}):\n\n" + auc_table(result["aucs"], ("cine_4ch", "cine_sax", "lge_sax")))
-        ts = result["test_set"]
-        labels = np.asarray(ts.labels)
         parts.append(
             f"Fraction called positive (score >= 0.5) per group ({mode}; healthy: fraction called healthy):\n\n"
-            + subtype_table(result["scores"], labels, np.asarray(ts.subtypes), test_truth(test_root, ts))
+            + counts_table(summary["modes"][mode]["detection"])
         )
+    if summary.get("ceiling"):
+        rows = summary["ceiling"]["rows"]
+        lines = ["| Features | AUC | " + " | ".join(SUBTYPE_NAMES) + " |", "|" + "---|" * (len(SUBTYPE_NAMES) + 2)]
+        for name in CEILING_ROWS:
+            cells = [_num(rows[name]["auc"]), *(_num(rows[name]["subtypes"][t]) for t in SUBTYPE_NAMES)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        parts.append(
+            "Learnability ceiling of this cohort (`benchmarks/phantom_ceiling.py`: logistic regression on the "
+            "training sites, test AUC; subtype columns: that subtype's test patients vs all healthy):\n\n"
+            + "\n".join(lines) + "\n"
+        )  # fmt: skip
     parts.append("Wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["times"].items()) + "\n")
     return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- several seeds
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:+.3f}"
+
+
+def spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean, SD (ddof 1; 0 for one value), min and max of the finite values (None counts as missing)."""
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return {"values": list(values), "n": 0, "mean": math.nan, "sd": math.nan, "min": math.nan, "max": math.nan}
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return {"values": list(values), "n": int(v.size), "mean": float(v.mean()), "sd": sd, "min": float(v.min()),
+            "max": float(v.max())}  # fmt: skip
+
+
+def seed_auc(summary: Mapping[str, Any], mode: str, row: str) -> float:
+    """Test AUC of a summary row in one seed's summary (NaN where the mode, row or value is missing)."""
+    data = summary["modes"].get(mode)
+    if data is None:
+        return math.nan
+    where, key = SUMMARY_ROWS[row]
+    if where == "aucs":
+        entry = (data["aucs"].get(key) or {}).get(LGE_SAX)
+    else:
+        entry = ((data[where].get(key) or {}).get("metrics") or {}).get("auc")
+    value = entry.get("value") if entry else None
+    return math.nan if value is None else float(value)
+
+
+def _minus(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    return [x - y for x, y in zip(a, b, strict=True)]  # NaN where either is missing
+
+
+def aggregate(per_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Over seeds: each summary row's AUC per mode and federated − central (paired by seed), the ceiling rows, the
+    LGE-guidance contrast (FIM w U-A − compute-matched control, paired), and detection counts summed over seeds."""
+    seeds = list(per_seed)
+    rows: dict[str, dict[str, Any]] = {}
+    for row in SUMMARY_ROWS:
+        values = {m: [seed_auc(per_seed[s], m, row) for s in seeds] for m in MODES}
+        rows[row] = {
+            **{m: spread(values[m]) for m in MODES},
+            DIFF: spread(_minus(values["federated"], values["central"])),
+        }
+    fim, control = "FIM w U-A", "control: no FIM/LGE, same epochs"
+    guidance = {m: spread(_minus(rows[fim][m]["values"], rows[control][m]["values"])) for m in MODES}
+    ceilings = [per_seed[s].get("ceiling") for s in seeds]
+    ceiling_rows = {name: spread([c["rows"][name]["auc"] if c else None for c in ceilings]) for name in CEILING_ROWS}
+    detection: dict[str, dict[str, dict[str, list[int]]]] = {}
+    for mode in MODES:
+        for s in seeds:
+            counts = (per_seed[s]["modes"].get(mode) or {}).get("detection") or {}
+            for row, groups in counts.items():
+                target = detection.setdefault(mode, {}).setdefault(row, {})
+                for group, (k, n) in groups.items():
+                    total = target.setdefault(group, [0, 0])
+                    total[0], total[1] = total[0] + k, total[1] + n
+    times = {s: per_seed[s]["times"].get("total") for s in seeds}
+    return {"seeds": seeds, "rows": rows, "lge_guidance": guidance, "ceiling": ceiling_rows,
+            "detection": detection, "times": times}  # fmt: skip
+
+
+def _cell(stats: Mapping[str, Any], signed: bool = False) -> str:
+    if not stats["n"]:
+        return "n/a"
+    sign = "+" if signed else ""
+    return f"{stats['mean']:{sign}.3f} ± {stats['sd']:.3f} ({stats['min']:{sign}.2f}–{stats['max']:{sign}.2f})"
+
+
+def _pair(stats: Mapping[str, Any]) -> str:
+    return "n/a" if not stats["n"] else f"{stats['mean']:+.3f} ± {stats['sd']:.3f}"
+
+
+def ceiling_value(agg: Mapping[str, Any], sequence: str) -> tuple[float, float]:
+    """(image-feature, ground-truth) ceiling AUC of a sequence, mean over seeds."""
+    image, truth = CEILING_SEQUENCES[sequence]
+    return agg["ceiling"][image]["mean"], agg["ceiling"][truth]["mean"]
+
+
+def target_lines(agg: Mapping[str, Any]) -> list[str]:
+    """The issue's targets, read off the seed means (yes / no per mode)."""
+    rows, lines = agg["rows"], []
+
+    def per_mode(row: str, test) -> str:
+        cells = []
+        for m in MODES:
+            mean = rows[row][m]["mean"]
+            cells.append(f"{m} {_num(mean, 3)} ({'n/a' if math.isnan(mean) else 'yes' if test(mean) else 'no'})")
+        return ", ".join(cells)
+
+    for row in ("4CH head", "SAX head"):
+        lines.append(f"- {row} ≥ {TARGETS['cine head']:.2f}: " + per_mode(row, lambda v: v >= TARGETS["cine head"]))
+    lge_ceiling = max(ceiling_value(agg, "LGE"))
+    near = TARGETS["LGE head within the ceiling"]
+    lines.append(
+        f"- LGE head ≥ {TARGETS['LGE head']:.2f} or within {near:.2f} of the LGE ceiling ({_num(lge_ceiling)}): "
+        + per_mode(
+            "LGE head (after pretraining)",
+            lambda v: v >= TARGETS["LGE head"] or (math.isfinite(lge_ceiling) and v >= lge_ceiling - near),
+        )
+    )  # fmt: skip
+    for row in ("4CH+SAX fused (no FIM)", "FIM w U-A"):
+        lines.append(f"- {row} ≥ {TARGETS['release']:.2f}: " + per_mode(row, lambda v: v >= TARGETS["release"]))
+    g = agg["lge_guidance"]
+    lines.append("- FIM w U-A beats the compute-matched control: " + ", ".join(
+        f"{m} {_pair(g[m])} ({'n/a' if not g[m]['n'] else 'yes' if g[m]['mean'] > 0 else 'no'})" for m in MODES
+    ))  # fmt: skip
+    d = agg["rows"]["FIM w U-A"][DIFF]
+    ok = "n/a" if not d["n"] else "yes" if round(abs(d["mean"]), 3) <= TARGETS["federated"] else "no"
+    lines.append(f"- federated within {TARGETS['federated']:.2f} AUC of central (FIM w U-A): {_pair(d)} ({ok})")
+    return lines
+
+
+def render_seeds(agg: Mapping[str, Any], per_seed: Mapping[int, Mapping[str, Any]]) -> str:
+    """The summary over seeds: one AUC table, the two contrasts, the ceiling, pooled detection rates, targets."""
+    seeds = agg["seeds"]
+    first = per_seed[seeds[0]]
+    size, cohort = first["size"], first["cohort"]
+    schedule = ", ".join(f"{p} {size['rounds'][p]} x {size['local_epochs'][p]}" for p in size["rounds"])
+    sites = " + ".join(str(s["subjects"]) for s in cohort["sites"])
+    n = len(seeds)
+    parts = [
+        f"# Table 2 on the phantom cohort, {n} seed{'s' * (n > 1)} ({', '.join(map(str, seeds))})\n",
+        f"Per seed: a phantom cohort generated with that seed ({sites} training subjects, {cohort['test']['subjects']} "
+        f"held-out test subjects), config `{first['config']}`, schedule (rounds x local epochs; central epochs = "
+        f"their product) {schedule}, resample factor {size['resample_factor']}; the model's seed = the cohort's. "
+        f"Per-seed tables with CIs: `seed-S/phantom-ablation.md`.\n",
+        f"Test AUC, mean ± SD over the seeds (min–max). `{DIFF}` is paired by seed. Ceiling: logistic regression on "
+        "simple image features / on the phantom's ground truth (`benchmarks/phantom_ceiling.py`, same cohorts, "
+        "mean over seeds; the fused rows score cine only, so their ceiling is `cine both`).\n",
+    ]  # fmt: skip
+    head = ["Row", "central", "federated", DIFF, "ceiling (image / truth)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, stats in agg["rows"].items():
+        image, truth = ceiling_value(agg, CEILING_OF[row])
+        cells = [row, _cell(stats["central"]), _cell(stats["federated"]), _cell(stats[DIFF], signed=True),
+                 f"{_num(image)} / {_num(truth)}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    parts.append("\n".join(lines) + "\n")
+    g, d = agg["lge_guidance"], agg["rows"]["FIM w U-A"][DIFF]
+    parts.append(
+        "LGE guidance (FIM w U-A − control): " + ", ".join(f"{m} {_pair(g[m])}" for m in MODES) + " (paired by seed; "
+        + "; ".join(f"{m} per seed " + ", ".join(map(_signed, g[m]["values"])) for m in MODES) + ")\n\n"
+        f"federated − central (FIM w U-A): {_pair(d)} (per seed " + ", ".join(map(_signed, d["values"])) + ")\n"
+    )  # fmt: skip
+    lines = ["| Sequence | image features | ground truth |", "|---|---|---|"]
+    for sequence, (image, truth) in CEILING_SEQUENCES.items():
+        lines.append(f"| {sequence} | {_cell(agg['ceiling'][image])} | {_cell(agg['ceiling'][truth])} |")
+    parts.append(
+        f"Learnability ceiling per sequence (test AUC, mean ± SD (min–max); ground truth: `{TRUTH_CINE}` for the "
+        f"cine views, `{TRUTH_LGE}` for LGE):\n\n" + "\n".join(lines) + "\n"
+    )
+    for mode, counts in agg["detection"].items():
+        parts.append(
+            f"Fraction called positive (score >= 0.5) per group, pooled over the seeds ({mode}; healthy: fraction "
+            "called healthy):\n\n" + counts_table(counts)
+        )
+    parts.append("Targets (seed means):\n\n" + "\n".join(target_lines(agg)) + "\n")
+    parts.append(
+        "Wall time per seed (s): " + ", ".join(f"seed {s} {_num(t, 0)}" for s, t in agg["times"].items()) + "\n"
+    )
+    return "\n".join(parts)
+
+
+def run_seeds(out: Path, seeds: Sequence[int], *, reuse: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """`benchmark` once per seed into `out/seed-S` (or its JSON, with `reuse`), then the summary over seeds."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    per_seed: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        folder = out / f"seed-{seed}"
+        done = folder / "phantom-ablation.json"
+        if reuse and done.is_file():
+            log.info("seed %d: reusing %s", seed, done)
+            per_seed[seed] = json.loads(done.read_text())
+            continue
+        log.info("seed %d: starting", seed)
+        per_seed[seed] = json_safe(benchmark(folder, seed=seed, **kwargs))
+        log.info("seed %d done in %.0f s", seed, per_seed[seed]["times"]["total"])
+    agg = aggregate(per_seed)
+    (out / "phantom-ablation.md").write_text(render_seeds(agg, per_seed))
+    payload = {"summary": agg, "per_seed": {str(s): v for s, v in per_seed.items()}}
+    (out / "phantom-ablation.json").write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n")
+    return payload
 
 
 def run(quick: bool) -> list[dict]:
@@ -407,18 +689,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="tiny", help="config name (configs/NAME.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value, both modes")
     parser.add_argument("--quick", action="store_true", help="the demo's quick schedule")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="one seed (cohort and model), files in DIR")
+    parser.add_argument("--seeds", type=int, nargs="+", help="one run per seed in DIR/seed-S, summary in DIR")
+    parser.add_argument("--reuse", action="store_true", help="--seeds: take finished seeds from their JSON")
     parser.add_argument("--no-control", action="store_true", help="skip the compute-matched no-FIM control")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the learnability ceiling")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     base = QUICK if args.quick else BENCH
     size = dataclasses.replace(base, subjects=args.subjects, test_subjects=args.test_subjects)
-    summary = benchmark(
-        args.out, size=size, mode=args.mode, config_name=args.config, extra=args.overrides, seed=args.seed,
-        sites=args.sites, control=not args.no_control,
-    )  # fmt: skip
+    kwargs = {"size": size, "mode": args.mode, "config_name": args.config, "extra": args.overrides,
+              "sites": args.sites, "control": not args.no_control, "ceiling_rows": not args.no_ceiling}  # fmt: skip
+    if args.seeds:
+        payload = run_seeds(args.out, args.seeds, reuse=args.reuse, **kwargs)
+        times = payload["summary"]["times"]
+    else:
+        times = benchmark(args.out, seed=args.seed, **kwargs)["times"]
     print((Path(args.out) / "phantom-ablation.md").read_text())
-    print(f"wall times: {summary['times']}", file=sys.stderr)
+    print(f"wall times: {times}", file=sys.stderr)
     return 0
 
 

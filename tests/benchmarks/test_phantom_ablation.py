@@ -1,21 +1,34 @@
-"""The phantom ablation benchmark's table assembly and run plan (no training)."""
+"""The phantom ablation benchmark's table assembly, run plan and multi-seed summary (no training)."""
 
 from __future__ import annotations
+
+import json
+import math
 
 import numpy as np
 import pytest
 
+import benchmarks.phantom_ablation as pab
 from benchmarks.phantom_ablation import (
     BENCH,
+    CONTROL_FUSED,
+    DIFF,
     ROW_NAMES,
+    SUMMARY_ROWS,
+    aggregate,
     assemble_table,
     auc_table,
     central_overrides,
+    detection_counts,
     federated_overrides,
     long_pretrain,
+    render_seeds,
     subtype_table,
 )
+from benchmarks.phantom_ceiling import ROWS as CEILING_ROWS
+from benchmarks.phantom_ceiling import SUBTYPE_NAMES
 from cccmr_model.config import load_config
+from cccmr_model.demo.plan import FULL
 from cccmr_model.metrics import evaluation_report
 
 
@@ -95,3 +108,144 @@ def test_control_trains_as_long_without_the_fim() -> None:
     assert rounds["fusion"] == full_rounds["fusion"]
     central = load_config("tiny", central_overrides(long_pretrain(BENCH), 0))
     assert central.train.phases["pretrain"].epochs == full_rounds["pretrain"] + full_rounds["fim"]
+
+
+def test_bench_is_the_demo_schedule_on_the_demo_cohort() -> None:
+    assert (BENCH.subjects, BENCH.test_subjects) == (48, 48)
+    assert (BENCH.rounds, BENCH.local_epochs, BENCH.resample_factor) == (
+        FULL.rounds, FULL.local_epochs, FULL.resample_factor
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------- several seeds (fake runs)
+
+
+def _auc(value: float | None) -> dict:
+    return {"metrics": {"auc": {"value": value, "ci_low": 0.0, "ci_high": 1.0}}}
+
+
+def _fake_seed(seed: int, modes=("central", "federated"), with_ceiling: bool = True) -> dict:
+    """A per-seed summary as `benchmark` writes it (JSON form): AUC = base + 0.01 x seed (+ 0.02 if federated)."""
+    base = dict(zip(SUMMARY_ROWS, (0.80, 0.70, 0.50, 0.75, 0.78, 0.82, 0.80), strict=True))
+    out = {"seed": seed, "size": {"rounds": {"pretrain": 5}, "local_epochs": {"pretrain": 3}, "resample_factor": 2},
+           "cohort": {"sites": [{"subjects": 48}, {"subjects": 48}], "test": {"subjects": 48}}, "config": "tiny",
+           "times": {"total": 600.0 + seed}, "modes": {}, "ceiling": None}  # fmt: skip
+    for mode in modes:
+        shift = 0.01 * seed + (0.02 if mode == "federated" else 0.0)
+        v = {row: base[row] + shift for row in base}
+        reports = {name: _auc(v[row]) for row, (where, name) in SUMMARY_ROWS.items() if where == "reports"}
+        out["modes"][mode] = {
+            "reports": reports,
+            "controls": {CONTROL_FUSED: _auc(v["control: no FIM/LGE, same epochs"])},
+            "aucs": {"after pretraining": {"lge_sax": {"value": v["LGE head (after pretraining)"]}}},
+            "detection": {"FIM w U-A": {"healthy": [10 + seed, 20], "NDLVC": [seed, 4]}},
+        }
+    if with_ceiling:
+        rows = {
+            name: {"auc": 0.90 + 0.02 * seed, "subtypes": dict.fromkeys(SUBTYPE_NAMES, 0.9)} for name in CEILING_ROWS
+        }
+        out["ceiling"] = {"rows": rows}
+    return out
+
+
+def test_aggregate_over_seeds() -> None:
+    agg = aggregate({s: _fake_seed(s) for s in (0, 1, 2)})
+    four = agg["rows"]["4CH head"]
+    assert four["central"]["mean"] == pytest.approx(0.81)
+    assert four["central"]["sd"] == pytest.approx(0.01)
+    assert (four["central"]["min"], four["central"]["max"]) == pytest.approx((0.80, 0.82))
+    assert four["federated"]["mean"] == pytest.approx(0.83)
+    assert four[DIFF]["mean"] == pytest.approx(0.02) and four[DIFF]["sd"] == pytest.approx(0.0, abs=1e-12)
+    assert agg["rows"]["LGE head (after pretraining)"]["central"]["mean"] == pytest.approx(0.51)
+    for mode in ("central", "federated"):  # FIM w U-A 0.82 vs control 0.80, every seed
+        assert agg["lge_guidance"][mode]["mean"] == pytest.approx(0.02)
+        assert agg["lge_guidance"][mode]["n"] == 3
+    assert agg["ceiling"]["image: LGE"]["mean"] == pytest.approx(0.92)
+    assert agg["detection"]["central"]["FIM w U-A"] == {"healthy": [33, 60], "NDLVC": [3, 12]}
+    assert agg["times"] == {0: 600.0, 1: 601.0, 2: 602.0}
+
+
+def test_aggregate_tolerates_missing_modes_and_values() -> None:
+    seeds = {0: _fake_seed(0, modes=("central",), with_ceiling=False), 1: _fake_seed(1)}
+    seeds[1]["modes"]["central"]["reports"]["FIM w U-A"]["metrics"]["auc"]["value"] = None  # NaN in the JSON
+    agg = aggregate(seeds)
+    fim = agg["rows"]["FIM w U-A"]
+    assert fim["central"]["n"] == 1 and fim["central"]["sd"] == 0.0
+    assert fim["federated"]["n"] == 1 and fim[DIFF]["n"] == 0
+    assert agg["ceiling"]["image: LGE"]["n"] == 1
+    text = render_seeds(agg, seeds)
+    assert "| FIM w U-A | 0.820 ± 0.000 (0.82–0.82) | 0.850 ± 0.000 (0.85–0.85) | n/a |" in text
+
+
+def test_summary_table_and_plain_lines() -> None:
+    seeds = {s: _fake_seed(s) for s in (0, 1, 2)}
+    text = render_seeds(aggregate(seeds), seeds)
+    assert text.startswith("# Table 2 on the phantom cohort, 3 seeds (0, 1, 2)\n")
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| Row |"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "Row", "central", "federated", DIFF, "ceiling (image / truth)"
+    ]  # fmt: skip
+    rows = [line.split("|")[1].strip() for line in lines[lines.index(header) + 2 :] if line.startswith("| ")]
+    assert rows[: len(SUMMARY_ROWS)] == list(SUMMARY_ROWS)
+    four = "| 4CH head | 0.810 ± 0.010 (0.80–0.82) | 0.830 ± 0.010 (0.82–0.84) | +0.020 ± 0.000 (+0.02–+0.02) |"
+    assert four + " 0.92 / 0.92 |" in text
+    assert "LGE guidance (FIM w U-A − control): central +0.020 ± 0.000, federated +0.020 ± 0.000" in text
+    assert "federated − central (FIM w U-A): +0.020 ± 0.000 (per seed +0.020, +0.020, +0.020)" in text
+    assert "| LGE | 0.920 ± 0.020 (0.90–0.94) | 0.920 ± 0.020 (0.90–0.94) |" in text
+    assert "| FIM w U-A | 0.55 | 0.25 |" in text  # pooled: 33/60 healthy, 3/12 NDLVC
+    assert "- 4CH head ≥ 0.85: central 0.810 (no), federated 0.830 (no)" in text
+    assert "- FIM w U-A beats the compute-matched control: central +0.020 ± 0.000 (yes)" in text
+    assert "federated within 0.02 AUC of central (FIM w U-A): +0.020 ± 0.000 (yes)" in text
+
+
+def test_run_seeds_writes_one_summary_and_reuses_finished_seeds(tmp_path, monkeypatch) -> None:
+    calls = []
+
+    def fake_benchmark(out, *, seed, **kwargs):
+        calls.append((out.name, seed, kwargs["mode"]))
+        out.mkdir(parents=True)
+        summary = _fake_seed(seed)
+        summary["ceiling"]["rows"]["image: LGE"]["auc"] = math.nan  # json_safe makes it None
+        (out / "phantom-ablation.json").write_text(json.dumps(pab.json_safe(summary)))
+        return summary
+
+    monkeypatch.setattr(pab, "benchmark", fake_benchmark)
+    pab.run_seeds(tmp_path, [0, 1], mode="both")
+    assert calls == [("seed-0", 0, "both"), ("seed-1", 1, "both")]
+    payload = json.loads((tmp_path / "phantom-ablation.json").read_text())
+    assert set(payload["per_seed"]) == {"0", "1"}
+    assert payload["summary"]["rows"]["FIM w U-A"]["central"]["values"] == pytest.approx([0.82, 0.83])
+    assert "| 4CH head | 0.805 ± 0.007 (0.80–0.81)" in (tmp_path / "phantom-ablation.md").read_text()
+    calls.clear()
+    pab.main(["--out", str(tmp_path), "--seeds", "0", "1", "2", "--reuse", "--mode", "central"])
+    assert calls == [("seed-2", 2, "central")]
+    assert json.loads((tmp_path / "phantom-ablation.json").read_text())["summary"]["seeds"] == [0, 1, 2]
+
+
+def test_detection_counts_match_the_rate_table() -> None:
+    labels = np.array([0, 0, 1, 1])
+    subtypes = np.array([-1, -1, 2, 2])
+    counts = detection_counts({"r": np.array([0.1, 0.9, 0.6, 0.2])}, labels, subtypes, np.array([0, 0, 1, 0]) > 0)
+    assert counts["r"]["healthy"] == [1, 2] and counts["r"]["NDLVC"] == [1, 2] and counts["r"]["HCM"] == [0, 0]
+    assert counts["r"]["patients, scar on LGE"] == [1, 1]
+
+
+def test_ceiling_reads_the_central_caches_and_never_fails_the_run(tmp_path, monkeypatch) -> None:
+    seen = {}
+
+    def fake_ceiling(cohort, cache_root, config):
+        seen.update({g: (cache_root / g).resolve() for g in ("anzhen", "lanzhou", "test")})
+        return {"rows": {}}
+
+    monkeypatch.setattr(pab, "ceiling", fake_ceiling)
+    assert pab.cohort_ceiling(tmp_path, ["anzhen", "lanzhou"], None) == {"rows": {}}
+    assert seen["anzhen"] == (tmp_path / "cache" / "train" / "anzhen").resolve()
+    assert seen["test"] == (tmp_path / "cache" / "test" / "test").resolve()
+    assert pab.cohort_ceiling(tmp_path, ["anzhen", "lanzhou"], None) == {"rows": {}}  # links exist: reused
+
+    def broken(*args):
+        raise ValueError("no test export")
+
+    monkeypatch.setattr(pab, "ceiling", broken)
+    assert pab.cohort_ceiling(tmp_path, ["anzhen", "lanzhou"], None) is None
