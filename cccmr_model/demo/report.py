@@ -56,6 +56,44 @@ def rounds_table(history: Sequence[Mapping[str, Any]]) -> str:
     return _table(header, rows)
 
 
+# AUC differences below this are inside the bootstrap noise of a ~50-subject test set and one seed.
+NOISE_AUC = 0.05
+BENCHMARK_POINTER = (
+    "The 3-seed comparison, with a compute-matched control trained as long without LGE, is in "
+    '`benchmarks/README.md` ("Table 2 on a phantom cohort").'
+)
+
+
+def lge_verdict(evaluation: Mapping[str, Mapping[str, Any]], names: Mapping[str, str]) -> str:
+    """One plain paragraph: did LGE guidance (the FIM) help on this run's held-out test set?"""
+    auc = {key: evaluation[names[key]]["metrics"]["auc"] for key in (RELEASE, BASELINE)}
+    diff = auc[RELEASE]["value"] - auc[BASELINE]["value"]
+    if diff >= NOISE_AUC:
+        call = "LGE guidance helped on this run"
+    elif diff <= -NOISE_AUC:
+        call = "LGE guidance did not help on this run: the baseline without it scored higher"
+    else:
+        call = "LGE guidance made no clear difference on this run"
+    cells = {key: f"{_fmt(a['value'])} (95% CI {_fmt(a['ci_low'])}-{_fmt(a['ci_high'])})" for key, a in auc.items()}
+    return (
+        f"**{call}**: test AUC {cells[RELEASE]} with it, {cells[BASELINE]} without it (difference "
+        f"{diff:+.3f}). One seed on {evaluation[names[RELEASE]].get('n', '?')} test subjects cannot separate "
+        f"differences of a few hundredths. {BENCHMARK_POINTER}"
+    )
+
+
+def validation_trend(history: Sequence[Mapping[str, Any]]) -> str:
+    """The pooled validation AUC at the first evaluated round and at the end of each phase."""
+    points = [(r["round"], r["phase"], r.get("evaluate_global", {}).get("auc")) for r in history]
+    points = [(n, phase, a) for n, phase, a in points if isinstance(a, int | float)]
+    if not points:
+        return "No round was evaluated on the validation splits."
+    last = {phase: (n, a) for n, phase, a in points}  # the last evaluated round of each phase
+    parts = [f"round {points[0][0]} ({points[0][1]}) {_fmt(points[0][2])}"]
+    parts += [f"end of {phase} (round {n}) {_fmt(a)}" for phase, (n, a) in last.items()]
+    return "Pooled validation AUC of the cine-only model, round by round: " + ", ".join(parts) + "."
+
+
 def sigma_table(history: Sequence[Mapping[str, Any]]) -> str:
     fim = [r for r in history if r.get("sigma")]
     if not fim:
@@ -132,6 +170,8 @@ def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence
         f"{summary['test']['usable']} held-out subjects, predicted from cine only (4CH + SAX) by each release.",
         "",
         summary["table1"],
+        lge_verdict(summary["evaluation"], names),
+        "",
         f"![ROC curves]({fig['roc']})",
         "",
         "## Training, round by round",
@@ -141,6 +181,8 @@ def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence
         "prediction on each site's validation split (the fusion head is untrained before phase 3).",
         "",
         f"![per-round curves]({fig['rounds']})",
+        "",
+        validation_trend(histories[RELEASE]),
         "",
         rounds_table(histories[RELEASE]),
         f"Baseline run ({names[BASELINE]}):",

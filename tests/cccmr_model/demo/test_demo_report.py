@@ -8,7 +8,14 @@ import pytest
 from cccmr_model.demo import figures
 from cccmr_model.demo.evaluate import phase_end_rounds
 from cccmr_model.demo.plan import overrides, site_names
-from cccmr_model.demo.report import BASELINE, RELEASE, markdown_to_html, render_markdown, write_report
+from cccmr_model.demo.report import (
+    BASELINE,
+    RELEASE,
+    lge_verdict,
+    markdown_to_html,
+    render_markdown,
+    write_report,
+)
 from cccmr_model.errors import ConfigError
 from cccmr_model.metrics import evaluation_report, markdown_table
 
@@ -60,6 +67,7 @@ def fake_summary(evaluations: dict[str, dict]) -> dict:
         "config": {"config": "configs/tiny.yaml", "task": "screening"},
         "overrides": {RELEASE: ["seed=0"], BASELINE: ["seed=0", "federation.phases.fim.rounds=0"]},
         "table1": markdown_table({names[k]: v for k, v in evaluations.items()}),
+        "evaluation": {names[k]: v for k, v in evaluations.items()},
         "releases": {
             RELEASE: {"path": "/x/run/release", "content_hash": "ab" * 32},
             BASELINE: {"path": "/x/baseline/release", "content_hash": "cd" * 32},
@@ -92,6 +100,8 @@ def test_report_has_every_section_and_escapes_pipes(tmp_path, histories):
     assert "fsa:cine_4ch\\|cine_sax" in md  # a pipe inside a cell would split the Markdown table
     assert md.count("| 5 | fusion 1 |") == 1 and "| 3 | fusion 1 |" in md
     assert "synthetic" in md and "Whole demo: 75 s (--quick)" in md
+    assert "Pooled validation AUC of the cine-only model, round by round: round 1" in md
+    assert "benchmarks/README.md" in md and "on this run" in md
     md_path, html_path = write_report(tmp_path, fake_summary(evaluations), histories)
     assert md_path.read_text() == md
     page = html_path.read_text()
@@ -168,3 +178,21 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
     with pytest.raises(ConfigError, match="not written by cccmr demo"):
         run_demo(DemoOptions(out=tmp_path))
     assert (tmp_path / "data" / "precious.dcm").is_file()
+
+
+def _auc_report(value: float) -> dict:
+    return {"n": 48, "metrics": {"auc": {"value": value, "ci_low": value - 0.1, "ci_high": value + 0.05}}}
+
+
+@pytest.mark.parametrize(
+    ("release", "baseline", "call"),
+    [
+        (0.93, 0.85, "LGE guidance helped on this run"),
+        (0.90, 0.89, "LGE guidance made no clear difference on this run"),
+        (0.80, 0.90, "LGE guidance did not help on this run"),
+    ],
+)
+def test_lge_verdict_says_plainly_what_this_run_shows(release: float, baseline: float, call: str) -> None:
+    names = {RELEASE: "CC-CMR", BASELINE: "Baseline"}
+    text = lge_verdict({"CC-CMR": _auc_report(release), "Baseline": _auc_report(baseline)}, names)
+    assert text.startswith(f"**{call}") and f"{release - baseline:+.3f}" in text and "3-seed" in text
