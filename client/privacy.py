@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 from flwr.app import Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
@@ -71,7 +72,8 @@ def clip_update_mod(msg: Message, context: Context, call_next: ClientAppCallable
         return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=reason), reply_to=msg)
     keys = list(sent)
     updated = [sent[k].copy() for k in keys]
-    compute_clip_model_update(updated, [received[k] for k in keys], clipping_norm)
+    if any(np.any(updated[i] != received[k]) for i, k in enumerate(keys)):  # Flower divides by the update's norm
+        compute_clip_model_update(updated, [received[k] for k in keys], clipping_norm)
     reply.content["arrays"] = to_array_record(dict(zip(keys, updated, strict=True)))
     log.info("update clipped to L2 norm %.4g (central DP)", clipping_norm)
     return reply

@@ -54,6 +54,7 @@ class IngestReport:
     cine_only: list[str] = field(default_factory=list)  # usable, without a cached LGE
     rejected_subjects: list[str] = field(default_factory=list)  # not usable
     rejections: list[Rejection] = field(default_factory=list)
+    centre_fallbacks: list[str] = field(default_factory=list)  # sequences whose heart was not located
     computed: int = 0  # sequences preprocessed in this run
     reused: int = 0  # sequences (or remembered rejections) taken from the cache
     seconds: float = 0.0
@@ -77,6 +78,9 @@ class IngestReport:
             lines.append("rejected subjects: " + ", ".join(self.rejected_subjects))
         for rejection in self.rejections:
             lines.append(f"  {rejection.line()}")
+        if self.centre_fallbacks:
+            lines.append("heart not located, centre crop used:")
+            lines += [f"  {line}" for line in self.centre_fallbacks]
         return "\n".join(lines)
 
 
@@ -219,12 +223,17 @@ def ingest_site(
         report.reused += sum(1 for r in known.values() if r.get("reused"))
         report.computed += len(tasks)
         computed = _run(tasks, workers)
-        _warn_fallbacks(computed, tasks)
         results.update(known)
         results.update(computed)
         if stage == (CINE_SAX,):
             points = {e.subject_id: _heart_point(results[(e.subject_id, CINE_SAX)]) for e in entries}
     index = _build_index(entries, results, root, report, data_config)
+    report.centre_fallbacks = _centre_fallbacks(entries, results, root)
+    if report.centre_fallbacks:  # no subject or path in the log: a federated site's log may be streamed
+        log.warning(
+            "heart not located in %d series; centre crop used for them (named in the cache's %s)",
+            len(report.centre_fallbacks), cache.SUMMARY_NAME,
+        )  # fmt: skip
     cache.write_json(cache_dir / cache.INDEX_NAME, index)
     report.seconds = round(time.perf_counter() - started, 3)
     cache.write_json(cache_dir / cache.REPORT_NAME, report.to_dict())
@@ -237,16 +246,20 @@ def _heart_point(sidecar: dict[str, Any]) -> tuple[float, float, float] | None:
     return (float(point[0]), float(point[1]), float(point[2])) if point else None
 
 
-def _warn_fallbacks(results: dict[tuple[str, str], dict[str, Any]], tasks: list[_Task]) -> None:
-    """One warning per sequence whose heart localisation failed (its crop fell back to the image centre)."""
-    paths = {(t.subject_id, t.sequence): t.path for t in tasks}
-    for (subject, sequence), sidecar in sorted(results.items()):
-        crop = sidecar.get("crop_centre") or {}
-        if sidecar.get("status") == "ok" and crop.get("method") == CENTRE_FALLBACK:
-            log.warning(
-                "%s %s: heart not located (%s); centre crop used: %s",
-                subject, sequence, crop.get("reason"), paths.get((subject, sequence)),
-            )  # fmt: skip
+def _centre_fallbacks(
+    entries: list[ManifestEntry], results: dict[tuple[str, str], dict[str, Any]], root: Path
+) -> list[str]:
+    """One line per cached sequence whose heart localisation failed (its crop fell back to the image centre)."""
+    lines = []
+    for entry in entries:
+        for sequence in SEQUENCES:
+            sidecar = results.get((entry.subject_id, sequence), {})
+            crop = sidecar.get("crop_centre") or {}
+            if sidecar.get("status") == "ok" and crop.get("method") == CENTRE_FALLBACK:
+                ref = entry.series[sequence]
+                where = _relative(str(ref.path), root) if ref is not None else "?"
+                lines.append(f"{entry.subject_id} {sequence}: heart not located ({crop.get('reason')}): {where}")
+    return lines
 
 
 def _build_index(

@@ -25,9 +25,11 @@ def lr_at(progress: float, *, base_lr: float, min_lr: float = 0.0, warmup_fracti
 
 
 def window_progress(step: int, total_steps: int, lr_window: tuple[float, float]) -> float:
-    """Phase progress of optimizer step `step` (0-based) of a call that takes `total_steps` steps in `lr_window`."""
+    """Phase progress at the middle of optimizer step `step` (0-based) of a call that takes `total_steps` steps in
+    `lr_window`. The middle, not the start: a warm-up's first step then gets a learning rate above 0, and a
+    window's steps are placed alike whether the phase runs as one call or as rounds."""
     start, end = lr_window
-    return start + (end - start) * step / max(total_steps, 1)
+    return start + (end - start) * (step + 0.5) / max(total_steps, 1)
 
 
 def warmup_fraction(warmup_steps: int, total_steps: int, lr_window: tuple[float, float]) -> float:

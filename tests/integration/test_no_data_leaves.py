@@ -44,6 +44,8 @@ TRAIN_METRICS = {"num-examples", "loss", "lr", "epochs", "samples_per_s", "cls:f
 TRAIN_METRICS |= {"train_seconds", "task_seconds", "startup_seconds"}
 TRAIN_METRICS |= {f"cls:{s}" for s in SEQUENCES} | set(FIM_TERMS) | {f"sigma:{t}" for t in FIM_TERMS}
 TRAIN_METRICS |= {"dp_epsilon", "dp_delta", "dp_steps", "dp_stopped"}
+# Per-head training accuracy, AUC and constant-prediction flags: aggregates over the site's training subjects.
+TRAIN_METRICS |= {f"{kind}:{head}" for kind in ("acc", "auc", "constant") for head in (*SEQUENCES, "fusion")}
 EVAL_METRICS = {"num-examples", "loss", "confusion"}
 
 

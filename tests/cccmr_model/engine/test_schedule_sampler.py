@@ -22,6 +22,12 @@ def test_window_slices_follow_the_whole_phase_curve() -> None:
     assert warmup_fraction(10, 50, (0.0, 0.5)) == pytest.approx(0.1)
 
 
+def test_a_warm_up_s_first_step_already_moves_the_weights() -> None:
+    """Steps are placed at their middle: the first step of a warm-up gets lr > 0 (no wasted, all-zero update)."""
+    first = lr_at(window_progress(0, 40, (0.0, 1.0)), base_lr=1.0, warmup_fraction=warmup_fraction(40, 40, (0, 1)))
+    assert first == pytest.approx(1.0 / 80)
+
+
 @pytest.mark.parametrize("n_pos", [1, 3, 10])
 def test_every_batch_holds_both_classes(n_pos: int) -> None:
     labels = np.array([0] * 20 + [1] * n_pos)
