@@ -58,6 +58,7 @@ from cccmr_model.model import CCCMRModel, build_model, set_trainable
 log = logging.getLogger(__name__)
 
 CONSTANT_SPREAD = 1e-3  # a head whose class probabilities vary less than this over an epoch predicts a constant
+UNINFORMATIVE_AUC = 0.6  # one call for every sample counts as constant only when the ranking is this poor too
 
 
 @dataclass
@@ -285,8 +286,10 @@ def constant_prediction(probs: np.ndarray, labels: np.ndarray, spread: float = C
     width = float((probs.max(axis=0) - probs.min(axis=0)).max())
     if width < spread:
         return f"class probabilities vary by {width:.2g} over {len(probs)} samples"
-    if np.all(predicted == predicted[0]):
-        return f"class {int(predicted[0])} for all {len(probs)} samples"
+    if np.all(predicted == predicted[0]) and probs.shape[1] == 2:
+        auc = binary_auc(probs[:, 1], labels)
+        if not auc > UNINFORMATIVE_AUC:  # one call for everyone and a ranking no better than chance
+            return f"class {int(predicted[0])} for all {len(probs)} samples, AUC {auc:.2f}"
     return None
 
 

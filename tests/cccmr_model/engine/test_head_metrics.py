@@ -42,6 +42,8 @@ def test_constant_prediction() -> None:
     varied = np.array([[0.6, 0.4], [0.2, 0.8], [0.7, 0.3], [0.55, 0.45]])
     assert constant_prediction(varied, labels) is None
     assert constant_prediction(np.tile([0.1, 0.9], (4, 1)), np.ones(4)) is None  # one class: a constant is right
+    ranked = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.7, 0.3]])  # one call for all, but a perfect ranking
+    assert constant_prediction(ranked, labels) is None  # early in training: still learning, not a constant
 
 
 def test_phase_metrics_carry_every_head(config, cohort) -> None:
