@@ -160,6 +160,19 @@ def _rescale(holder: Dataset | None, ds: Dataset) -> tuple[float, float]:
     return _float(source.get("RescaleSlope"), 1.0), _float(source.get("RescaleIntercept"), 0.0)
 
 
+def _real_world(stored: np.ndarray, slope: float, intercept: float, path: Path, where: str = "") -> np.ndarray:
+    """Stored values times slope plus intercept, float32; a non-finite slope, intercept or pixel is refused."""
+    prefix = f"{where}: " if where else ""
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise DicomReadError(path, f"{prefix}non-finite RescaleSlope {slope} or RescaleIntercept {intercept}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        pixels = (stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(pixels)))
+    if bad:
+        raise DicomReadError(path, f"{prefix}{bad} non-finite pixel value(s) (NaN or Inf) after rescale")
+    return pixels
+
+
 def _check_image(ds: Dataset, path: Path) -> None:
     modality = str(ds.get("Modality", "MR"))
     if modality != "MR":
@@ -199,8 +212,7 @@ def _classic_frame(ds: Dataset, path: Path, with_pixels: bool) -> FrameRecord:
     pixels = None
     if with_pixels:
         stored = _invert_monochrome1(_stored_pixels(ds, path), ds)
-        slope, intercept = _rescale(None, ds)
-        pixels = (stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+        pixels = _real_world(stored, *_rescale(None, ds), path)
     return FrameRecord(
         file=str(path),
         frame_index=0,
@@ -245,7 +257,7 @@ def _enhanced_frames(ds: Dataset, path: Path, with_pixels: bool) -> list[FrameRe
         pixels = None
         if stack is not None:
             slope, intercept = _rescale(_macro(ds, item, "PixelValueTransformationSequence"), ds)
-            pixels = (stack[index].astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+            pixels = _real_world(stack[index], slope, intercept, path, where)
         records.append(
             FrameRecord(
                 file=str(path),

@@ -181,6 +181,8 @@ def preprocess_series(
         clipped, clip_range = normalise(images, config.clip_percentiles)
         fitted = crop_or_pad(clipped, size, fill=clip_range[0])  # S*T, H, W
     array = zscore(fitted).reshape(s, t, size, size)  # S, T, H, W
+    if not np.isfinite(array).all():  # e.g. intensities so large that their spread overflows float32
+        raise SeriesError(series.source, f"{sequence}: non-finite values after intensity normalisation")
     if not cine:
         array = array[:, 0]  # S, H, W
     point = series.to_patient(mid, row, col)

@@ -110,3 +110,15 @@ def test_lge_output_shape() -> None:
 def test_too_few_slices_or_frames(sequence: str, slices: int, frames: int, message: str) -> None:
     with pytest.raises(SeriesError, match=f"^/site/series: {message}$"):
         preprocess_series(_series(slices, frames), sequence, CONFIG)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("fault", ["nan", "overflow"])
+def test_non_finite_output_is_refused(fault: str) -> None:
+    series = _series(3, 4)
+    if fault == "nan":
+        series.array[1, 0, 5, 5] = np.nan
+    else:
+        series.array *= np.float32(1e35)  # finite pixels whose mean and spread overflow float32
+    with pytest.raises(SeriesError, match=r"^/site/series: cine_sax: non-finite values"):
+        preprocess_series(series, "cine_sax", replace(CONFIG, crop="centre"))

@@ -193,3 +193,27 @@ def test_two_series_in_one_folder_need_a_uid(tmp_path: Path) -> None:
     with pytest.raises(SeriesError, match="different SeriesInstanceUIDs"):
         load_series(tmp_path)
     assert np.array_equal(load_series(tmp_path, series_uid="1.2.3.1").array, array)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@pytest.mark.parametrize(("slope", "intercept"), [("NaN", "0"), ("1", "inf"), ("1e38", "0")])
+def test_non_finite_pixels_are_refused_naming_the_file(tmp_path: Path, slope: str, intercept: str) -> None:
+    _, _, paths = _write(tmp_path, rescale_slope=1.0, rescale_intercept=0.0)
+    ds = pydicom.dcmread(paths[2])
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.save_as(paths[2])
+    with pytest.raises(DataError, match=r"IM00002\.dcm: .*non-finite") as info:
+        load_series(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+def test_non_finite_rescale_in_an_enhanced_frame_is_refused(tmp_path: Path) -> None:
+    _, _, paths = _write(tmp_path, enhanced=True, rescale_slope=0.5, rescale_intercept=10.0)
+    ds = pydicom.dcmread(paths[0])
+    groups = ds.PerFrameFunctionalGroupsSequence[4]
+    holder = groups if "PixelValueTransformationSequence" in groups else ds.SharedFunctionalGroupsSequence[0]
+    holder.PixelValueTransformationSequence[0].RescaleSlope = "NaN"
+    ds.save_as(paths[0])
+    with pytest.raises(DataError, match=r"series\.dcm: frame \d+: non-finite RescaleSlope"):
+        load_series(paths[0])
