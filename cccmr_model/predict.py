@@ -154,7 +154,17 @@ class Predictor:
         four_path, four_uid = parse_series_ref(cine_4ch, base)
         four, _ = read_cine(four_path, four_uid, CINE_4CH, self.config, centre.point_mm if centre.ok else None)
         probabilities = predict_arrays(self.module, four[None], sax[None], self.device)[0]  # inputs 1, S, T, H, W
+        check_finite(probabilities, f"{four_path} and {sax_path}", self.release.path)
         return Prediction(self.config.task, tuple(float(p) for p in probabilities), self.config.evaluation.threshold)
+
+
+def check_finite(probabilities: np.ndarray, inputs: str, release: Path) -> None:
+    """Refuse a non-finite probability: no call is made from NaN or Inf (DataError naming inputs and release)."""
+    if not np.isfinite(probabilities).all():
+        raise DataError(
+            f"{inputs}: release {release} gave a non-finite probability {probabilities.tolist()}; no call made "
+            "(non-finite weights in the release or non-finite inputs)"
+        )
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _render(prediction: Prediction, content_hash: str, *, as_json: bool) -> str:
     if as_json:
-        return json.dumps({**prediction.to_dict(), "release_content_hash": content_hash}, indent=2)
+        return json.dumps({**prediction.to_dict(), "release_content_hash": content_hash}, indent=2, allow_nan=False)
     if prediction.task == "screening":
         return (
             f"P(cardiomyopathy): {prediction.p_cardiomyopathy:.4f}\n"

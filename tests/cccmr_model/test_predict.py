@@ -194,3 +194,26 @@ def test_predict_on_cuda_matches_cpu(release_dir: Path, subject) -> None:
     cpu = Predictor(release, "cpu").predict_files(subject["cine_4ch"], subject["cine_sax"])
     gpu = Predictor(load_release(release_dir), "cuda").predict_files(subject["cine_4ch"], subject["cine_sax"])
     assert np.allclose(cpu.probabilities, gpu.probabilities, atol=1e-4)
+
+
+def test_non_finite_probability_is_refused(tmp_path: Path, subject, capsys) -> None:
+    config = load_config("tiny")
+    torch.manual_seed(0)
+    state = build_model(config).state_dict()
+    name = next(k for k in state if k.startswith("fusion.") and k.endswith("weight"))
+    state[name] = torch.full_like(state[name], float("nan"))
+    release_dir = write_release(tmp_path / "nan", state=state, config=config, metrics={}, training_info=TRAINING)
+    argv = ["predict", "--quiet", "--release", str(release_dir), "--cine-4ch", str(subject["cine_4ch"])]
+    assert main([*argv, "--cine-sax", str(subject["cine_sax"]), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "non-finite probability" in captured.err and str(release_dir) in captured.err
+    manifest = subject["root"] / "predict-nan.csv"
+    manifest.write_text("subject_id,cine_4ch,cine_sax\ns1,s1/cine_4ch,s1/cine_sax.dcm\n")
+    out = tmp_path / "predictions.csv"
+    assert (
+        main(["predict", "--quiet", "--release", str(release_dir), "--manifest", str(manifest), "--out", str(out)]) == 2
+    )
+    rows = list(csv.DictReader(out.open()))
+    assert rows[0]["status"] == "rejected" and "non-finite probability" in rows[0]["reason"]
+    assert "nan" not in rows[0]["p_cardiomyopathy"].lower() and rows[0]["call"] == ""
