@@ -13,3 +13,7 @@ class ConfigError(CccmrError):
 
 class DataError(CccmrError):
     """Input data (DICOM series, manifest, cache) that cannot be used."""
+
+
+class TrainingError(CccmrError):
+    """Training that cannot go on, e.g. a non-finite loss; the message says what was kept."""

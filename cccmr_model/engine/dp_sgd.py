@@ -46,7 +46,7 @@ from cccmr_model.engine.dp_accounting import PrivacyLedger
 from cccmr_model.engine.loading import cpu_state, load_checked, resolve_device, to_device, without_pretrained
 from cccmr_model.engine.runners import FusionRunner, make_loader
 from cccmr_model.engine.schedule import check_lr_window, lr_at, warmup_fraction, window_progress
-from cccmr_model.engine.train import PhaseResult, make_optimizer, phase_lr
+from cccmr_model.engine.train import PhaseResult, check_finite_epoch, make_optimizer, phase_lr
 from cccmr_model.errors import ConfigError, DataError
 from cccmr_model.losses import focal_loss
 from cccmr_model.model import CCCMRModel, build_model, set_trainable
@@ -253,5 +253,6 @@ def _train_steps(runner, model, optimizer, config, phase, steps, planned, lr_win
     seconds = time.perf_counter() - start
     record: dict[str, Any] = {name: float(total) / max(samples, 1) for name, total in sums.items()}  # one sync
     record.setdefault("loss", 0.0)
+    check_finite_epoch(record, params, f"phase {phase} (DP-SGD, {steps} steps)", "none (DP-SGD calls keep none)")
     record.update(samples=samples, lr=lr, samples_per_s=samples / max(seconds, 1e-9), train_seconds=seconds)
     return record

@@ -51,7 +51,7 @@ from cccmr_model.engine.loading import (
 )
 from cccmr_model.engine.runners import EncoderRunner, FusionRunner, HeadOutput
 from cccmr_model.engine.schedule import check_lr_window, lr_at, warmup_fraction, window_progress
-from cccmr_model.errors import DataError
+from cccmr_model.errors import DataError, TrainingError
 from cccmr_model.metrics import binary_auc, subtyping_metrics
 from cccmr_model.model import CCCMRModel, build_model, set_trainable
 
@@ -205,6 +205,7 @@ def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, hi
         record = {name: float(total) / samples for name, total in sums.items()}  # one sync per epoch
         record.update(tracker.metrics(phase, epoch + 1))
         record.update(samples=samples, seconds=seconds, lr=lr)
+        check_finite_epoch(record, params, f"phase {phase} epoch {epoch + 1}/{epochs}", _kept(path, len(history)))
         history.append(record)
         log.info(
             "phase %s epoch %d/%d: loss %.4f%s (%.1f samples/s)",
@@ -226,6 +227,31 @@ def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, hi
                 "config": config_to_dict(config),
             }
             save_checkpoint(path, payload)
+
+
+def check_finite_epoch(record: Mapping[str, float], params: list[Tensor], where: str, kept: str) -> None:
+    """Stop training when an epoch's losses or the weights it left are not finite (one host sync).
+
+    Raised before the epoch is checkpointed, so the checkpoint of the last good epoch (`kept` says which) stays.
+    """
+    bad = {name: value for name, value in record.items() if not math.isfinite(value)}
+    finite_weights = bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all()) if params else True
+    if not bad and finite_weights:
+        return
+    what = ", ".join(f"{name} {value}" for name, value in bad.items()) if bad else "non-finite weights"
+    raise TrainingError(
+        f"{where}: non-finite training loss ({what}); training stopped, last good checkpoint: {kept}. "
+        "Check the input data for non-finite values, or lower train.lr"
+    )
+
+
+def _kept(path: Path | None, good_epochs: int) -> str:
+    """Which checkpoint a stopped run leaves, in words."""
+    if path is None:
+        return "none (no checkpoint directory)"
+    if good_epochs == 0:
+        return f"none, no epoch finished ({path} not written)"
+    return f"{path} (epoch {good_epochs}) kept"
 
 
 class HeadTracker:

@@ -14,7 +14,7 @@ from cccmr_model.config import load_config
 from cccmr_model.engine.dp_accounting import PrivacyLedger
 from cccmr_model.engine.dp_sgd import EncoderSamples, train_phase_dp
 from cccmr_model.engine.synthetic import SyntheticCohort
-from cccmr_model.errors import CccmrError, ConfigError
+from cccmr_model.errors import CccmrError, ConfigError, TrainingError
 from cccmr_model.model import build_model, set_trainable
 
 FAST = ["data.image_size=32", "data.frames=4", "data.min_frames=4", "train.batch_size=2", "train.resample_factor=1"]
@@ -108,3 +108,18 @@ def test_unreadable_ledger_stops_instead_of_starting_from_zero(tmp_path) -> None
     path.write_text("{not json")
     with pytest.raises(CccmrError, match="privacy already spent"):
         PrivacyLedger.load(path)
+
+
+class NaNCohort(SyntheticCohort):
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = super().__getitem__(index)
+        item["cine_4ch"] = torch.full_like(item["cine_4ch"], float("nan"))
+        return item
+
+
+def test_non_finite_loss_under_dp_stops_with_one_line(config, tmp_path) -> None:
+    cohort = NaNCohort(4, config.data, seed=1)
+    ledger = tmp_path / "dp-sgd-accountant.json"
+    with pytest.raises(TrainingError, match=r"phase pretrain \(DP-SGD, 2 steps\): non-finite training loss") as info:
+        train_phase_dp(None, "pretrain", cohort, config, epochs=1, ledger_path=ledger, seed=0)
+    assert "\n" not in str(info.value)

@@ -10,7 +10,7 @@ from cccmr_model.config import load_config
 from cccmr_model.engine import evaluate_model, train_phase
 from cccmr_model.engine import train as train_module
 from cccmr_model.engine.synthetic import SyntheticCohort
-from cccmr_model.errors import CccmrError
+from cccmr_model.errors import CccmrError, TrainingError
 from cccmr_model.model import build_model
 
 # Smaller than tiny.yaml: 32 px, 4 frames, batches of 4, no resampling, so each call takes a second or two.
@@ -129,3 +129,35 @@ def test_subtyping_uses_patients_with_a_subtype(cohort) -> None:
     evaluated = evaluate_model(result.state, cohort, config, "cpu")
     assert evaluated.scores.shape == ((cohort.subtypes >= 0).sum(), 5)
     assert np.array_equal(evaluated.labels, cohort.subtypes[cohort.subtypes >= 0])
+
+
+class PoisonedCohort(SyntheticCohort):
+    """A cohort whose cines turn NaN once `poisoned` is set (as after a bad series slipped into the cache)."""
+
+    poisoned = False
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = super().__getitem__(index)
+        if self.poisoned:
+            item["cine_sax"] = torch.full_like(item["cine_sax"], float("nan"))
+        return item
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(config, tmp_path, monkeypatch) -> None:
+    cohort = PoisonedCohort(8, config.data, seed=1)
+    real_save = train_module.save_checkpoint
+
+    def save_then_poison(path, payload):
+        real_save(path, payload)
+        cohort.poisoned = True  # epoch 2 onwards sees NaN inputs
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_poison)
+    with pytest.raises(TrainingError, match=r"phase pretrain epoch 2/3: non-finite training loss") as info:
+        train_phase(None, "pretrain", cohort, config, epochs=3, seed=0, checkpoint_dir=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "pretrain-last.pt (epoch 1) kept" in message
+    kept = torch.load(tmp_path / "pretrain-last.pt", weights_only=False)
+    assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    with pytest.raises(TrainingError, match=r"epoch 1/1: .*none, no epoch finished"):
+        train_phase(None, "pretrain", cohort, config, epochs=1, seed=0, checkpoint_dir=tmp_path / "fresh")
+    assert not (tmp_path / "fresh" / "pretrain-last.pt").exists()
