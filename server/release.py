@@ -45,6 +45,26 @@ def write_release(
         "sites": sites or {name: {"rounds": 0} for name in config.federation.sites},
         "phases": {p: {"rounds": f.rounds, "local_epochs": f.local_epochs} for p, f in phases.items()},
         "rounds_completed": len(rounds),
+        "privacy": achieved_privacy(config, rounds),
     }
     torch_state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
     return write_release_folder(out_dir, state=torch_state, config=config, metrics=metrics, training_info=training)
+
+
+def achieved_privacy(config: ExperimentConfig, rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The epsilons the run's history records, for the mechanisms the config enables (`cccmr_model.release.privacy`).
+
+    DP-SGD: each site's last reported `dp_epsilon` (its ledger, cumulative); central DP: the last round's epsilon.
+    """
+    achieved: dict[str, Any] = {}
+    if config.privacy.dp_sgd.enabled:
+        by_site: dict[str, Any] = {}
+        for record in rounds:
+            for site, metrics in (record.get("train") or {}).items():
+                if isinstance(metrics, Mapping) and metrics.get("dp_epsilon") is not None:
+                    by_site[site] = metrics["dp_epsilon"]
+        achieved["dp_sgd"] = {"epsilon_by_site": by_site}
+    if config.privacy.central_dp.enabled:
+        noised = [r["central_dp"] for r in rounds if isinstance(r.get("central_dp"), Mapping)]
+        achieved["central_dp"] = {"epsilon": noised[-1].get("epsilon") if noised else None, "rounds": len(noised)}
+    return achieved

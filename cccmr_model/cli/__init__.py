@@ -12,8 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from cccmr_model import __version__
+from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.console import setup_logging
-from cccmr_model.errors import CccmrError
+from cccmr_model.errors import CccmrError, ConfigError
 
 # subcommand name -> module in cccmr_model.cli
 COMMANDS: dict[str, str] = {
@@ -59,6 +60,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str = "defaul
         metavar="KEY=VALUE",
         help="override one config value, e.g. --set train.lr=3e-4 (repeatable)",
     )
+
+
+def refuse_unapplied_privacy(config: ExperimentConfig, args: argparse.Namespace, why: str) -> None:
+    """Central training applies no differential privacy: an enabled `privacy.*` setting is refused, naming where
+    it was set (the `--set` or the config file), so no result claims privacy that did not happen."""
+    from cccmr_model.config.loader import resolve_config_path
+
+    mechanisms = {"dp_sgd": ("DP-SGD", config.privacy.dp_sgd), "central_dp": ("central DP", config.privacy.central_dp)}
+    for name, (title, mechanism) in mechanisms.items():
+        if not mechanism.enabled:
+            continue
+        key = f"privacy.{name}.enabled"
+        given = [item for item in args.overrides if item.split("=", 1)[0].strip() == key]
+        source = f"--set {given[-1]}" if given else f"{resolve_config_path(args.config)}: key '{key}'"
+        raise ConfigError(
+            f"{source}: `cccmr {args.command}` {why} and applies no {title} (no epsilon is spent); set it false, "
+            "or train federated (flwr run), where the sites and the server apply it"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

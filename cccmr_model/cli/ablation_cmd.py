@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from cccmr_model.cli import add_config_arguments
+from cccmr_model.cli import add_config_arguments, refuse_unapplied_privacy
 from cccmr_model.config import load_config
 
 HELP = "Table 2: 4CH only, SAX only, fused w/o FIM, FIM w/o U-A, FIM w U-A, on one split, one table with CIs"
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from cccmr_model.metrics import evaluation_report, json_safe, markdown_table
 
     config = load_config(args.config, args.overrides)
+    refuse_unapplied_privacy(config, args, "trains centrally on pooled data")
     device = args.device or config.train.device
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from cccmr_model.config import ExperimentConfig
 from cccmr_model.metrics import markdown_table
+from cccmr_model.release.privacy import privacy_lines
 
 SUBTYPES = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")
 
@@ -64,7 +65,7 @@ def render_card(
         "",
         "## Privacy",
         "",
-        *_privacy(training.get("privacy", {})),
+        *privacy_lines(training.get("privacy") or {}, str(training.get("mode", ""))),
         "",
         "## Evaluation",
         "",
@@ -106,42 +107,86 @@ def _sites(sites: Mapping[str, Any]) -> list[str]:
     columns = sorted({key for value in sites.values() if isinstance(value, Mapping) for key in value})
     if not columns:
         lines = ["| site | subjects |", "|---|---|"]
-        lines += [f"| {site} | {count} |" for site, count in sites.items()]
+        lines += [f"| {site} | {readable(count)} |" for site, count in sites.items()]
         return lines
     lines = ["| site | " + " | ".join(c.replace("_", " ") for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for site, value in sites.items():
-        cells = [str(value.get(c, "")) if isinstance(value, Mapping) else "" for c in columns]
+        cells = [readable(value.get(c)) if isinstance(value, Mapping) else "" for c in columns]
         lines.append(f"| {site} | " + " | ".join(cells) + " |")
     return lines
 
 
+# The rows of the phase table first, in this order; any other recorded key follows in name order.
+PHASE_ROWS = ("rounds", "local_epochs", "epochs", "num_examples", "loss")
+PHASE_LABELS = {
+    "rounds": "rounds",
+    "local_epochs": "local epochs per round",
+    "epochs": "epochs",
+    "num_examples": "training samples seen",
+    "loss": "final training loss",
+    "lr": "final learning rate",
+    "samples_per_s": "throughput (samples/s)",
+    "train_seconds": "training time (s)",
+}
+PHASE_PREFIXES = {"acc": "accuracy", "auc": "AUC", "constant": "constant prediction", "sigma": "uncertainty σ"}
+
+
 def _phases(phases: Mapping[str, Any]) -> list[str]:
+    """One row per recorded quantity, one column per phase, every number rounded (`readable`)."""
     if not phases:
         return ["No phase information was recorded."]
-    columns = sorted({key for value in phases.values() if isinstance(value, Mapping) for key in value})
-    lines = ["| phase | " + " | ".join(c.replace("_", " ") for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for phase, value in phases.items():
-        cells = [str(value.get(c, "")) if isinstance(value, Mapping) else str(value) for c in columns]
-        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    names = list(phases)
+    keys = {key for value in phases.values() if isinstance(value, Mapping) for key in value}
+    ordered = [k for k in PHASE_ROWS if k in keys] + sorted(keys - set(PHASE_ROWS), key=_phase_key_order)
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key in ordered:
+        cells = [_phase_cell(key, value.get(key)) if isinstance(value, Mapping) else "" for value in phases.values()]
+        lines.append(f"| {_phase_label(key)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _privacy(privacy: Mapping[str, Any]) -> list[str]:
-    lines = []
-    for key, value in _flatten(privacy):
-        lines.append(f"- `{key}`: {value}")
-    return lines or ["No privacy settings were recorded."]
+def _phase_key_order(key: str) -> tuple[int, str, str]:
+    """Loss terms, then per-head scores (head by head), then sigmas, then timing and learning rate."""
+    prefix, name = (key.split(":", 1)[0], key.split(":", 1)[1]) if ":" in key else ("", key)
+    group = 3 if key in PHASE_LABELS else {"acc": 1, "auc": 1, "constant": 1, "sigma": 2}.get(prefix, 0)
+    return (group, name, prefix)
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            items += _flatten(value, f"{name}.")
-        else:
-            items.append((name, value))
-    return items
+def _phase_cell(key: str, value: Any) -> str:
+    if key.startswith("constant:"):
+        return "yes" if value else "–"
+    return readable(value)
+
+
+def _phase_label(key: str) -> str:
+    if key in PHASE_LABELS:
+        return PHASE_LABELS[key]
+    prefix, _, name = key.partition(":")
+    if name and prefix in PHASE_PREFIXES:
+        return f"{PHASE_PREFIXES[prefix]}, {name}"
+    if name:
+        return f"loss term {prefix} ({name})"
+    return key.replace("_", " ")
+
+
+def readable(value: Any) -> str:
+    """A table cell: whole numbers without decimals, other numbers to 3 significant digits, nothing as '–'."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, int | float):
+        return str(value)
+    number = float(value)
+    if not math.isfinite(number):
+        return "–" if math.isnan(number) else str(number)
+    if number.is_integer() and abs(number) < 1e9:
+        return str(int(number))
+    if abs(number) >= 100:
+        return f"{number:.0f}"
+    if abs(number) >= 0.001:
+        return f"{number:.3g}"
+    return f"{number:.2e}"
 
 
 def _metrics(metrics: Mapping[str, Any], confidence: float) -> list[str]:

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from cccmr_model import __version__
-from cccmr_model.config import CONFIG_VERSION, ExperimentConfig, config_to_dict, dump_config
+from cccmr_model.config import CONFIG_VERSION, ExperimentConfig, dump_config
 from cccmr_model.errors import CccmrError
 from cccmr_model.release.card import render_card
 from cccmr_model.release.files import (
@@ -34,6 +34,7 @@ from cccmr_model.release.files import (
     is_release_key,
 )
 from cccmr_model.release.keys import check_release_state
+from cccmr_model.release.privacy import privacy_record
 
 MODES = ("federated", "central")
 
@@ -65,7 +66,8 @@ def write_release(
     exactly. `metrics`: the final evaluation, e.g. {"pooled": {...}, "sites": {site: {...}}} where a metric is a
     number or {"value", "ci_low", "ci_high"}. `training_info`: {"mode": "federated" | "central", "sites":
     {site: {"subjects": n, ...}}, "phases": {phase: {"rounds": r, "local_epochs": e} or {"epochs": e}},
-    "privacy": {...} (merged over the config's privacy settings), any other JSON-able keys}.
+    "privacy": {mechanism: what it achieved} (see `release.privacy`; a mechanism the config enables must be
+    reported, one it does not must not be), any other JSON-able keys}.
     An existing release at `out_dir` is replaced as a whole; any other non-empty folder is refused.
     """
     out = Path(out_dir)
@@ -128,16 +130,8 @@ def _training_record(info: Mapping[str, Any], config: ExperimentConfig) -> dict[
         if not isinstance(info.get(key), Mapping) or not info[key]:
             raise CccmrError(f"write_release: training_info['{key}'] must be a non-empty mapping")
     record = _jsonable(dict(info))
-    record["privacy"] = _merge(config_to_dict(config.privacy), record.get("privacy") or {})
+    record["privacy"] = privacy_record(config, record.get("privacy") or {})
     return record
-
-
-def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
-        merged[key] = _merge(merged[key], value) if both else value
-    return merged
 
 
 def _publishable(folder: Path) -> None:

@@ -26,7 +26,6 @@ TRAINING = {
     "mode": "federated",
     "sites": {"anzhen": {"subjects": 30, "with_lge": 25}, "lanzhou": {"subjects": 20, "with_lge": 12}},
     "phases": {"pretrain": {"rounds": 2, "local_epochs": 1}, "fusion": {"rounds": 1, "local_epochs": 2}},
-    "privacy": {"central_dp": {"epsilon_spent": None}},
 }
 
 
@@ -67,7 +66,7 @@ def test_release_files_and_card(release_dir: Path) -> None:
     card = (release_dir / "MODEL_CARD.md").read_text()
     for text in ("Intended use", "Limits", "anzhen", "lanzhou", "| 30 |", "pretrain", "0.810", "0.700 - 0.900"):
         assert text in card, text
-    assert "`central_dp.enabled`: False" in card and "`central_dp.epsilon_spent`: None" in card  # config + run
+    assert "No differential privacy was applied to this model" in card and "no epsilon" in card
     assert "| n | 40 |" in card
     umask = os.umask(0)
     os.umask(umask)
@@ -206,3 +205,66 @@ def test_release_loads_without_the_training_sites_pretrained_files(tmp_path: Pat
     assert release.config.model.encoder.pretrained["cine_4ch"] == "/training/site/only/swin_k600.pth"
     key = next(k for k in patch_state if k.startswith("encoders.cine_4ch."))
     torch.testing.assert_close(release.model.state_dict()[key], patch_state[key])
+
+
+DP_SETS = ["privacy.dp_sgd.enabled=true", "privacy.central_dp.enabled=true", "federation.phases.fim.rounds=0"]
+
+
+def test_card_states_the_privacy_achieved(tmp_path: Path, full_state) -> None:
+    config = load_config("tiny", DP_SETS)
+    achieved = {
+        "dp_sgd": {"epsilon_by_site": {"anzhen": 2.3456789012, "lanzhou": 1.9012345678}},
+        "central_dp": {"epsilon": 4.56789012345, "rounds": 3},
+    }
+    training = {**TRAINING, "privacy": achieved}
+    out = write_release(tmp_path / "r", state=full_state, config=config, metrics=METRICS, training_info=training)
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "epsilon at delta 1e-05 per site: anzhen 2.35, lanzhou 1.9." in card
+    assert "epsilon 4.57 at delta 1e-05 over 3 round(s)" in card
+    assert "No differential privacy" not in card and "2.3456789" not in card
+    privacy = json.loads((out / "training.json").read_text())["privacy"]
+    assert privacy["dp_sgd"]["applied"] and privacy["dp_sgd"]["epsilon_by_site"]["anzhen"] == 2.3456789012
+    assert privacy["central_dp"]["applied"] and privacy["central_dp"]["noise_multiplier"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("sets", "privacy", "message"),
+    [
+        (["privacy.dp_sgd.enabled=true"], {}, r"privacy\.dp_sgd\.enabled is set but the training reports no dp_sgd"),
+        (["privacy.central_dp.enabled=true"], {}, r"privacy\.central_dp\.enabled is set but .* no central_dp"),
+        ([], {"dp_sgd": {"epsilon_by_site": {"anzhen": 1.0}}}, r"reports dp_sgd but privacy\.dp_sgd\.enabled is false"),
+    ],
+)
+def test_privacy_not_applied_is_never_claimed(tmp_path: Path, full_state, sets, privacy, message) -> None:
+    config = load_config("tiny", sets)
+    training = {**TRAINING, "privacy": privacy}
+    with pytest.raises(CccmrError, match=message):
+        write_release(tmp_path / "r", state=full_state, config=config, metrics=METRICS, training_info=training)
+    assert not (tmp_path / "r").exists()
+
+
+def test_card_phase_table_is_rounded_and_one_row_per_quantity(tmp_path: Path, config, full_state) -> None:
+    phase = {
+        "epochs": 2, "num_examples": 48, "loss": 0.6931471805599453, "cls:cine_4ch": 0.7012345678901234,
+        "acc:cine_4ch": 0.5416666666666666, "auc:cine_4ch": 0.6180555555555556, "constant:cine_sax": 1.0,
+        "lr": 3.0000000000000004e-05, "samples_per_s": 12.345678901234, "train_seconds": 3.888888888888,
+    }  # fmt: skip
+    phases = {"pretrain": phase, "fim": {**phase, "sigma:cine_4ch": 1.0123456789}, "fusion": {"epochs": 1}}
+    training = {**TRAINING, "mode": "central", "phases": phases}
+    out = write_release(tmp_path / "r", state=full_state, config=config, metrics=METRICS, training_info=training)
+    card = (out / "MODEL_CARD.md").read_text()
+    table = card.split("## Training phases")[1].split("##")[0].strip().splitlines()
+    assert table[0] == "| | pretrain | fim | fusion |"
+    assert all(row.count("|") == 5 for row in table)
+    for row in (
+        "| epochs | 2 | 2 | 1 |",
+        "| training samples seen | 48 | 48 | – |",
+        "| final training loss | 0.693 | 0.693 | – |",
+        "| accuracy, cine_4ch | 0.542 | 0.542 | – |",
+        "| constant prediction, cine_sax | yes | yes | – |",
+        "| uncertainty σ, cine_4ch | – | 1.01 | – |",
+        "| final learning rate | 3.00e-05 | 3.00e-05 | – |",
+    ):
+        assert row in table, row
+    assert not any(len(part) > 10 for row in table for part in row.split("|")[2:])  # no 16-digit floats
+    assert "central" in card and "pooled in one place" in card

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cccmr_model.cli import main
+from cccmr_model.config.loader import CONFIG_DIR
 from cccmr_model.data import phantom
 
 SMALL = [
@@ -65,3 +66,18 @@ def test_ablation_writes_the_five_rows(cohort, tmp_path) -> None:
     assert list(rows) == ["4CH cine only", "SAX cine only", "4CH + SAX fused", "FIM w/o U-A", "FIM w U-A"]
     assert all(r["n"] == 4 for r in rows.values())
     assert (out / "ablation.md").read_text().count("\n| ") == 6  # header + five rows
+
+
+@pytest.mark.parametrize("command", ["train", "ablation"])
+def test_central_training_refuses_privacy_it_does_not_apply(command, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    data = ["--data", str(tmp_path), *(["--test", str(tmp_path)] if command == "ablation" else []), "--out", str(out)]
+    assert main([command, "--config", "tiny", "--set", "privacy.dp_sgd.enabled=true", *data]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cccmr {command}: error: --set privacy.dp_sgd.enabled=true: " in err
+    assert "applies no DP-SGD" in err and not out.exists()
+    config = tmp_path / "dp.yaml"
+    config.write_text(f"base: {CONFIG_DIR / 'tiny.yaml'}\nprivacy:\n  central_dp:\n    enabled: true\n")
+    assert main([command, "--config", str(config), *data]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: key 'privacy.central_dp.enabled'" in err and "applies no central DP" in err

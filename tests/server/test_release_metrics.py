@@ -82,3 +82,29 @@ def test_release_card_shows_table_one_with_cis(tmp_path):
     assert "| Evaluated on |" in card and "| pooled |" in card and "| sites / anzhen |" in card
     sens = metrics["pooled"]["metrics"]["sensitivity"]
     assert f"{sens['value']:.3f} ({sens['ci_low']:.3f}, {sens['ci_high']:.3f})" in card
+
+
+@pytest.mark.parametrize("privacy", ["none", "dp"])
+def test_release_states_the_privacy_the_history_records(tmp_path, privacy):
+    sets = ["privacy.dp_sgd.enabled=true", "privacy.central_dp.enabled=true", "federation.phases.fim.rounds=0"]
+    config = load_config("tiny", ["evaluation.bootstrap_resamples=100", *(sets if privacy == "dp" else [])])
+    replies = {"anzhen": site_reply(0, 20, False), "lanzhou": site_reply(1, 14, False)}
+    rounds = []
+    for number, (eps_a, eps_l, central) in enumerate([(1.2, 1.1, 0.8), (2.345678, 2.2, 1.56789)], start=1):
+        record = {"round": number, "sites_replied": ["anzhen", "lanzhou"], "evaluate": replies}
+        record["train"] = {"anzhen": {"num-examples": 20}, "lanzhou": {"num-examples": 14}}
+        if privacy == "dp":
+            record["train"]["anzhen"]["dp_epsilon"], record["train"]["lanzhou"]["dp_epsilon"] = eps_a, eps_l
+            record["central_dp"] = {"epsilon": central, "delta": 1e-5, "sites_averaged": 2}
+        rounds.append(record)
+    rounds[-1]["evaluate_global"] = global_eval_metrics(replies, 2)
+    out = write_release(tmp_path / "release", initial_state(config), config, rounds)
+    card = (out / CARD_FILE).read_text()
+    recorded = json.loads((out / "training.json").read_text())["privacy"]
+    if privacy == "none":
+        assert recorded == {"dp_sgd": {"applied": False}, "central_dp": {"applied": False}}
+        assert "No differential privacy was applied to this model: the sites kept their images" in card
+        return
+    assert recorded["dp_sgd"]["epsilon_by_site"] == {"anzhen": 2.345678, "lanzhou": 2.2}
+    assert recorded["central_dp"]["epsilon"] == 1.56789 and recorded["central_dp"]["rounds"] == 2
+    assert "per site: anzhen 2.35, lanzhou 2.2." in card and "epsilon 1.57 at delta 1e-05 over 2 round(s)" in card
