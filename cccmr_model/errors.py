@@ -17,3 +17,8 @@ class DataError(CccmrError):
 
 class TrainingError(CccmrError):
     """Training that cannot go on, e.g. a non-finite loss; the message says what was kept."""
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """What a decoding error found, for a one-line message: `UTF-8 text (byte 0xe9 at offset 9)`."""
+    return f"UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"

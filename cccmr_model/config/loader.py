@@ -8,6 +8,7 @@ Every problem raises `ConfigError` with one line naming the file, the key and wh
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -18,7 +19,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from cccmr_model.config.schema import ExperimentConfig
-from cccmr_model.errors import ConfigError
+from cccmr_model.errors import ConfigError, not_utf8
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 T = TypeVar("T")
@@ -45,10 +46,24 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     try:
         return build_dataclass(ExperimentConfig, raw, file=str(file))
     except ConfigError as exc:
-        for item in overrides:  # name the override, not the file, when the bad value came from --set
-            if f"key '{item.split('=', 1)[0].strip()}'" in str(exc):
-                raise ConfigError(str(exc).replace(f"{file}:", f"--set {item}:", 1)) from None
+        item = _blamed_override(str(exc), str(file), overrides)
+        if item is not None:  # name the override, not the file, when the bad value came from --set
+            raise ConfigError(str(exc).replace(f"{file}:", f"--set {item}:", 1)) from None
         raise
+
+
+def _blamed_override(message: str, file: str, overrides: list[str]) -> str | None:
+    """The last `--set` whose key is the error's key, inside it (a list item, a sub-key) or under it (a check of
+    the section it belongs to); None when the error is the file's alone."""
+    match = re.match(rf"{re.escape(file)}: key '([^']+)'", message)
+    if match is None:
+        return None
+    bad = match.group(1)
+    for item in reversed(overrides):
+        key = item.split("=", 1)[0].strip()
+        if bad == key or bad.startswith((f"{key}.", f"{key}[")) or key.startswith(f"{bad}."):
+            return item
+    return None
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> ExperimentConfig:
@@ -75,9 +90,11 @@ def _plain(value: Any) -> Any:
 
 def _read_yaml(file: Path) -> dict[str, Any]:
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: config is not {not_utf8(exc)}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -212,11 +229,13 @@ def _convert(tp: Any, value: Any, *, file: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):
             try:  # YAML 1.1 reads 1e-3 as a string; accept it as the number it clearly is
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{err} expected a number, got {_describe(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{err} expected a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

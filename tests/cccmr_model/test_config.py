@@ -89,3 +89,42 @@ def test_cli_config_typo_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert "typo.yaml" in lines[0] and "train.learning_rate" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("item", "key"),
+    [
+        ("model.encoder.depths=[1,x]", "model.encoder.depths[1]"),  # a list item of the override
+        ("train={lr: abc}", "train.lr"),  # a key inside the override
+        ("data.slices.cine_sax=0", "data.slices"),  # a check of the section the override sets
+        ("federation.min_sites=99", "federation"),
+    ],
+)
+def test_set_errors_blame_the_set_not_the_file(item: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", ["train.lr=1e-3", item])
+    assert str(info.value).startswith(f"--set {item}: key '{key}'"), str(info.value)
+
+
+def test_file_errors_still_blame_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {CONFIG_DIR / 'tiny.yaml'}\ntrain:\n  lr: abc\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: key 'train.lr'"):
+        load_config(bad, ["train.batch_size=4", "data.frames=4"])
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "inf", "nan", "1e400"])
+def test_non_finite_floats_are_refused(value: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--set train\.lr=.*: key 'train\.lr': expected a finite number"):
+        load_config("tiny", [f"train.lr={value}"])
+    file = tmp_path / "inf.yaml"
+    file.write_text(f"base: {CONFIG_DIR / 'tiny.yaml'}\ntrain:\n  weight_decay: {value}\n")
+    with pytest.raises(ConfigError, match=r"inf\.yaml: key 'train\.weight_decay': expected a finite number"):
+        load_config(file)
+
+
+def test_non_utf8_config_is_one_line(tmp_path: Path) -> None:
+    file = tmp_path / "latin1.yaml"
+    file.write_bytes("name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: config is not UTF-8 text \(byte 0xe9 at offset 9\)"):
+        load_config(file)
