@@ -7,6 +7,7 @@ Every problem raises `ConfigError` with one line naming the file, the key and wh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -228,10 +229,8 @@ def _convert(tp: Any, value: Any, *, file: str, key: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str):
-            try:  # YAML 1.1 reads 1e-3 as a string; accept it as the number it clearly is
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads 1e-3 as a string: the number it clearly is
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{err} expected a number, got {_describe(value)}")
         if not math.isfinite(value):
