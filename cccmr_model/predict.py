@@ -24,7 +24,7 @@ from cccmr_model.config import ExperimentConfig
 from cccmr_model.data import load_series, preprocess_series
 from cccmr_model.data.localise import CENTRE_FALLBACK, HeartCentre, choose_centre
 from cccmr_model.data.manifest import SUBJECT_ID
-from cccmr_model.errors import CccmrError, DataError
+from cccmr_model.errors import CccmrError, DataError, not_utf8
 from cccmr_model.metrics import SUBTYPE_NAMES
 from cccmr_model.release import Release
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES
@@ -177,12 +177,14 @@ class BatchRow:
 def read_predict_manifest(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV with columns subject_id, cine_4ch, cine_sax (other columns are ignored, LGE never read)."""
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(line for line in handle if not line.lstrip().startswith("#"))
             missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path}: manifest lacks column(s) {', '.join(missing)}; needs {MANIFEST_COLUMNS}")
             rows = list(reader)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: manifest is not {not_utf8(exc)}; save it as UTF-8") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read manifest ({exc.strerror})") from None
     seen: set[str] = set()

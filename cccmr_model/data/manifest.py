@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cccmr_model.errors import DataError
+from cccmr_model.errors import DataError, not_utf8
 from cccmr_model.sequences import CINE_SEQUENCES, SEQUENCES
 
 MANIFEST_NAME = "manifest.csv"
@@ -76,8 +76,13 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
         path = path / MANIFEST_NAME
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (write one, or draft it with `cccmr ingest --discover`)")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        lines = [line for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            lines = [line for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: manifest is not {not_utf8(exc)}; save it as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read manifest ({exc.strerror})") from None
     reader = csv.DictReader(lines)
     columns = [c.strip() for c in reader.fieldnames or []]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]

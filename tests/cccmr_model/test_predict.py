@@ -217,3 +217,13 @@ def test_non_finite_probability_is_refused(tmp_path: Path, subject, capsys) -> N
     rows = list(csv.DictReader(out.open()))
     assert rows[0]["status"] == "rejected" and "non-finite probability" in rows[0]["reason"]
     assert "nan" not in rows[0]["p_cardiomyopathy"].lower() and rows[0]["call"] == ""
+
+
+def test_non_utf8_batch_manifest_is_one_line(tmp_path: Path) -> None:
+    from cccmr_model.errors import DataError
+    from cccmr_model.predict import read_predict_manifest
+
+    manifest = tmp_path / "batch.csv"
+    manifest.write_bytes("subject_id,cine_4ch,cine_sax\ns1,Ménard/4ch,Ménard/sax\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"batch\.csv: manifest is not UTF-8 text \(byte 0xe9"):
+        read_predict_manifest(manifest)
