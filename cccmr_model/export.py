@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 INPUT_NAMES = ("cine_4ch", "cine_sax")
 OUTPUT_NAME = "probabilities"
 DEFAULT_OPSET = 17
+OPSETS = range(11, 21)  # the TorchScript exporter's opsets that export this model (index_put needs 11)
 TOLERANCE = 1e-4  # max abs difference of probabilities, onnxruntime vs PyTorch
 
 
@@ -54,8 +55,15 @@ def example_inputs(release: Release, batch: int, seed: int = 0) -> tuple[torch.T
     return cine_4ch, cine_sax
 
 
+def check_opset(opset: int) -> None:
+    """An opset the exporter can write this model in, else a one-line CccmrError."""
+    if opset not in OPSETS:
+        raise CccmrError(f"--opset {opset}: must be {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+
+
 def export_onnx(release: Release, out: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
     """Write the cine-only predictor of `release` to the ONNX file `out` (dynamic batch, release metadata)."""
+    check_opset(opset)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     predictor = CinePredictor(release.model).cpu().eval()

@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from cccmr_model import __version__
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.console import setup_logging
-from cccmr_model.errors import CccmrError, ConfigError
+from cccmr_model.errors import CccmrError, ConfigError, not_utf8
 
 # subcommand name -> module in cccmr_model.cli
 COMMANDS: dict[str, str] = {
@@ -80,6 +83,40 @@ def refuse_unapplied_privacy(config: ExperimentConfig, args: argparse.Namespace,
         )
 
 
+def check_writable_folder(path: Path, option: str) -> None:
+    """Create `path` if needed and write a probe file in it, before any work; a CccmrError naming the option."""
+    if path.exists() and not path.is_dir():
+        raise CccmrError(f"{option} {path}: is a file, not a folder")
+    problem = _write_problem(path)
+    if problem is not None:
+        raise CccmrError(f"{option} {path}: cannot write there ({problem})")
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """The output file `path` can be written (its folder created if needed), checked before any work."""
+    if path.is_dir():
+        raise CccmrError(f"{option} {path}: is a folder; give a file name")
+    problem = _write_problem(path.parent)
+    if problem is None and path.exists() and not os.access(path, os.W_OK):
+        problem = "permission denied"
+    if problem is not None:
+        raise CccmrError(f"{option} {path}: cannot write there ({problem})")
+
+
+def _write_problem(folder: Path) -> str | None:
+    """Why no file can be written in `folder` (created if missing), or None when one can."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename and Path(exc.filename) != folder else exc.strerror
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -92,9 +129,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CccmrError as exc:
         print(f"cccmr {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except UnicodeDecodeError as exc:  # a text file no reader caught: name it, no traceback
+        print(f"cccmr {args.command}: error: {_file_in(exc)}: not {not_utf8(exc)}", file=sys.stderr)
+        return CccmrError.exit_code
+    except OSError as exc:
+        print(f"cccmr {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return CccmrError.exit_code
     except KeyboardInterrupt:
         logging.getLogger("cccmr").warning("interrupted")
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """`FILE: what went wrong` (both files of a rename or copy), in one line."""
+    files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    problem = " ".join(str(exc.strerror or exc).split())
+    return f"{files}: {problem}" if files else problem
+
+
+def _file_in(exc: BaseException) -> str:
+    """The file being read when `exc` was raised: the innermost frame's `path`/`file`/`filename` variable."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for name in ("path", "file", "filename"):
+            value = frame.f_locals.get(name)
+            if isinstance(value, str | Path):
+                return str(value)
+    return "a file"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from cccmr_model.cli import add_config_arguments, refuse_unapplied_privacy
+from cccmr_model.cli import add_config_arguments, check_writable_folder, refuse_unapplied_privacy
 from cccmr_model.config import load_config
 
 HELP = "Table 2: 4CH only, SAX only, fused w/o FIM, FIM w/o U-A, FIM w U-A, on one split, one table with CIs"
@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     refuse_unapplied_privacy(config, args, "trains centrally on pooled data")
     device = args.device or config.train.device
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or out / "cache"
+    check_writable_folder(out, "--out")
+    check_writable_folder(cache, "--cache")
     train_set = pool(ingest_sites(args.data, cache / "train", config))
     test_set = pool(ingest_sites(args.test, cache / "test", config))
     ckpt = out / "checkpoints"

@@ -7,6 +7,10 @@ import json
 import tempfile
 from pathlib import Path
 
+from cccmr_model.cli import check_writable_folder
+from cccmr_model.errors import CccmrError
+
+MIN_RESAMPLES = 10  # as evaluation.bootstrap_resamples
 HELP = "evaluate a release on site data: metrics with bootstrap confidence intervals, as JSON and Markdown"
 
 
@@ -27,6 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from cccmr_model.metrics import evaluation_report, json_safe, markdown_table
     from cccmr_model.release import load_release
 
+    if args.resamples is not None and args.resamples < MIN_RESAMPLES:
+        raise CccmrError(f"--resamples {args.resamples}: must be at least {MIN_RESAMPLES}")
+    if args.out is not None:
+        check_writable_folder(args.out, "--out")
+    if args.cache is not None:
+        check_writable_folder(args.cache, "--cache")
     release = load_release(args.release)
     config = release.config
     state = release.model.state_dict()
@@ -39,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         config.task,
         evaluated.scores,
         evaluated.labels,
-        resamples=args.resamples or ev.bootstrap_resamples,
+        resamples=ev.bootstrap_resamples if args.resamples is None else args.resamples,
         confidence=ev.confidence,
         seed=ev.seed if args.seed is None else args.seed,
         threshold=ev.threshold,

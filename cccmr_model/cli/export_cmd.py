@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from cccmr_model.export import DEFAULT_OPSET, TOLERANCE, export_and_check
+from cccmr_model.cli import check_writable_file
+from cccmr_model.export import DEFAULT_OPSET, TOLERANCE, check_opset, export_and_check
 from cccmr_model.release import load_release
 
 HELP = "export a release's cine-only predictor to ONNX (checked against PyTorch with onnxruntime)"
@@ -22,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    release = load_release(args.release)
+    check_opset(args.opset)
     out = args.out or args.release.resolve().with_name(args.release.resolve().name + ".onnx")
+    check_writable_file(out, "--out")
+    release = load_release(args.release)
     report = export_and_check(release, out, opset=args.opset, check=not args.no_check)
     if report.checked_batches:
         log.info(

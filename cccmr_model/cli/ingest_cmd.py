@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cccmr_model.cli import add_config_arguments
+from cccmr_model.cli import add_config_arguments, check_writable_file, check_writable_folder
 from cccmr_model.config import load_config
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.errors import DataError
@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--cache is required (the folder to write the preprocessed subjects to)")
     if args.workers < 1:
         raise DataError(f"--workers must be at least 1, got {args.workers}")
+    check_writable_folder(args.cache, "--cache")
     from cccmr_model.data import ingest_site
 
     report = ingest_site(args.data, args.cache, config.data, workers=args.workers)
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 def _discover(args: argparse.Namespace, data_config: DataConfig) -> int:
     from cccmr_model.data.discover import discover_series, write_draft
 
+    if args.out is not None:
+        check_writable_file(args.out, "--out")
     discovery = discover_series(args.data, data_config)
     path = write_draft(discovery, args.out)
     print(discovery.summary())

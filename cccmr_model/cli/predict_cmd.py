@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from cccmr_model.cli import check_writable_file
 from cccmr_model.errors import CccmrError
 from cccmr_model.predict import Prediction, Predictor, predict_manifest, write_predictions
 from cccmr_model.release import load_release
@@ -35,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         raise CccmrError("both --cine-4ch and --cine-sax are needed")
     if args.manifest is not None and args.out is None:
         raise CccmrError("--manifest needs --out (the results CSV)")
+    if args.out is not None:
+        check_writable_file(args.out, "--out")  # before any subject is scored, so no result is lost
     release = load_release(args.release)
     log.info("release %s (%s, %s), content hash %s", args.release, release.config.name, release.config.task,
              release.content_hash[:12])  # fmt: skip

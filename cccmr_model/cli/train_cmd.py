@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from cccmr_model.cli import add_config_arguments, refuse_unapplied_privacy
+from cccmr_model.cli import add_config_arguments, check_writable_folder, refuse_unapplied_privacy
 from cccmr_model.config import load_config
 
 HELP = "train all three phases centrally on pooled site data and write a release with validation metrics"
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_unapplied_privacy(config, args, "trains centrally on pooled data")
     device = args.device or config.train.device
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(out, "--out")
+    check_writable_folder(args.cache or out / "cache", "--cache")
     sites = ingest_sites(args.data, args.cache or out / "cache", config, workers=args.workers)
     train_set, val_set, site_summary = split_sites(sites, config)
     results = train_phases(train_set, config, device=device, checkpoint_dir=out / "checkpoints")
