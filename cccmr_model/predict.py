@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from cccmr_model.config import ExperimentConfig
 from cccmr_model.data import load_series, preprocess_series
 from cccmr_model.data.localise import CENTRE_FALLBACK, HeartCentre, choose_centre
 from cccmr_model.data.manifest import SUBJECT_ID
+from cccmr_model.data.preprocess import Preprocessed
 from cccmr_model.errors import CccmrError, DataError, not_utf8
 from cccmr_model.metrics import SUBTYPE_NAMES
 from cccmr_model.release import Release
@@ -113,8 +114,8 @@ def read_cine(
     sequence: str,
     config: ExperimentConfig,
     sax_point: tuple[float, float, float] | None = None,
-) -> tuple[np.ndarray, HeartCentre]:
-    """One cine series preprocessed as in training: ((S, T, H, W) float32, its crop centre).
+) -> tuple[Preprocessed, HeartCentre]:
+    """One cine series preprocessed as in training: (its `Preprocessed`, array (S, T, H, W); its crop centre).
 
     The crop centre is found as at ingestion: the SAX by its motion, the 4CH by the SAX point (`sax_point`) or its
     own motion. DataError with ingestion's reason.
@@ -125,7 +126,7 @@ def read_cine(
     centre = choose_centre(series, sequence, config.data.crop, sax_point)
     if centre.method == CENTRE_FALLBACK:
         log.warning("%s %s: heart not located (%s); centre crop used", path, sequence, centre.reason)
-    return preprocess_series(series, sequence, config.data, centre.point_mm).array, centre  # S, T, H, W
+    return preprocess_series(series, sequence, config.data, centre.point_mm), centre
 
 
 @torch.no_grad()
@@ -138,6 +139,18 @@ def predict_arrays(
     return predictor(x4, xs).float().cpu().numpy()
 
 
+@dataclass(frozen=True)
+class SubjectInputs:
+    """One subject's two cine series as read: the model inputs and where they came from."""
+
+    cine_4ch: Preprocessed
+    cine_sax: Preprocessed
+    sources: dict[str, tuple[Path, str | None]]  # sequence -> (path, series UID or None)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {CINE_4CH: self.cine_4ch.array, CINE_SAX: self.cine_sax.array}  # S, T, H, W each
+
+
 class Predictor:
     """A loaded release ready to score subjects on one device."""
 
@@ -147,15 +160,25 @@ class Predictor:
         self.device = resolve_device(device)
         self.module = CinePredictor(release.model).to(self.device).eval()
 
-    def predict_files(self, cine_4ch: str | Path, cine_sax: str | Path, *, base: Path | None = None) -> Prediction:
-        """Read, preprocess and score one subject's two cine series (the SAX first: its heart point centres the 4CH)."""
+    def read_subject(self, cine_4ch: str | Path, cine_sax: str | Path, *, base: Path | None = None) -> SubjectInputs:
+        """Read and preprocess one subject's two cine series (the SAX first: its heart point centres the 4CH)."""
         sax_path, sax_uid = parse_series_ref(cine_sax, base)
         sax, centre = read_cine(sax_path, sax_uid, CINE_SAX, self.config)
         four_path, four_uid = parse_series_ref(cine_4ch, base)
         four, _ = read_cine(four_path, four_uid, CINE_4CH, self.config, centre.point_mm if centre.ok else None)
-        probabilities = predict_arrays(self.module, four[None], sax[None], self.device)[0]  # inputs 1, S, T, H, W
+        return SubjectInputs(four, sax, {CINE_4CH: (four_path, four_uid), CINE_SAX: (sax_path, sax_uid)})
+
+    def predict_inputs(self, inputs: SubjectInputs) -> Prediction:
+        """Score a subject already read."""
+        four, sax = inputs.cine_4ch.array[None], inputs.cine_sax.array[None]  # 1, S, T, H, W
+        probabilities = predict_arrays(self.module, four, sax, self.device)[0]  # C
+        four_path, sax_path = inputs.sources[CINE_4CH][0], inputs.sources[CINE_SAX][0]
         check_finite(probabilities, f"{four_path} and {sax_path}", self.release.path)
         return Prediction(self.config.task, tuple(float(p) for p in probabilities), self.config.evaluation.threshold)
+
+    def predict_files(self, cine_4ch: str | Path, cine_sax: str | Path, *, base: Path | None = None) -> Prediction:
+        """Read, preprocess and score one subject's two cine series."""
+        return self.predict_inputs(self.read_subject(cine_4ch, cine_sax, base=base))
 
 
 def check_finite(probabilities: np.ndarray, inputs: str, release: Path) -> None:
@@ -205,8 +228,14 @@ def read_predict_manifest(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def predict_manifest(predictor: Predictor, manifest: Path) -> list[BatchRow]:
-    """Score every subject of a manifest; an unusable series marks its subject rejected with ingestion's reason."""
+SubjectHook = Callable[[str, SubjectInputs, Prediction], None]
+
+
+def predict_manifest(predictor: Predictor, manifest: Path, after: SubjectHook | None = None) -> list[BatchRow]:
+    """Score every subject of a manifest; an unusable series marks its subject rejected with ingestion's reason.
+
+    `after(subject_id, inputs, prediction)` runs for each scored subject (the explanation, the DICOM result).
+    """
     from cccmr_model.console import progress
 
     rows = read_predict_manifest(manifest)
@@ -214,11 +243,15 @@ def predict_manifest(predictor: Predictor, manifest: Path) -> list[BatchRow]:
     for row in progress(rows, "predicting"):
         subject = row["subject_id"].strip()
         try:
-            prediction = predictor.predict_files(row[CINE_4CH], row[CINE_SAX], base=manifest.parent)
-            results.append(BatchRow(subject, prediction))
+            inputs = predictor.read_subject(row[CINE_4CH], row[CINE_SAX], base=manifest.parent)
         except DataError as exc:
             log.warning("%s: rejected: %s", subject, exc)
             results.append(BatchRow(subject, None, str(exc)))
+            continue
+        prediction = predictor.predict_inputs(inputs)
+        if after is not None:
+            after(subject, inputs, prediction)
+        results.append(BatchRow(subject, prediction))
     return results
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 from cccmr_model.cli import check_writable_file
 from cccmr_model.errors import CccmrError
-from cccmr_model.predict import Prediction, Predictor, predict_manifest, write_predictions
-from cccmr_model.release import load_release
+from cccmr_model.predict import Prediction, Predictor, SubjectHook, SubjectInputs, predict_manifest, write_predictions
+from cccmr_model.release import Release, load_release
+from cccmr_model.sequences import CINE_4CH, CINE_SAX
 
 HELP = "screen a subject (or a manifest of subjects) from cine CMR alone with a published release"
 log = logging.getLogger("cccmr.predict")
@@ -26,6 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="batch mode: CSV of results, one row per subject")
     parser.add_argument("--json", action="store_true", help="print the single-subject result as JSON")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument(
+        "--explain", type=Path, metavar="DIR",
+        help="write Grad-CAM overlays (PNG at ED and ES, GIF over the cycle) and explanation.json"
+        " (batch mode: one folder per subject)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dicom-out", type=Path, metavar="DIR",
+        help="write a DICOM result page (Secondary Capture) and Structured Report in the input's study"
+        " (batch mode: one folder per subject)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
     log.info("release %s (%s, %s), content hash %s", args.release, release.config.name, release.config.task,
              release.content_hash[:12])  # fmt: skip
     predictor = Predictor(release, args.device)
+    after = _outputs_hook(args, release)
     if single:
-        prediction = predictor.predict_files(args.cine_4ch, args.cine_sax)
+        inputs = predictor.read_subject(args.cine_4ch, args.cine_sax)
+        prediction = predictor.predict_inputs(inputs)
+        if after is not None:
+            after("", inputs, prediction)
         print(_render(prediction, release.content_hash, as_json=args.json))
         return 0
-    rows = predict_manifest(predictor, args.manifest)
+    rows = predict_manifest(predictor, args.manifest, after)
     write_predictions(args.out, rows, release.config)
     rejected = sum(row.prediction is None for row in rows)
     log.info("%d subject(s) scored, %d rejected; results in %s", len(rows) - rejected, rejected, args.out)
@@ -67,3 +83,29 @@ def _render(prediction: Prediction, content_hash: str, *, as_json: bool) -> str:
     lines = [f"{name}: {p:.4f}" for name, p in zip(prediction.class_names, prediction.probabilities, strict=True)]
     lines.append(f"most probable subtype: {prediction.call} (a subtyping release assumes a cardiomyopathy)")
     return "\n".join(lines)
+
+
+def _outputs_hook(args: argparse.Namespace, release: Release) -> SubjectHook | None:
+    """What --explain and --dicom-out write for each scored subject ("" = single mode: the folder itself)."""
+    if args.explain is None and args.dicom_out is None:
+        return None
+    from cccmr_model.explain import explain_subject
+    from cccmr_model.result_dicom import release_id, write_dicom_result
+
+    identity = release_id(release.manifest)
+
+    def after(subject: str, inputs: SubjectInputs, prediction: Prediction) -> None:
+        with tempfile.TemporaryDirectory(prefix="cccmr-explain-") as scratch:
+            folder = (args.explain / subject) if args.explain is not None else Path(scratch)
+            explain_subject(release.model, inputs, prediction, folder)
+            if args.dicom_out is not None:
+                pictures = [folder / f"{seq}_{phase}.png" for seq in (CINE_SAX, CINE_4CH) for phase in ("ed", "es")]
+                shown = dict(zip(prediction.class_names, prediction.probabilities, strict=True))
+                if prediction.task == "screening":
+                    shown = {"cardiomyopathy": shown["cardiomyopathy"]}
+                threshold = prediction.threshold if prediction.task == "screening" else None
+                write_dicom_result(args.dicom_out / subject, inputs.sources, shown, prediction.call, threshold,
+                                   identity, pictures)  # fmt: skip
+        log.info("%s: outputs written", subject or "subject")
+
+    return after
