@@ -4,8 +4,9 @@ Two objects, each in a new series of the input's study (StudyInstanceUID and the
 SAX cine, new Series and SOP Instance UIDs):
 
 - `result_page.dcm`, a Secondary Capture: the call, the probability, the threshold, the release (name, version,
-  content hash), the Grad-CAM overlays at end-diastole and end-systole, and "screening aid, not a diagnosis". The
-  page carries no patient identifiers in its pixels (BurnedInAnnotation NO); the header carries the input's.
+  content hash), the saliency (HiResCAM) overlays at end-diastole and end-systole, and "screening aid, not a
+  diagnosis". The page carries no patient identifiers in its pixels (BurnedInAnnotation NO); its header carries
+  the input's.
 - `result_sr.dcm`, a Comprehensive 3D SR (TID 1500 measurement report) with each reported probability as a
   coded measurement, the release as the algorithm (name, version, content hash) and the cine series as evidence.
 
@@ -14,6 +15,7 @@ Patient identity stays as in the input: these objects stay in the hospital. Noth
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +75,7 @@ def page_pixels(lines: Sequence[str], pictures: Sequence[Path]) -> np.ndarray:
     grid = fig.add_gridspec(rows, 1, height_ratios=[1.6] + [2.6] * len(images))
     text = fig.add_subplot(grid[0])
     text.set_axis_off()
-    text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", color="white", family="monospace", fontsize=9)
+    text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", color="white", family="monospace", fontsize=8)
     for i, image in enumerate(images, start=1):
         ax = fig.add_subplot(grid[i])
         ax.imshow(image)
@@ -93,7 +95,7 @@ def page_lines(probabilities: dict[str, float], call: str, threshold: float | No
     lines += [
         f"Release: {release.name} ({release.task}), cccmr {release.version}",
         f"Release content hash: {release.content_hash}",
-        "Overlays: Grad-CAM, where the network looked; not a segmentation of disease.",
+        "Overlays: HiResCAM saliency, where the network looked; not a segmentation of disease.",
         DISCLAIMER,
     ]
     return lines
@@ -108,7 +110,8 @@ def write_result_page(out: Path, reference: Dataset, pixels: np.ndarray) -> Path
         pixel_array=pixels,
         photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
         bits_allocated=8,
-        coordinate_system=None,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        patient_orientation=("L", "F"),  # required by highdicom for PATIENT; emptied below (a page, not a view)
         series_instance_uid=hd.UID(),
         series_number=PAGE_SERIES,
         sop_instance_uid=hd.UID(),
@@ -116,6 +119,7 @@ def write_result_page(out: Path, reference: Dataset, pixels: np.ndarray) -> Path
         manufacturer=MANUFACTURER,
         series_description="CC-CMR result page (screening aid)",
     )
+    image.PatientOrientation = ""  # Type 2: present, empty
     image.BurnedInAnnotation = "NO"
     image.SoftwareVersions = __version__
     path = out / PAGE_FILE
@@ -204,6 +208,7 @@ def write_dicom_result(
     pictures: Sequence[Path],
 ) -> list[Path]:
     """The result page and the SR of one subject in `out`, in the study of its SAX cine; returns the files."""
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO lines name the input's UIDs
     sax = series_headers(*sources[CINE_SAX])
     four = series_headers(*sources[CINE_4CH])
     out.mkdir(parents=True, exist_ok=True)

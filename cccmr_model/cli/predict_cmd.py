@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument(
         "--explain", type=Path, metavar="DIR",
-        help="write Grad-CAM overlays (PNG at ED and ES, GIF over the cycle) and explanation.json"
+        help="write saliency overlays (HiResCAM; PNG at ED and ES, GIF over the cycle) and explanation.json"
         " (batch mode: one folder per subject)",
     )  # fmt: skip
     parser.add_argument(

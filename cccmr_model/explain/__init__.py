@@ -1,4 +1,4 @@
-"""Where the model looked: `cccmr predict --explain DIR` (Grad-CAM overlays per cine sequence, what weighs most)."""
+"""Where the model looked: `cccmr predict --explain DIR`, saliency overlays per cine sequence and what weighs most."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def _picture(rgb: np.ndarray, caption: str) -> Image.Image:
 def frame_picture(seq: str, frames: np.ndarray, cam: np.ndarray, frame: int, label: str) -> Image.Image:
     """One frame of a sequence (S, T, H, W) with its map (T, H, W), slices side by side, captioned."""
     grey = _grey(frames)
-    return _picture(overlay(grey[:, frame], cam[frame]), f"{seq} {label} frame {frame}: Grad-CAM")
+    return _picture(overlay(grey[:, frame], cam[frame]), f"{seq} {label} frame {frame}: HiResCAM")
 
 
 def write_overlays(out: Path, inputs: dict[str, np.ndarray], saliency: Saliency, es_frame: int) -> list[Path]:
@@ -78,7 +78,7 @@ def write_overlays(out: Path, inputs: dict[str, np.ndarray], saliency: Saliency,
             written.append(path)
         grey = _grey(frames)
         loop = [
-            _picture(overlay(grey[:, t], item.cam[t]), f"{seq} frame {t}: Grad-CAM") for t in range(frames.shape[1])
+            _picture(overlay(grey[:, t], item.cam[t]), f"{seq} frame {t}: HiResCAM") for t in range(frames.shape[1])
         ]
         path = out / f"{seq}.gif"
         loop[0].save(path, save_all=True, append_images=loop[1:], duration=GIF_MS, loop=0)
@@ -99,16 +99,21 @@ def summary(
     for seq, item in saliency.sequences.items():
         times = frame_times[seq][len(frame_times[seq]) // 2]
         entry: dict[str, Any] = {
-            "top_frames": [{"frame": f, "ms_after_r": times[f], "share": round(float(item.frame_weights[f]), 4)}
-                           for f in item.top_frames],  # fmt: skip
+            "top_frames": [
+                {"frame": f, "ms_after_r": times[f], "share": round(float(item.frame_weights[f]), 4)}
+                for f in item.top_frames
+            ],
             "frame_share": [round(float(w), 4) for w in item.frame_weights],
         }
         if seq == CINE_SAX:
             entry["top_slices"] = [
-                {"input_slice": s, "series_slice": slice_indices[seq][s],
-                 "probability_drop_when_blanked": round(float(item.slice_weights[s]), 6)}
+                {
+                    "input_slice": s,
+                    "series_slice": slice_indices[seq][s],
+                    "probability_drop_when_blanked": round(float(item.slice_weights[s]), 6),
+                }
                 for s in item.top_slices
-            ]  # fmt: skip
+            ]
         out["sequences"][seq] = entry
     return out
 

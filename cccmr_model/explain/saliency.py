@@ -1,16 +1,23 @@
-"""Where the model looked: Grad-CAM over space and time per cine sequence, and which SAX slices mattered.
+"""Where the model looked: a saliency map over space and time per cine sequence, and which SAX slices mattered.
 
-Method (captum, the PyTorch project's attribution library):
+Method (captum, the PyTorch project's attribution library; nothing here re-implements an attribution method):
 
-- **Grad-CAM** (`captum.attr.LayerGradCam`) on the output of each encoder's last Swin stage (after its norm), the
-  token map the fusion head pools. One forward pass and a backward pass through that stage only, so it stays cheap
-  at the default size, where integrated gradients (tens of passes) or occlusion (one pass per patch) would not.
-  The map (T', H', W') is upsampled trilinearly to the input's (T, H, W); it is shared by the input channels.
-- **Slice ablation** (`captum.attr.FeatureAblation`): the SAX input's channels are three slices, which Grad-CAM
+- **HiResCAM** (Draelos & Carin 2020; Grad-CAM with the gradient kept per token instead of averaged over the map):
+  `captum.attr.LayerGradientXActivation` at the token map after the blocks of the penultimate Swin stage of each
+  cine encoder (14 x 14 in-plane, T/2 frames at the default size), summed over channels, positive part kept, then
+  upsampled trilinearly to the input's (T, H, W). The explained output is the log-probability of the call.
+  One forward pass and a backward pass through the last stages only, so it stays near the cost of a prediction,
+  where integrated gradients (tens of passes) or occlusion (a pass per patch) would not.
+  Why not plain Grad-CAM (`LayerGradCam`): at the last stage, where only mean pooling follows, every token has
+  the same gradient and Grad-CAM reduces to CAM; on phantoms with a lesion in a known quadrant, a trained tiny
+  model's Grad-CAM mass there was at chance (0.20-0.27 at any stage), HiResCAM's 0.50 at this stage
+  (tests/cccmr_model/test_explain.py).
+- **Slice ablation** (`captum.attr.FeatureAblation`): the SAX input's channels are three slices, which the map
   cannot tell apart; each slice is set to 0 (the z-scored mean) in turn and the drop of the explained class's
   probability is that slice's weight. Three SAX-encoder passes in one batch.
 
-The explained class is the call (the most probable subtype of a subtyping release).
+The map is shared by a sequence's input channels (slices). The explained class is the call (the most probable
+subtype of a subtyping release).
 """
 
 from __future__ import annotations
@@ -20,57 +27,71 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import FeatureAblation, LayerAttribution, LayerGradCam
+from captum.attr import FeatureAblation, LayerAttribution, LayerGradientXActivation
 from torch import Tensor, nn
 
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES
 
-METHOD = "Grad-CAM (captum LayerGradCam) on the last Swin stage of each cine encoder; SAX slices by ablation"
+METHOD = (
+    "HiResCAM (captum LayerGradientXActivation) on the penultimate Swin stage of each cine encoder;"
+    " SAX slices by ablation (captum FeatureAblation)"
+)
 TOP_K = 3
+STAGE = -2  # the Swin stage whose blocks' output (before its patch merging) the map attributes to
 
 
 class ChannelsFirst(nn.Module):
-    """Identity on a Swin token map, seen channels-first as Grad-CAM expects: (B, T, H, W, C) -> (B, C, T, H, W)."""
+    """Identity on a Swin token map, seen channels-first as captum expects: (B, T, H, W, C) -> (B, C, T, H, W)."""
 
     def forward(self, tokens: Tensor) -> Tensor:
         return tokens.permute(0, 4, 1, 2, 3)  # B, C, T, H, W
 
 
-def below_last_stage(encoder: nn.Module, x: Tensor) -> Tensor:
-    """Cine input (B, C, T, H, W) through the stem and every stage but the last, without a graph: (B, T', H', W', C)."""
+def below_probe(encoder: nn.Module, x: Tensor, stage: int) -> Tensor:
+    """Cine input (B, C, T, H, W) through the stem, the stages before `stage` and that stage's blocks (not its patch
+    merging), without a graph: the probed token map (B, T', H', W', C)."""
     with torch.no_grad():
         x = encoder.pos_drop(encoder.patch_embed(x))  # B, T', H', W', C
-        for stage in encoder.layers[:-1]:
-            x = stage(x)
+        for layer in encoder.layers[:stage]:
+            x = layer(x)
+        for block in encoder.layers[stage].blocks:
+            x = block(x)
     return x
 
 
-class LastStage(nn.Module):
-    """Logits (B, C) from one sequence's last-stage input, the other sequence's features held fixed.
+class FromProbe(nn.Module):
+    """Logits (B, C) from one sequence's token map after the blocks of Swin stage `stage`, the other sequence's
+    features held fixed.
 
-    What Grad-CAM explains: `forward(below)` runs the last Swin stage, its norm, a probe (the layer Grad-CAM hooks),
-    the pooling and the fusion head, exactly as `model.predict` does. Gradients are needed at the probe only, so
-    the stages below run once per subject, without a graph.
+    What the map explains: `forward(tokens)` passes the map through a probe (the layer captum hooks), then the
+    rest of the encoder (that stage's patch merging, the later stages, the norm, the pooling) and the fusion head,
+    exactly as `model.predict` does. Gradients are needed from the probe up only, so what lies below runs once per
+    subject, without a graph.
     """
 
-    def __init__(self, model: nn.Module, seq: str, other_features: Tensor) -> None:
+    def __init__(self, model: nn.Module, seq: str, stage: int, other_features: Tensor) -> None:
         super().__init__()
         self.model = model
         self.seq = seq
+        self.stage = stage
         self.other = other_features  # B, D of the other cine sequence
         self.probe = ChannelsFirst()
 
-    def encoder_features(self, below: Tensor) -> Tensor:
-        """The sequence's pooled features (B, D) from its last-stage input (B, T', H', W', C)."""
+    def encoder_features(self, tokens: Tensor) -> Tensor:
+        """The sequence's pooled features (B, D) from its probed token map (B, T', H', W', C)."""
         encoder = self.model.encoders[self.seq]
-        tokens = encoder.norm(encoder.layers[-1](below))  # B, T', H', W', D
-        probed = self.probe(tokens)  # B, D, T', H', W'
-        return encoder.forward_head(probed.permute(0, 2, 3, 4, 1))  # B, D
+        x = self.probe(tokens).permute(0, 2, 3, 4, 1)  # B, C, T', H', W' at the probe, then back
+        merging = encoder.layers[self.stage].downsample
+        if merging is not None:
+            x = merging(x)
+        for layer in encoder.layers[self.stage + 1 :]:
+            x = layer(x)
+        return encoder.forward_head(encoder.norm(x))  # B, D
 
-    def forward(self, below: Tensor) -> Tensor:
-        features = self.encoder_features(below)  # B, D
+    def forward(self, tokens: Tensor) -> Tensor:
+        features = self.encoder_features(tokens)  # B, D
         pair = (features, self.other) if self.seq == CINE_4CH else (self.other, features)
-        return self.model.fuse(*pair)  # B, C
+        return torch.log_softmax(self.model.fuse(*pair), dim=1)  # B, C: log-probabilities, discriminative
 
 
 @dataclass(frozen=True)
@@ -103,19 +124,24 @@ class Saliency:
     sequences: Mapping[str, SequenceSaliency]
 
 
-def grad_cam(model: nn.Module, inputs: Mapping[str, Tensor], target: int) -> tuple[dict[str, Tensor], Tensor]:
-    """Grad-CAM per sequence for inputs {seq: (1, C, T, H, W)}.
+def hires_cam(
+    model: nn.Module, inputs: Mapping[str, Tensor], target: int, stage: int = STAGE
+) -> tuple[dict[str, Tensor], Tensor]:
+    """HiResCAM per sequence for inputs {seq: (1, C, T, H, W)} at Swin stage `stage` (negative: from the last).
 
     Returns ({seq: (T, H, W)} at input resolution, ReLU'd, unscaled; the class probabilities (1, C)).
     """
-    below = {seq: below_last_stage(model.encoders[seq], inputs[seq]) for seq in CINE_SEQUENCES}  # 1, T', H', W', C
+    stage = stage % len(model.encoders[CINE_SAX].layers)
+    tokens = {seq: below_probe(model.encoders[seq], inputs[seq], stage) for seq in CINE_SEQUENCES}  # 1, T', H', W', C
     with torch.no_grad():
-        features = {seq: LastStage(model, seq, torch.empty(0)).encoder_features(below[seq]) for seq in CINE_SEQUENCES}
+        features = {seq: FromProbe(model, seq, stage, torch.empty(0)).encoder_features(tokens[seq])
+                    for seq in CINE_SEQUENCES}  # fmt: skip
         probabilities = torch.softmax(model.fuse(features[CINE_4CH], features[CINE_SAX]), dim=1)  # 1, C
     maps = {}
     for seq, other in zip(CINE_SEQUENCES, reversed(CINE_SEQUENCES), strict=True):
-        head = LastStage(model, seq, features[other]).eval()
-        cam = LayerGradCam(head, head.probe).attribute(below[seq], target=target, relu_attributions=True)
+        head = FromProbe(model, seq, stage, features[other]).eval()
+        product = LayerGradientXActivation(head, head.probe).attribute(tokens[seq], target=target)  # 1, C, T', H', W'
+        cam = product.detach().sum(dim=1, keepdim=True).clamp_min(0)  # 1, 1, T', H', W': HiResCAM
         size = tuple(inputs[seq].shape[2:])  # 1, 1, T', H', W' -> T, H, W
         maps[seq] = LayerAttribution.interpolate(cam.detach(), size, "trilinear")[0, 0].clamp_min(0)
     return maps, probabilities
@@ -155,6 +181,7 @@ def explain_arrays(
     target_name: str,
     *,
     slices: bool = True,
+    stage: int = STAGE,
 ) -> Saliency:
     """Saliency of one subject's preprocessed inputs (S, T, H, W) on the model's device; `slices=False` skips the
     ablation."""
@@ -162,7 +189,7 @@ def explain_arrays(
     device = next(model.parameters()).device
     x4 = torch.from_numpy(np.ascontiguousarray(cine_4ch, dtype=np.float32))[None].to(device)  # 1, 1, T, H, W
     xs = torch.from_numpy(np.ascontiguousarray(cine_sax, dtype=np.float32))[None].to(device)  # 1, 3, T, H, W
-    maps, probabilities = grad_cam(model, {CINE_4CH: x4, CINE_SAX: xs}, target)
+    maps, probabilities = hires_cam(model, {CINE_4CH: x4, CINE_SAX: xs}, target, stage)
     ablated = {CINE_SAX: slice_ablation(model, x4, xs, target).cpu() if slices else torch.zeros(xs.shape[1])}
     ablated[CINE_4CH] = torch.zeros(x4.shape[1])  # one plane: nothing to rank
     sequences = {}
