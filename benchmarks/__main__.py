@@ -19,6 +19,7 @@ import torch
 
 MODULES = (
     "encoder_speed",
+    "explain_speed",
     "ingest_speed",
     "train_speed",
     "federation_overhead",

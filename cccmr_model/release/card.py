@@ -25,6 +25,30 @@ _LIMITS = """\
 - Inputs must go through the preprocessing in `config.yaml` (`cccmr predict` does this); any other
   preprocessing gives meaningless scores."""
 
+_OVERLAYS = """`cccmr predict --explain DIR` draws a saliency map over each cine sequence (PNG at end-diastole and end-systole,
+an animated GIF over the cycle) and names the frames and short-axis slices that weigh most; `--dicom-out DIR`
+puts the same overlays on a DICOM result page next to the probability.
+
+What the overlays are: evidence of which parts of the model's own input (the cropped, resampled, normalised
+frames, not the original images) the network used for its call. The map is HiResCAM (gradient times activation
+at the penultimate Swin stage, positive part, computed with captum)
+on a grid of {grid}, upsampled smoothly.
+A slice's weight is how much the probability of the call drops when that slice is blanked. Sanity checks run as tests: the map changes when the weights are randomised, and on synthetic
+subjects with a lesion in a known place a trained model's map puts its mass there well above chance.
+
+What they are not:
+- not a segmentation or a localisation of disease: a bright region is where the network looked, which may be
+  normal anatomy, blood pool, an artefact or a shortcut learnt from the training data, and a dark region is not
+  evidence of normal myocardium;
+- not calibrated across subjects: each map is scaled to its own maximum, so colours do not compare between
+  patients or between the 4CH and the SAX;
+- not a reason to trust the call: a plausible-looking map does not make the probability more accurate, and the
+  map explains the call even when the call is wrong;
+- not finer than the network sees: the map cannot separate the three SAX slices (that is the ablation's job)
+  nor show detail smaller than a map cell.
+
+The result is a screening aid, not a diagnosis."""
+
 
 def render_card(
     config: ExperimentConfig,
@@ -50,6 +74,10 @@ def render_card(
         "## Limits",
         "",
         _LIMITS,
+        "",
+        "## Saliency overlays: what they are and are not",
+        "",
+        _overlays(config),
         "",
         "## Inputs and preprocessing",
         "",
@@ -79,6 +107,17 @@ def render_card(
         "",
     ]
     return "\n".join(parts)
+
+
+def _overlays(config: ExperimentConfig) -> str:
+    """The overlays section, with the size of a map cell for this release's encoder and input size."""
+    encoder = config.model.encoder
+    patch = encoder.patch_size or (2, 4, 4)
+    stages = len(encoder.depths or (2, 2, 6, 2))
+    cell = patch[1] * 2 ** (stages - 2)  # input pixels per cell at the penultimate stage
+    side = config.data.image_size // cell
+    grid = f"{side} x {side} cells of {cell} x {cell} input pixels and {patch[0]} frames"
+    return _OVERLAYS.replace("{grid}", grid)
 
 
 def _task_outputs(config: ExperimentConfig) -> str:

@@ -68,6 +68,8 @@ def test_release_files_and_card(release_dir: Path) -> None:
         assert text in card, text
     assert "No differential privacy was applied to this model" in card and "no epsilon" in card
     assert "| n | 40 |" in card
+    assert "## Saliency overlays: what they are and are not" in card and "not a segmentation" in card
+    assert "grid of 4 x 4 cells of 16 x 16 input pixels" in card or "grid of 14 x 14 cells" in card
     umask = os.umask(0)
     os.umask(umask)
     assert (release_dir / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not owner-only
