@@ -141,6 +141,30 @@ def settings_section(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def explained_section(examples: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One explained held-out subject per class: the release's call and its saliency at ED and ES (mid SAX)."""
+    if not examples:
+        return []
+    lines = [
+        "## Where the model looked: one held-out subject per class",
+        "",
+        "`cccmr predict --explain` on the release: HiResCAM saliency over the SAX cine at end-diastole and "
+        "end-systole (the three input slices side by side). It shows what the network used for its call, not a "
+        "segmentation of disease (see the model card).",
+        "",
+    ]
+    for ex in examples:
+        p = ex.get("p_cardiomyopathy")
+        lines += [
+            f"**{ex['subject_id']}**: truth {ex['truth']}; P(cardiomyopathy) {_fmt(p)}, call {ex['call']}; "
+            f"end-systole frame {ex['es_frame']}; frames weighing most {ex['top_frames']}; "
+            f"SAX slices weighing most {ex['top_slices']}.",
+            "",
+        ]
+        lines += [item for figure in ex["figures"] for item in (f"![{ex['subject_id']} saliency]({figure})", "")]
+    return lines
+
+
 def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """The whole report as Markdown; figure paths in `summary["figures"]` are relative to the report."""
     names = summary["names"]
@@ -210,6 +234,7 @@ def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence
         f"![bytes per round]({fig['bytes']})",
         "",
         bytes_table(histories, names),
+        *explained_section(summary.get("explained", [])),
         *settings_section(summary),
     ]
     return "\n".join(lines).rstrip() + "\n"

@@ -28,6 +28,7 @@ from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.console import progress
 from cccmr_model.demo import figures
 from cccmr_model.demo.evaluate import checkpoint_state, evaluate_release, open_test_set, phase_end_rounds
+from cccmr_model.demo.explained import explain_examples
 from cccmr_model.demo.flower import FlowerSimulation
 from cccmr_model.demo.keeper import CheckpointKeeper
 from cccmr_model.demo.plan import CONFIG, CONFIG_NAME, DemoSize, demo_size, overrides, site_names
@@ -96,12 +97,13 @@ def run_demo(options: DemoOptions) -> DemoResult:
         with clock.step(f"federated baseline without LGE guidance: {_schedule(baseline_config)}"):
             _federate(sim, out, "baseline", runs[BASELINE], len(sites))
     histories = {key: _history(out / folder) for key, folder in FOLDERS.items()}
-    with clock.step("evaluation of both releases on the held-out test set, t-SNE"):
+    with clock.step("evaluation of both releases on the held-out test set, t-SNE, explained subjects"):
         test_set, test_counts = open_test_set(out / "data" / "test", out / "test-cache", config)
         evaluations = {
             key: evaluate_release(NAMES[key], out / folder / "release", test_set) for key, folder in FOLDERS.items()
         }
         tsne = _tsne(keeper, out, histories, test_set, config)
+        explained = explain_examples(out / "run" / "release", out / "data" / "test", out / "figures" / "explained", out)
     with clock.step("figures"):
         fig = _figures(out / "figures", evaluations, histories, tsne.pop("figure"))
         summary = {
@@ -117,6 +119,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
             "releases": {k: {"path": str(e.release), "content_hash": e.content_hash} for k, e in evaluations.items()},
             "history_paths": {key: str(out / folder / "history.jsonl") for key, folder in FOLDERS.items()},
             "tsne": tsne,
+            "explained": explained,
             "figures": {k: str(p.relative_to(out)) for k, p in fig.items()},
             "wall_times": {},
             "machine": {},

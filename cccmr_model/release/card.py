@@ -25,16 +25,17 @@ _LIMITS = """\
 - Inputs must go through the preprocessing in `config.yaml` (`cccmr predict` does this); any other
   preprocessing gives meaningless scores."""
 
-_OVERLAYS = """`cccmr predict --explain DIR` draws a saliency map over each cine sequence (PNG at end-diastole and end-systole,
-an animated GIF over the cycle) and names the frames and short-axis slices that weigh most; `--dicom-out DIR`
-puts the same overlays on a DICOM result page next to the probability.
+_OVERLAYS = """`cccmr predict --explain DIR` draws a saliency map over each cine sequence (PNG at end-diastole and
+end-systole, an animated GIF over the cycle) and names the frames and short-axis slices that weigh most;
+`--dicom-out DIR` puts the same overlays on a DICOM result page next to the probability.
 
 What the overlays are: evidence of which parts of the model's own input (the cropped, resampled, normalised
 frames, not the original images) the network used for its call. The map is HiResCAM (gradient times activation
 at the penultimate Swin stage, positive part, computed with captum)
 on a grid of {grid}, upsampled smoothly.
-A slice's weight is how much the probability of the call drops when that slice is blanked. Sanity checks run as tests: the map changes when the weights are randomised, and on synthetic
-subjects with a lesion in a known place a trained model's map puts its mass there well above chance.
+A slice's weight is how much the probability of the call drops when that slice is blanked.
+Sanity checks run as tests: the map changes when the weights are randomised, and on synthetic subjects with a
+lesion in a known place a trained model's map puts its mass there well above chance.
 
 What they are not:
 - not a segmentation or a localisation of disease: a bright region is where the network looked, which may be

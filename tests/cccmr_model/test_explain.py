@@ -192,5 +192,12 @@ def test_map_mass_lies_in_the_known_abnormality() -> None:
     assert correct >= 7  # the model learnt the lesion
     assert np.mean(trained_mass) > 0.4 and np.mean(trained_mass) > np.mean(random_mass) + 0.1
     assert np.mean(correlations) < 0.5
+    # cascading randomisation from the top: re-initialising the fusion head alone already changes the map
+    top = build_model(load_config("tiny"), with_lge=False)
+    top.load_state_dict({**model.state_dict(), **{k: v for k, v in randomised.state_dict().items() if "fusion" in k}})
+    x4, xs = _localised_inputs(np.random.default_rng(5), abnormal=True, quadrant=1)
+    cams = [explain_arrays(m.eval(), x4, xs, 1, "cardiomyopathy", slices=False).sequences[CINE_SAX].cam
+            for m in (model, top)]  # fmt: skip
+    assert rank_correlation(*cams) < 0.5
     maps, _ = hires_cam(model, {CINE_4CH: torch.from_numpy(x4)[None], CINE_SAX: torch.from_numpy(xs)[None]}, 1)
     assert maps[CINE_SAX].shape == (FRAMES, SIZE, SIZE)

@@ -196,3 +196,21 @@ def test_lge_verdict_says_plainly_what_this_run_shows(release: float, baseline: 
     names = {RELEASE: "CC-CMR", BASELINE: "Baseline"}
     text = lge_verdict({"CC-CMR": _auc_report(release), "Baseline": _auc_report(baseline)}, names)
     assert text.startswith(f"**{call}") and f"{release - baseline:+.3f}" in text and "3-seed" in text
+
+
+def test_report_shows_one_explained_subject_per_class(histories):
+    evaluations = {k: evaluation_report("screening", *scores_and_labels(i), resamples=20) for i, k in
+                   enumerate((RELEASE, BASELINE))}  # fmt: skip
+    summary = fake_summary(evaluations)
+    assert "Where the model looked" not in render_markdown(summary, histories)  # older summaries: no section
+    summary["explained"] = [
+        {"subject_id": f"test-000{i}", "truth": truth, "p_cardiomyopathy": p, "call": call, "es_frame": 3,
+         "top_frames": [3, 2, 4], "top_slices": [5, 4, 6],
+         "figures": [f"figures/explained/test-000{i}/cine_sax_{ph}.png" for ph in ("ed", "es")]}
+        for i, (truth, p, call) in enumerate([("healthy", 0.2, "healthy"),
+                                              ("cardiomyopathy (HCM)", 0.8, "cardiomyopathy")])
+    ]  # fmt: skip
+    md = render_markdown(summary, histories)
+    assert "## Where the model looked: one held-out subject per class" in md and "not a segmentation" in md
+    assert "**test-0001**: truth cardiomyopathy (HCM); P(cardiomyopathy) 0.800, call cardiomyopathy" in md
+    assert "](figures/explained/test-0000/cine_sax_es.png)" in md
