@@ -69,12 +69,12 @@ class FromProbe(nn.Module):
     subject, without a graph.
     """
 
-    def __init__(self, model: nn.Module, seq: str, stage: int, other_features: Tensor) -> None:
+    def __init__(self, model: nn.Module, seq: str, stage: int, other_features: Tensor | None = None) -> None:
         super().__init__()
         self.model = model
         self.seq = seq
         self.stage = stage
-        self.other = other_features  # B, D of the other cine sequence
+        self.other = other_features  # B, D of the other cine sequence (needed by forward only)
         self.probe = ChannelsFirst()
 
     def encoder_features(self, tokens: Tensor) -> Tensor:
@@ -89,6 +89,8 @@ class FromProbe(nn.Module):
         return encoder.forward_head(encoder.norm(x))  # B, D
 
     def forward(self, tokens: Tensor) -> Tensor:
+        if self.other is None:
+            raise ValueError("FromProbe.forward needs the other sequence's features")
         features = self.encoder_features(tokens)  # B, D
         pair = (features, self.other) if self.seq == CINE_4CH else (self.other, features)
         return torch.log_softmax(self.model.fuse(*pair), dim=1)  # B, C: log-probabilities, discriminative
@@ -134,8 +136,7 @@ def hires_cam(
     stage = stage % len(model.encoders[CINE_SAX].layers)
     tokens = {seq: below_probe(model.encoders[seq], inputs[seq], stage) for seq in CINE_SEQUENCES}  # 1, T', H', W', C
     with torch.no_grad():
-        features = {seq: FromProbe(model, seq, stage, torch.empty(0)).encoder_features(tokens[seq])
-                    for seq in CINE_SEQUENCES}  # fmt: skip
+        features = {seq: FromProbe(model, seq, stage).encoder_features(tokens[seq]) for seq in CINE_SEQUENCES}
         probabilities = torch.softmax(model.fuse(features[CINE_4CH], features[CINE_SAX]), dim=1)  # 1, C
     maps = {}
     for seq, other in zip(CINE_SEQUENCES, reversed(CINE_SEQUENCES), strict=True):

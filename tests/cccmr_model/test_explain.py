@@ -74,7 +74,7 @@ def test_probed_model_is_the_released_model(stage: int) -> None:
     tokens = {seq: below_probe(model.encoders[seq], x[seq], stage) for seq in CINE_SEQUENCES}
     with torch.no_grad():
         expected = torch.log_softmax(model.predict(x[CINE_4CH], x[CINE_SAX]), dim=1)  # 2, C
-        sax = FromProbe(model, CINE_SAX, stage, torch.empty(0)).encoder_features(tokens[CINE_SAX])
+        sax = FromProbe(model, CINE_SAX, stage).encoder_features(tokens[CINE_SAX])
         got = FromProbe(model, CINE_4CH, stage, sax)(tokens[CINE_4CH])
     assert torch.allclose(got, expected, atol=1e-5)
 
