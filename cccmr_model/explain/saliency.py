@@ -59,28 +59,25 @@ def below_probe(encoder: nn.Module, x: Tensor, stage: int) -> Tensor:
     return x
 
 
-class FromProbe(nn.Module):
-    """Logits (B, C) from one sequence's token map after the blocks of Swin stage `stage`, the other sequence's
-    features held fixed.
+class FromProbes(nn.Module):
+    """Log-probabilities (B, C) from both cine sequences' token maps after the blocks of Swin stage `stage`.
 
-    What the map explains: `forward(tokens)` passes the map through a probe (the layer captum hooks), then the
-    rest of the encoder (that stage's patch merging, the later stages, the norm, the pooling) and the fusion head,
-    exactly as `model.predict` does. Gradients are needed from the probe up only, so what lies below runs once per
-    subject, without a graph.
+    What the map explains: `forward(tokens_4ch, tokens_sax)` passes each map through its probe (the layers captum
+    hooks), then the rest of its encoder (that stage's patch merging, the later stages, the norm, the pooling) and
+    the fusion head, exactly as `model.predict` does. Gradients are needed from the probes up only, so what lies
+    below runs once per subject, without a graph.
     """
 
-    def __init__(self, model: nn.Module, seq: str, stage: int, other_features: Tensor | None = None) -> None:
+    def __init__(self, model: nn.Module, stage: int) -> None:
         super().__init__()
         self.model = model
-        self.seq = seq
         self.stage = stage
-        self.other = other_features  # B, D of the other cine sequence (needed by forward only)
-        self.probe = ChannelsFirst()
+        self.probes = nn.ModuleDict({seq: ChannelsFirst() for seq in CINE_SEQUENCES})
 
-    def encoder_features(self, tokens: Tensor) -> Tensor:
-        """The sequence's pooled features (B, D) from its probed token map (B, T', H', W', C)."""
-        encoder = self.model.encoders[self.seq]
-        x = self.probe(tokens).permute(0, 2, 3, 4, 1)  # B, C, T', H', W' at the probe, then back
+    def encoder_features(self, seq: str, tokens: Tensor) -> Tensor:
+        """One sequence's pooled features (B, D) from its probed token map (B, T', H', W', C)."""
+        encoder = self.model.encoders[seq]
+        x = self.probes[seq](tokens).permute(0, 2, 3, 4, 1)  # B, C, T', H', W' at the probe, then back
         merging = encoder.layers[self.stage].downsample
         if merging is not None:
             x = merging(x)
@@ -88,12 +85,9 @@ class FromProbe(nn.Module):
             x = layer(x)
         return encoder.forward_head(encoder.norm(x))  # B, D
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        if self.other is None:
-            raise ValueError("FromProbe.forward needs the other sequence's features")
-        features = self.encoder_features(tokens)  # B, D
-        pair = (features, self.other) if self.seq == CINE_4CH else (self.other, features)
-        return torch.log_softmax(self.model.fuse(*pair), dim=1)  # B, C: log-probabilities, discriminative
+    def forward(self, tokens_4ch: Tensor, tokens_sax: Tensor) -> Tensor:
+        features = self.encoder_features(CINE_4CH, tokens_4ch), self.encoder_features(CINE_SAX, tokens_sax)
+        return torch.log_softmax(self.model.fuse(*features), dim=1)  # B, C: log-probabilities, discriminative
 
 
 @dataclass(frozen=True)
@@ -134,17 +128,17 @@ def hires_cam(
     Returns ({seq: (T, H, W)} at input resolution, ReLU'd, unscaled; the class probabilities (1, C)).
     """
     stage = stage % len(model.encoders[CINE_SAX].layers)
-    tokens = {seq: below_probe(model.encoders[seq], inputs[seq], stage) for seq in CINE_SEQUENCES}  # 1, T', H', W', C
+    tokens = tuple(below_probe(model.encoders[seq], inputs[seq], stage) for seq in CINE_SEQUENCES)  # 1, T', H', W', C
+    head = FromProbes(model, stage).eval()
     with torch.no_grad():
-        features = {seq: FromProbe(model, seq, stage).encoder_features(tokens[seq]) for seq in CINE_SEQUENCES}
-        probabilities = torch.softmax(model.fuse(features[CINE_4CH], features[CINE_SAX]), dim=1)  # 1, C
+        probabilities = head(*tokens).exp()  # 1, C
+    probes = [head.probes[seq] for seq in CINE_SEQUENCES]
+    products = LayerGradientXActivation(head, probes).attribute(tokens, target=target)  # per seq 1, C, T', H', W'
     maps = {}
-    for seq, other in zip(CINE_SEQUENCES, reversed(CINE_SEQUENCES), strict=True):
-        head = FromProbe(model, seq, stage, features[other]).eval()
-        product = LayerGradientXActivation(head, head.probe).attribute(tokens[seq], target=target)  # 1, C, T', H', W'
+    for seq, product in zip(CINE_SEQUENCES, products, strict=True):
         cam = product.detach().sum(dim=1, keepdim=True).clamp_min(0)  # 1, 1, T', H', W': HiResCAM
-        size = tuple(inputs[seq].shape[2:])  # 1, 1, T', H', W' -> T, H, W
-        maps[seq] = LayerAttribution.interpolate(cam.detach(), size, "trilinear")[0, 0].clamp_min(0)
+        size = tuple(inputs[seq].shape[2:])  # -> T, H, W
+        maps[seq] = LayerAttribution.interpolate(cam, size, "trilinear")[0, 0].clamp_min(0)
     return maps, probabilities
 
 

@@ -14,7 +14,7 @@ from cccmr_model.cli import main
 from cccmr_model.config import load_config
 from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.explain.overlays import end_systole
-from cccmr_model.explain.saliency import FromProbe, below_probe, explain_arrays, hires_cam, rank_correlation
+from cccmr_model.explain.saliency import FromProbes, below_probe, explain_arrays, hires_cam, rank_correlation
 from cccmr_model.model import build_model
 from cccmr_model.release import write_release
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES
@@ -74,8 +74,7 @@ def test_probed_model_is_the_released_model(stage: int) -> None:
     tokens = {seq: below_probe(model.encoders[seq], x[seq], stage) for seq in CINE_SEQUENCES}
     with torch.no_grad():
         expected = torch.log_softmax(model.predict(x[CINE_4CH], x[CINE_SAX]), dim=1)  # 2, C
-        sax = FromProbe(model, CINE_SAX, stage).encoder_features(tokens[CINE_SAX])
-        got = FromProbe(model, CINE_4CH, stage, sax)(tokens[CINE_4CH])
+        got = FromProbes(model, stage)(tokens[CINE_4CH], tokens[CINE_SAX])
     assert torch.allclose(got, expected, atol=1e-5)
 
 
