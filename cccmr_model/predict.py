@@ -244,11 +244,11 @@ def predict_manifest(predictor: Predictor, manifest: Path, after: SubjectHook | 
         subject = row["subject_id"].strip()
         try:
             inputs = predictor.read_subject(row[CINE_4CH], row[CINE_SAX], base=manifest.parent)
+            prediction = predictor.predict_inputs(inputs)  # DataError for a non-finite probability
         except DataError as exc:
             log.warning("%s: rejected: %s", subject, exc)
             results.append(BatchRow(subject, None, str(exc)))
             continue
-        prediction = predictor.predict_inputs(inputs)
         if after is not None:
             after(subject, inputs, prediction)
         results.append(BatchRow(subject, prediction))

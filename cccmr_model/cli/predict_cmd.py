@@ -8,7 +8,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from cccmr_model.cli import check_writable_file
+from cccmr_model.cli import check_writable_file, check_writable_folder
 from cccmr_model.errors import CccmrError
 from cccmr_model.predict import Prediction, Predictor, SubjectHook, SubjectInputs, predict_manifest, write_predictions
 from cccmr_model.release import Release, load_release
@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         raise CccmrError("--manifest needs --out (the results CSV)")
     if args.out is not None:
         check_writable_file(args.out, "--out")  # before any subject is scored, so no result is lost
+    for option, folder in (("--explain", args.explain), ("--dicom-out", args.dicom_out)):
+        if folder is not None:
+            check_writable_folder(folder, option)
     release = load_release(args.release)
     log.info("release %s (%s, %s), content hash %s", args.release, release.config.name, release.config.task,
              release.content_hash[:12])  # fmt: skip

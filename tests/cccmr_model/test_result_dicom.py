@@ -90,3 +90,11 @@ def test_page_text_names_the_release_and_the_disclaimer(study) -> None:
     lines = page_lines({"cardiomyopathy": 0.73}, "cardiomyopathy", 0.5, identity)
     assert DISCLAIMER in lines and "P(cardiomyopathy): 0.7300" in lines and "Threshold: 0.5" in lines
     assert any(identity.content_hash in line for line in lines) and any("cccmr 0.1.0" in line for line in lines)
+
+
+def test_unwritable_output_folder_is_refused_before_scoring(study, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["predict", "--release", str(study["release"]), "--cine-4ch", str(study["cine_4ch"])]
+    assert main([*argv, "--cine-sax", str(study["cine_sax"]), "--dicom-out", str(blocker)]) == 2
+    assert "--dicom-out" in capsys.readouterr().err
