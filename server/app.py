@@ -16,7 +16,7 @@ from cccmr_model.release.files import is_release_key
 from server import history
 from server.checkpoint import check_resumable, load_checkpoint
 from server.polling_grid import PollingGrid
-from server.privacy import check_privacy_config, with_central_dp
+from server.privacy import check_privacy_config, check_update_bound, with_central_dp
 from server.release import write_release
 from server.schedule import plan_rounds
 from server.settings import experiment_config, server_settings
@@ -31,6 +31,7 @@ def main(grid: Grid, context: Context) -> None:
     settings = server_settings(context.run_config)
     config = experiment_config(settings)
     check_privacy_config(config)
+    check_update_bound(config)
     experiment = config_to_dict(config)
     state, completed, sites = initial_state(config), 0, {}
     if settings.resume_from is not None:

@@ -48,6 +48,21 @@ def check_privacy_config(config: ExperimentConfig) -> None:
         )
 
 
+def check_update_bound(config: ExperimentConfig) -> None:
+    """Refuse a run that would average updates of any size: no `max_update_norm`, no `max_update_ratio` and no
+    central DP clipping (which bounds them by `clipping_norm`)."""
+    federation = config.federation
+    if (
+        federation.max_update_norm is None
+        and federation.max_update_ratio is None
+        and not config.privacy.central_dp.enabled
+    ):
+        raise ConfigError(
+            "federation.max_update_norm and federation.max_update_ratio are both null and privacy.central_dp is off: "
+            "one site could send an update of any size; set one of them (default max_update_ratio: 3.0)"
+        )
+
+
 def with_central_dp(
     strategy: PhaseFedAvg, config: ExperimentConfig, past_rounds: Sequence[Mapping[str, Any]] = ()
 ) -> PhaseFedAvg | PhaseClientSideFixedClipping:

@@ -2,8 +2,10 @@
 
 The strategy keeps the full global model. `configure_train` sends the groups of the round's phase (plus the
 frozen groups its forward pass needs) with the phase, local epochs, learning-rate window and seed; sites reply
-with exactly the groups they trained. `aggregate_train` rejects unusable replies (logged by site name), averages
-the rest weighted by `num-examples` with Flower's own helper and writes the average into the global model. A
+with exactly the groups they trained. `aggregate_train` rejects unusable replies (logged by site name), bounds
+each reply's update norm and claimed `num-examples` (server/validation.py), averages the rest weighted by
+`num-examples` with Flower's own helper and writes the average into the global model. Sites are named by the node
+the SuperLink registered; a reply that claims another name, or one another node holds, is refused. A
 site whose reply flags a head that predicted a constant in its last local epoch (`constant:<head>`, see
 `cccmr_model.engine.train`) is named in a warning and in the round's `constant_heads`.
 `aggregate_evaluate`, the last hook `Strategy.start` calls in a round, pools the sites' evaluation counts, then
@@ -32,7 +34,19 @@ from server import history
 from server.checkpoint import BackgroundCheckpoints
 from server.evaluation import global_eval_metrics
 from server.schedule import RoundPlan, round_seed, select
-from server.validation import NUM_EXAMPLES, check_metrics, check_train_reply
+from server.validation import (
+    EVAL_METRICS,
+    NUM_EXAMPLES,
+    SITE_NAME,
+    TRAIN_METRICS,
+    check_eval_metrics,
+    check_train_reply,
+    examples_bound,
+    short_repr,
+    split_metrics,
+    update_bound,
+    update_norm,
+)
 from server.wire import from_array_record, to_array_record
 
 log = logging.getLogger("cccmr.server")
@@ -61,6 +75,10 @@ class RoundLog:
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_global: dict[str, float] = field(default_factory=dict)
     constant_heads: dict[str, list[str]] = field(default_factory=dict)  # site -> heads flagged constant
+    claims: dict[str, int] = field(default_factory=dict)  # site -> num-examples claimed (rejected replies too)
+    update_norms: dict[str, float] = field(default_factory=dict)  # site -> L2 norm of its update
+    update_bound: float | None = None
+    metrics_dropped: dict[str, list[str]] = field(default_factory=dict)  # site -> metric names not allow-listed
     evaluate: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluate_global: dict[str, float] = field(default_factory=dict)
     bytes_sent: int = 0
@@ -93,11 +111,16 @@ class PhaseFedAvg(FedAvg):
         self.completed_rounds = completed_rounds
         self.resumed_from = completed_rounds
         self.sites: dict[int, str] = dict(known_sites or {})
+        self._resumed_names = set(self.sites)  # names from the checkpoint: the node's first reply may correct them
         self.checkpoint_keep = checkpoint_keep
         self.checkpoints = BackgroundCheckpoints()  # written while the next round trains
         self.expected_sites = len(federation["sites"])
         self.min_sites = min_sites
         self.max_update_norm = federation["max_update_norm"]
+        self.max_update_ratio = federation.get("max_update_ratio")
+        self.max_num_examples = federation.get("max_num_examples")
+        self.max_examples_ratio = float(federation.get("max_examples_ratio", 10.0))
+        self.registered: dict[int, str] = {}  # node id -> the name the SuperLink registered for it
         self.evaluate_every = int(federation["evaluate_every"])
         self.share_scores = bool(federation["share_subject_scores"])
         self.num_classes = 2 if experiment["task"] == "screening" else 5
@@ -161,21 +184,10 @@ class PhaseFedAvg(FedAvg):
         plan = self._plan(server_round)
         self._round.exchange_s["train"] = round(time.monotonic() - self._round.stage_started, 3)
         expected = select(self.global_state, plan.trains)
-        accepted: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]] = []
-        for site, msg in self._replies(replies):
-            metrics = _metrics(msg)
-            try:
-                arrays = from_array_record(msg.content.array_records.get(self.arrayrecord_key, {}), f"reply of {site}")
-            except PackingError as err:
-                self._fail(site, f"rejected: {err}")
-                continue
-            reason = check_train_reply(arrays, metrics, expected, self.max_update_norm)
-            if reason is not None:
-                self._fail(site, f"rejected: {reason}")
-                continue
-            self._round.train[site] = metrics
-            self._note_constant_heads(site, metrics)
-            accepted.append((site, arrays, metrics))
+        bound = update_bound(expected, self.max_update_norm, self.max_update_ratio)
+        self._round.update_bound = bound
+        checked = [self._check_train(site, msg, expected, bound) for site, msg in self._replies(replies)]
+        accepted = self._bound_claims([item for item in checked if item is not None])
         if len(accepted) < self.min_sites:
             self.checkpoints.wait()  # the checkpoint the error points to is on disk when it is raised
             raise FederationError(
@@ -195,6 +207,56 @@ class PhaseFedAvg(FedAvg):
         self._round.train_global = train_global
         log.info("round %d: averaged %s (%s)", plan.server_round, [s for s, _, _ in accepted], _short(train_global))
         return self.global_arrays(), MetricRecord(train_global)
+
+    def _check_train(
+        self, site: str, msg: Message, expected: Mapping[str, np.ndarray], bound: float | None
+    ) -> tuple[str, dict[str, np.ndarray], dict[str, Any]] | None:
+        """(site, arrays, allow-listed metrics) of a usable reply; None (logged, recorded) otherwise."""
+        metrics = self._allowed(site, _metrics(msg), TRAIN_METRICS)
+        claim = metrics.get(NUM_EXAMPLES)
+        if isinstance(claim, int) and not isinstance(claim, bool):
+            self._round.claims[site] = claim
+        try:
+            arrays = from_array_record(msg.content.array_records.get(self.arrayrecord_key, {}), f"reply of {site}")
+        except PackingError as err:
+            self._fail(site, f"rejected: {err}")
+            return None
+        reason = check_train_reply(arrays, metrics, expected)
+        if reason is None:
+            norm = update_norm(arrays, expected)
+            self._round.update_norms[site] = round(norm, 6)
+            if bound is None or norm <= bound:
+                return site, arrays, metrics
+            reason = f"update norm {norm:.4g} exceeds max_update_norm {bound:.4g}"
+        self._fail(site, f"rejected: {reason}")
+        return None
+
+    def _bound_claims(
+        self, checked: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]]
+    ) -> list[tuple[str, dict[str, np.ndarray], dict[str, Any]]]:
+        """The replies whose `num-examples` (the FedAvg weight) is within the round's bound; the rest fail."""
+        limit = examples_bound([m[NUM_EXAMPLES] for _, _, m in checked], self.max_num_examples,
+                               self.max_examples_ratio)  # fmt: skip
+        accepted = []
+        for site, arrays, metrics in checked:
+            if metrics[NUM_EXAMPLES] > limit:
+                what = "federation.max_num_examples" if self.max_num_examples is not None else "the round's bound"
+                self._fail(site, f"rejected: num-examples {metrics[NUM_EXAMPLES]} exceeds {what} {limit:.6g}")
+                continue
+            self._round.train[site] = metrics
+            self._note_constant_heads(site, metrics)
+            accepted.append((site, arrays, metrics))
+        return accepted
+
+    def _allowed(self, site: str, metrics: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+        """The allow-listed metrics of a reply; the others are dropped, named in a warning and the history."""
+        kept, dropped = split_metrics(metrics, allowed)
+        if dropped:
+            names = [short_repr(name) for name in dropped]
+            self._round.metrics_dropped[site] = names
+            log.warning("round %d: site %s: dropped metrics not on the allow-list: %s",
+                        self._round.plan.server_round, site, ", ".join(names[:5]))  # fmt: skip
+        return kept
 
     # ---- evaluation, end of round ----
 
@@ -229,8 +291,8 @@ class PhaseFedAvg(FedAvg):
             self._round.exchange_s["evaluate"] = round(time.monotonic() - self._round.stage_started, 3)
         site_metrics = {}
         for site, msg in self._replies(replies):
-            metrics = _metrics(msg)
-            reason = check_metrics(metrics) or _check_eval(metrics, self.num_classes)
+            metrics = self._allowed(site, _metrics(msg), EVAL_METRICS)
+            reason = check_eval_metrics(metrics, self.num_classes)
             if reason is not None:
                 self._fail(site, f"evaluation rejected: {reason}")
                 continue
@@ -263,6 +325,10 @@ class PhaseFedAvg(FedAvg):
                 "train_global": rnd.train_global,
                 "sigma": {k: v for k, v in rnd.train_global.items() if "sigma" in k},
                 "constant_heads": rnd.constant_heads,
+                "num_examples_claimed": rnd.claims,
+                "update_norms": rnd.update_norms,
+                "update_bound": rnd.update_bound,
+                "metrics_dropped": rnd.metrics_dropped,
                 "evaluate": rnd.evaluate,
                 "evaluate_global": rnd.evaluate_global,
                 "bytes_sent": rnd.bytes_sent,
@@ -306,9 +372,12 @@ class PhaseFedAvg(FedAvg):
                 reason = (msg.error.reason or "").strip().splitlines()
                 self._fail(self._name(node_id), f"error: {reason[-1] if reason else msg.error.code}")
                 continue
-            name = self._learn_name(node_id, msg)
             self._round.bytes_received += sum(r.count_bytes() for r in msg.content.array_records.values())
-            good.append((name, msg))
+            refused = self._claim_name(node_id, msg)
+            if refused is not None:
+                self._fail(self._name(node_id), f"refused: {refused}")
+                continue
+            good.append((self._name(node_id), msg))
         for node_id, name in self._round.expecting.items():
             if node_id not in seen and name not in self._round.failed:
                 self._fail(name, "no reply before the round timeout")
@@ -329,11 +398,30 @@ class PhaseFedAvg(FedAvg):
         log.warning("round %d: site %s left out: %s", self._round.plan.server_round, site, reason)
         self._round.failed[site] = reason
 
-    def _learn_name(self, node_id: int, msg: Message) -> str:
+    def _claim_name(self, node_id: int, msg: Message) -> str | None:
+        """None when the reply's site name is its node's: the registered name, else one no other node holds
+        (then learnt). Otherwise why the reply is refused."""
         record = msg.content.config_records.get(SITE_RECORD)
-        if record is not None and isinstance(record.get("name"), str):
-            self.sites[node_id] = record["name"]
-        return self._name(node_id)
+        claimed = record.get("name") if record is not None else None
+        registered = self.registered.get(node_id)
+        if registered is not None:
+            if claimed == registered:
+                return None
+            return f"claims site name {short_repr(claimed)}, registered as {registered!r}"
+        if not isinstance(claimed, str) or not SITE_NAME.fullmatch(claimed):
+            return f"site name {short_repr(claimed)} is not a plain name (letters, digits, '.', '_', '-')"
+        holders = {n for n, name in self.sites.items() if name == claimed and n != node_id}
+        taken = holders & (set(self.registered) | set(self._round.sent_to))
+        if taken:
+            return f"claims site name {claimed!r}, which node {min(taken)} holds"
+        known = self.sites.get(node_id)
+        if known is not None and known != claimed and node_id not in self._resumed_names:
+            return f"claims site name {claimed!r} after replying as {known!r}"
+        for n in holders:  # a node of an earlier process (ids change when a SuperNode restarts without a key)
+            del self.sites[n]
+        self.sites[node_id] = claimed
+        self._resumed_names.discard(node_id)
+        return None
 
     def _name(self, node_id: int) -> str:
         return self.sites.get(node_id, f"node-{node_id}")
@@ -348,8 +436,8 @@ class PhaseFedAvg(FedAvg):
         while True:
             nodes = list(grid.get_nodes())
             for node in nodes:
-                if node.name and node.node_id not in self.sites:
-                    self.sites[node.node_id] = node.name
+                if node.name:  # registered with the SuperLink (SuperNode authentication): that is its name
+                    self.registered[node.node_id] = self.sites[node.node_id] = node.name
             if len(nodes) >= want or (len(nodes) >= self.min_sites and time.monotonic() > deadline):
                 return sorted(node.node_id for node in nodes)
             if time.monotonic() > deadline:
@@ -380,15 +468,6 @@ def _over_reporting_sites(
         weights = [float(m[NUM_EXAMPLES]) for m in reporting]
         aggregated[key] = sum(w * float(m[key]) for w, m in zip(weights, reporting, strict=True)) / sum(weights)
     return aggregated
-
-
-def _check_eval(metrics: Mapping[str, Any], num_classes: int) -> str | None:
-    confusion = metrics.get("confusion")
-    if not isinstance(confusion, list) or len(confusion) != num_classes * num_classes:
-        return f"confusion must be a list of {num_classes * num_classes} counts"
-    if "loss" not in metrics:
-        return "no loss"
-    return None
 
 
 def _without_lists(metrics: Mapping[str, Any]) -> dict[str, Any]:

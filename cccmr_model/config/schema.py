@@ -205,6 +205,9 @@ class FederationConfig:
     evaluate_every: int = 1
     share_subject_scores: bool = False  # per-subject scores (no IDs) for a pooled AUC
     max_update_norm: float | None = None  # reject replies whose update L2 norm exceeds this
+    max_update_ratio: float | None = 3.0  # without max_update_norm: this x max(1, L2 norm of the sent groups)
+    max_num_examples: int | None = None  # reject replies claiming more training samples (the FedAvg weight)
+    max_examples_ratio: float = 10.0  # without max_num_examples: this x the lower median of the round's claims
 
     def __post_init__(self) -> None:
         _require(len(self.sites) >= 1, "sites must list at least one site")
@@ -215,6 +218,9 @@ class FederationConfig:
         _require(self.round_timeout_s > 0, "round_timeout_s must be positive")
         _require(self.evaluate_every >= 1, "evaluate_every must be at least 1")
         _require(self.max_update_norm is None or self.max_update_norm > 0, "max_update_norm must be positive")
+        _require(self.max_update_ratio is None or self.max_update_ratio > 0, "max_update_ratio must be positive")
+        _require(self.max_num_examples is None or self.max_num_examples > 0, "max_num_examples must be positive")
+        _require(self.max_examples_ratio >= 1, "max_examples_ratio must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "u
 def make_strategy(tmp_path) -> PhaseFedAvg:
     shapes = {"encoders.cine_4ch.w": (2, 3), "encoders.cine_sax.w": (2, 3), "heads.cine_4ch.w": (2,), "fusion.w": (3,)}
     state = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
-    config = load_config("tiny")
+    config = load_config("tiny", ["federation.max_update_ratio=null"])  # toy updates: +1 on zeros
     plan = plan_rounds(config.federation.phases, GROUPS)
     eval_keys = ["encoders.cine_4ch.w", "encoders.cine_sax.w", "fusion.w"]
     return PhaseFedAvg(plan, state, experiment=config_to_dict(config), run_dir=tmp_path, eval_keys=eval_keys)

@@ -52,7 +52,7 @@ CORRUPTIONS = {
     "one -Inf": (lambda a: poison(a, "encoders.cine_4ch.w", -np.inf), {}, "NaN or infinite"),
     "update norm": (lambda a: poison(a, "heads.cine_4ch.w", 1e3), {}, "exceeds max_update_norm"),
     "zero examples": (lambda a: a, {"num-examples": 0}, "num-examples must be a positive"),
-    "NaN metric": (lambda a: a, {"loss": float("nan")}, "metric loss is not finite"),
+    "NaN metric": (lambda a: a, {"loss": float("nan")}, "metric loss is not a finite number"),
 }
 
 

@@ -42,7 +42,7 @@ def test_check_train_reply():
     assert "float64" in check_train_reply({**ok, "b": np.ones(3)}, {"num-examples": 4}, sent)
     assert "num-examples" in check_train_reply(ok, {"num-examples": 0}, sent)
     assert "num-examples" in check_train_reply(ok, {"loss": 1.0}, sent)
-    assert "loss is not finite" in check_train_reply(ok, {"num-examples": 4, "loss": float("inf")}, sent)
+    assert "loss is not a finite number" in check_train_reply(ok, {"num-examples": 4, "loss": float("inf")}, sent)
 
 
 def test_history_append_truncate_and_nan(tmp_path):

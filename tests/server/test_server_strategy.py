@@ -31,6 +31,8 @@ def make_state() -> dict[str, np.ndarray]:
 
 
 def experiment(**overrides: object) -> dict:
+    """The tiny config; toy updates (+step on every entry of tiny arrays) are unbounded unless a test sets one."""
+    overrides = {"federation__max_update_ratio": "null", **overrides}
     sets = [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
     return config_to_dict(load_config("tiny", sets))
 
