@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cccmr_model.demo.figures import site_accuracy
+from cccmr_model.markdown import escape_markdown
 
 RELEASE, BASELINE = "release", "baseline"
 
@@ -30,7 +31,7 @@ def _seconds(value: float) -> str:
 
 
 def _cell(value: Any) -> str:
-    return _fmt(value).replace("|", "\\|")  # FIM terms are named "fsa:a|b"
+    return escape_markdown(_fmt(value))  # FIM terms are named "fsa:a|b"; site names come from outside
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -175,7 +176,8 @@ def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence
     lines = [
         "# CC-CMR federated demo",
         "",
-        f"{n_sites} simulated hospital{'s' if n_sites > 1 else ''} ({', '.join(s['name'] for s in summary['sites'])})"
+        f"{n_sites} simulated hospital{'s' if n_sites > 1 else ''}"
+        f" ({', '.join(escape_markdown(s['name']) for s in summary['sites'])})"
         " trained CC-CMR together on Flower's simulation runtime (the same ServerApp and ClientApp as a real "
         "deployment): phase 1 pretrains one encoder per sequence, phase 2 (the Feature Interaction Module) aligns "
         "the cine features with LGE, phase 3 fits the cine-only fusion head. The released model needs cine only. "
@@ -245,10 +247,17 @@ def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence
 _IMAGE = re.compile(r"^!\[(.*?)\]\((.*?)\)$")
 
 
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")  # a backslash-escaped ASCII punctuation character
+_HELD = re.compile("\x00([0-9]+)\x00")
+
+
 def _inline(text: str) -> str:
+    """Bold and code spans; backslash-escaped characters (`escape_markdown`) stay literal text."""
+    text = _ESCAPE.sub(lambda m: f"\x00{ord(m.group(1))}\x00", text.replace("\x00", ""))
     text = html.escape(text, quote=False)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return _HELD.sub(lambda m: html.escape(chr(int(m.group(1))), quote=False), text)
 
 
 def markdown_to_html(markdown: str, title: str = "CC-CMR federated demo") -> str:
@@ -267,7 +276,7 @@ def markdown_to_html(markdown: str, title: str = "CC-CMR federated demo") -> str
             block = []
             while i < len(lines) and lines[i].startswith("|"):
                 cells = re.split(r"(?<!\\)\|", lines[i].strip()[1:-1])
-                block.append([c.strip().replace("\\|", "|") for c in cells])
+                block.append([c.strip() for c in cells])
                 i += 1
             head = "".join(f"<th>{_inline(c)}</th>" for c in block[0])
             body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block[2:])

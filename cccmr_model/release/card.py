@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cccmr_model.config import ExperimentConfig
+from cccmr_model.markdown import escape_markdown
 from cccmr_model.metrics import markdown_table
 from cccmr_model.release.privacy import privacy_lines
 
@@ -147,12 +148,12 @@ def _sites(sites: Mapping[str, Any]) -> list[str]:
     columns = sorted({key for value in sites.values() if isinstance(value, Mapping) for key in value})
     if not columns:
         lines = ["| site | subjects |", "|---|---|"]
-        lines += [f"| {site} | {readable(count)} |" for site, count in sites.items()]
+        lines += [f"| {escape_markdown(site)} | {escape_markdown(readable(count))} |" for site, count in sites.items()]
         return lines
     lines = ["| site | " + " | ".join(c.replace("_", " ") for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for site, value in sites.items():
-        cells = [readable(value.get(c)) if isinstance(value, Mapping) else "" for c in columns]
-        lines.append(f"| {site} | " + " | ".join(cells) + " |")
+        cells = [escape_markdown(readable(value.get(c))) if isinstance(value, Mapping) else "" for c in columns]
+        lines.append(f"| {escape_markdown(site)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -234,7 +235,7 @@ def _metrics(metrics: Mapping[str, Any], confidence: float) -> list[str]:
     group of metrics, each value with its CI when one is given."""
     reports = _reports(metrics, "")
     if reports:
-        counts = ", ".join(f"{name}: {report.get('n', '?')}" for name, report in reports.items())
+        counts = ", ".join(f"{name}: {escape_markdown(report.get('n', '?'))}" for name, report in reports.items())
         return [markdown_table(reports, first_column="Evaluated on").rstrip("\n"), "", f"Subjects evaluated: {counts}."]
     groups = _metric_groups(metrics, "")
     if not groups:
@@ -256,16 +257,16 @@ def _reports(data: Mapping[str, Any], path: str) -> dict[str, Mapping[str, Any]]
     found: dict[str, Mapping[str, Any]] = {}
     for key, value in data.items():
         if isinstance(value, Mapping):
-            found.update(_reports(value, f"{path} / {key}" if path else str(key)))
+            found.update(_reports(value, f"{path} / {escape_markdown(key)}" if path else escape_markdown(key)))
     return found
 
 
 def _metric_groups(data: Mapping[str, Any], path: str) -> list[tuple[str, list[tuple[str, Any]]]]:
-    entries = [(str(k), v) for k, v in data.items() if _is_entry(v)]
+    entries = [(escape_markdown(k), v) for k, v in data.items() if _is_entry(v)]
     groups = [(path, entries)] if entries else []
     for key, value in data.items():
         if isinstance(value, Mapping) and not _is_entry(value):
-            groups += _metric_groups(value, f"{path} / {key}" if path else str(key))
+            groups += _metric_groups(value, f"{path} / {escape_markdown(key)}" if path else escape_markdown(key))
     return groups
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from cccmr_model.config import ExperimentConfig, config_to_dict
 from cccmr_model.errors import CccmrError
+from cccmr_model.markdown import escape_markdown
 
 MECHANISMS = ("dp_sgd", "central_dp")
 # What each mechanism's report must hold: DP-SGD an epsilon per site, central DP one epsilon for the run.
@@ -70,7 +71,8 @@ def privacy_lines(privacy: Mapping[str, Any], mode: str) -> list[str]:
 
 def _dp_sgd_line(report: Mapping[str, Any]) -> str:
     sites = report.get("epsilon_by_site") or {}
-    spent = ", ".join(f"{site} {_epsilon(eps)}" for site, eps in sorted(sites.items())) or "no site reported one"
+    spent = ", ".join(f"{escape_markdown(site)} {_epsilon(eps)}" for site, eps in sorted(sites.items()))
+    spent = spent or "no site reported one"
     return (
         f"- Sample-level DP-SGD at each site (noise multiplier {report.get('noise_multiplier')}, per-sample "
         f"clipping {report.get('max_grad_norm')}, budget epsilon {report.get('epsilon_budget')}): epsilon at delta "
