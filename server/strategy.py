@@ -227,7 +227,8 @@ class PhaseFedAvg(FedAvg):
             self._round.update_norms[site] = round(norm, 6)
             if bound is None or norm <= bound:
                 return site, arrays, metrics
-            reason = f"update norm {norm:.4g} exceeds max_update_norm {bound:.4g}"
+            which = "max_update_norm" if self.max_update_norm is not None else "the round's max_update_ratio bound"
+            reason = f"update norm {norm:.4g} exceeds {which} {bound:.4g}"
         self._fail(site, f"rejected: {reason}")
         return None
 
