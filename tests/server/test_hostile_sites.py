@@ -14,6 +14,7 @@ from cccmr_model.demo.report import markdown_to_html, rounds_table
 from cccmr_model.errors import ConfigError
 from cccmr_model.markdown import escape_markdown
 from cccmr_model.release.card import render_card
+from cccmr_model.release.privacy import privacy_lines
 from server.app import initial_state
 from server.history import read_history
 from server.privacy import check_update_bound
@@ -253,6 +254,8 @@ def test_site_names_are_escaped_in_the_model_card_and_the_report():
     assert row.startswith("| \\<img") and row.count("|") - row.count("\\|") == 3  # one name cell, one count cell
     html = markdown_to_html(card)
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;|**x**`[a](b)&amp; z" in html
+    (line,) = privacy_lines({"dp_sgd": {"applied": True, "epsilon_by_site": {HOSTILE: 1.5}}}, "federated")[:1]
+    assert "<img" not in markdown_to_html(line) and "\\<img" in line
     table = rounds_table([{"round": 1, "phase": "pretrain", "phase_round": 1, "sites_replied": [HOSTILE]}])
     page = markdown_to_html(table)
     assert "<img src" not in page and "<strong>" not in page and page.count("<td>") == 9
