@@ -50,7 +50,9 @@ def test_demo_quick_writes_report_releases_and_leaves_nothing_running(tmp_path):
         figure = out / "figures" / f"{name}.png"
         assert f"](figures/{name}.png)" in report
         assert figure.read_bytes()[:4] == b"\x89PNG" and figure.stat().st_size > 10_000
-    assert (out / "report.html").read_text().count("<img ") == 5
+    explained = report.count("](figures/explained/")  # ED and ES overlays of one held-out subject per class
+    assert explained == 4
+    assert (out / "report.html").read_text().count("<img ") == 5 + explained
     assert (
         "| CC-CMR (federated, LGE-guided FIM) |" in report and "| Baseline (federated, cine only, no FIM) |" in report
     )
