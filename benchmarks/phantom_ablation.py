@@ -4,7 +4,8 @@
 [--mode central|federated|both] [--config tiny] [--set key=value ...] [--no-control] [--no-ceiling] [--reuse]`
 
 1. a phantom DICOM cohort (`DIR/data`: one export per site and a held-out `test` export), as `cccmr demo` writes it;
-2. central: `cccmr ablation` on the pooled sites (its five rows; `DIR/central`), with per-phase epochs equal to the
+2. central: `cccmr ablation --train-split` on the pooled sites (its five rows; `DIR/central`): the same training
+   subjects as the federated sites (each site's `data.val_fraction` held out), per-phase epochs equal to the
    federation's rounds x local epochs;
 3. federated (Flower simulation runtime, the demo's driver): row 3 = pretrain + fusion (`fim.rounds=0`), row 4 =
    FIM with fixed weights (`train.uncertainty_weighting=false`), row 5 = FIM with U-A; rows 1-2 score the 4CH and
@@ -243,7 +244,7 @@ def test_truth(data_root: Path, test_set) -> np.ndarray:
 def run_central(
     out: Path, sites: list[str], config_name: str, items: list[str], control: list[str] | None = None
 ) -> dict[str, Any]:
-    """`cccmr ablation` on the pooled sites; then every row's test scores and the heads' AUCs from its checkpoints."""
+    """`cccmr ablation --train-split` on the pooled sites; then every row's test scores and the heads' AUCs from its checkpoints."""
     import torch
 
     from cccmr_model.cli import ablation_cmd
@@ -254,7 +255,7 @@ def run_central(
     central = out / "central"
     args = argparse.Namespace(
         config=config_name, overrides=items, data=[out / "data" / s for s in sites], test=[out / "data" / "test"],
-        out=central, cache=out / "cache", device="cpu", no_tsne=True,
+        out=central, cache=out / "cache", device="cpu", no_tsne=True, train_split=True,
     )  # fmt: skip
     ablation_cmd.run(args)
     reports = json.loads((central / "ablation.json").read_text())
@@ -279,10 +280,10 @@ def run_central(
     )
     controls = {}
     if control is not None:
-        from cccmr_model.engine.central import ingest_sites, pool, train_phases
+        from cccmr_model.engine.central import ingest_sites, split_sites, train_phases
 
         cfg = load_config(config_name, control)
-        train_set = pool(ingest_sites([out / "data" / s for s in sites], out / "cache" / "train", cfg))
+        train_set = split_sites(ingest_sites([out / "data" / s for s in sites], out / "cache" / "train", cfg), cfg)[0]
         res = train_phases(
             train_set, cfg, phases=("pretrain", "fusion"), checkpoint_dir=central / "checkpoints" / "control"
         )

@@ -38,11 +38,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, help="ingestion cache root (default OUT/cache)")
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: the config's train.device)")
     parser.add_argument("--no-tsne", action="store_true", help="skip Fig. 3")
+    parser.add_argument(
+        "--train-split",
+        action="store_true",
+        help="train on each site's training part only (data.val_fraction held out per site, the subjects a "
+        "federated site trains on), so central and federated runs see the same training subjects",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from cccmr_model.engine import evaluate_model
-    from cccmr_model.engine.central import ingest_sites, pool, train_phases
+    from cccmr_model.engine.central import ingest_sites, pool, split_sites, train_phases
     from cccmr_model.metrics import evaluation_report, json_safe, markdown_table
 
     config = load_config(args.config, args.overrides)
@@ -52,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     cache = args.cache or out / "cache"
     check_writable_folder(out, "--out")
     check_writable_folder(cache, "--cache")
-    train_set = pool(ingest_sites(args.data, cache / "train", config))
+    sites = ingest_sites(args.data, cache / "train", config)
+    train_set = split_sites(sites, config)[0] if getattr(args, "train_split", False) else pool(sites)
     test_set = pool(ingest_sites(args.test, cache / "test", config))
     ckpt = out / "checkpoints"
     ev = config.evaluation

@@ -68,3 +68,38 @@ def test_ablation_table_has_check_mark_columns() -> None:
     assert lines[2].startswith("| Row | 4CH cine | SAX cine | FIM w/o U-A | FIM w U-A | Accuracy |")
     assert lines[4].startswith("| 4CH cine only | ✓ |  |  |  | 0.667 (")
     assert len(lines) == 4 + len(ROWS)
+
+
+@pytest.mark.parametrize("train_split", [False, True])
+def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
+    train_split, tmp_path, monkeypatch
+) -> None:
+    """`cccmr ablation --train-split` holds out each site's validation part, as a federated site does."""
+    import argparse
+
+    from cccmr_model.cli import ablation_cmd
+    from cccmr_model.engine import central
+    from cccmr_model.splits import split_train_val
+
+    config = load_config("tiny", [*FAST, "data.val_fraction=0.25"])
+    sites = [Site("a", SyntheticCohort(12, config.data, seed=1)), Site("b", SyntheticCohort(8, config.data, seed=2))]
+    seen: list = []
+
+    class Stop(Exception):
+        pass
+
+    def record(train_set, *args, **kwargs):
+        seen.append(train_set)
+        raise Stop
+
+    monkeypatch.setattr(central, "ingest_sites", lambda roots, cache, cfg: sites)
+    monkeypatch.setattr(central, "train_phases", record)
+    args = argparse.Namespace(
+        config="tiny", overrides=[*FAST, "data.val_fraction=0.25"], data=[tmp_path / "a", tmp_path / "b"],
+        test=[tmp_path / "t"], out=tmp_path / "out", cache=None, device="cpu", no_tsne=True, train_split=train_split,
+    )  # fmt: skip
+    with pytest.raises(Stop):
+        ablation_cmd.run(args)
+    site_train = [split_train_val(s.dataset.labels, 0.25, config.seed)[0] for s in sites]  # client/site.py's split
+    expected = sum(len(idx) for idx in site_train) if train_split else 20
+    assert len(seen[0]) == expected and (expected < 20) == train_split
