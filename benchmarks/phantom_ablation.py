@@ -244,7 +244,7 @@ def test_truth(data_root: Path, test_set) -> np.ndarray:
 def run_central(
     out: Path, sites: list[str], config_name: str, items: list[str], control: list[str] | None = None
 ) -> dict[str, Any]:
-    """`cccmr ablation --train-split` on the pooled sites; then every row's test scores and the heads' AUCs from its checkpoints."""
+    """`cccmr ablation --train-split` on the pooled sites; then every row's test scores and heads' AUCs."""
     import torch
 
     from cccmr_model.cli import ablation_cmd

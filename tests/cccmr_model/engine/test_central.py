@@ -85,12 +85,12 @@ def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
     sites = [Site("a", SyntheticCohort(12, config.data, seed=1)), Site("b", SyntheticCohort(8, config.data, seed=2))]
     seen: list = []
 
-    class Stop(Exception):
+    class StopError(Exception):
         pass
 
     def record(train_set, *args, **kwargs):
         seen.append(train_set)
-        raise Stop
+        raise StopError
 
     monkeypatch.setattr(central, "ingest_sites", lambda roots, cache, cfg: sites)
     monkeypatch.setattr(central, "train_phases", record)
@@ -98,7 +98,7 @@ def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
         config="tiny", overrides=[*FAST, "data.val_fraction=0.25"], data=[tmp_path / "a", tmp_path / "b"],
         test=[tmp_path / "t"], out=tmp_path / "out", cache=None, device="cpu", no_tsne=True, train_split=train_split,
     )  # fmt: skip
-    with pytest.raises(Stop):
+    with pytest.raises(StopError):
         ablation_cmd.run(args)
     site_train = [split_train_val(s.dataset.labels, 0.25, config.seed)[0] for s in sites]  # client/site.py's split
     expected = sum(len(idx) for idx in site_train) if train_split else 20
