@@ -39,7 +39,13 @@ CLIP_TOLERANCE = 1e-3  # relative slack for float32 rounding of a clipped update
 
 
 def check_privacy_config(config: ExperimentConfig) -> None:
-    """Refuse a run the sites would refuse later: DP-SGD with FIM rounds."""
+    """Refuse a run the sites would refuse later (DP-SGD with FIM rounds), and central DP over a robust aggregate
+    (its noise is calibrated to the clipped mean's sensitivity, not a median's)."""
+    if config.privacy.central_dp.enabled and config.federation.aggregation != "fedavg":
+        raise ConfigError(
+            f"privacy.central_dp.enabled with federation.aggregation {config.federation.aggregation}: central DP's "
+            "noise is calibrated to the mean of clipped updates; use federation.aggregation=fedavg with central DP"
+        )
     if config.privacy.dp_sgd.enabled and config.federation.phases["fim"].rounds > 0:
         raise ConfigError(
             "privacy.dp_sgd.enabled with federation.phases.fim.rounds > 0: the FIM loss is not a sum of per-sample "

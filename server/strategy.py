@@ -3,8 +3,9 @@
 The strategy keeps the full global model. `configure_train` sends the groups of the round's phase (plus the
 frozen groups its forward pass needs) with the phase, local epochs, learning-rate window and seed; sites reply
 with exactly the groups they trained. `aggregate_train` rejects unusable replies (logged by site name), bounds
-each reply's update norm and claimed `num-examples` (server/validation.py), averages the rest weighted by
-`num-examples` with Flower's own helper and writes the average into the global model. Sites are named by the node
+each reply's update norm and claimed `num-examples` (server/validation.py), aggregates the rest
+(`federation.aggregation`: FedAvg's mean weighted by `num-examples`, or Flower's median or trimmed mean; see
+server/aggregation.py) and writes the result into the global model. Sites are named by the node
 the SuperLink registered; a reply that claims another name, or one another node holds, is refused. A
 site whose reply flags a head that predicted a constant in its last local epoch (`constant:<head>`, see
 `cccmr_model.engine.train`) is named in a warning and in the round's `constant_heads`.
@@ -29,8 +30,9 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from cccmr_model.errors import CccmrError
-from cccmr_model.packing import MANIFEST, PACKED, PackingError, manifest_array, pack, unpack, weighted_average
+from cccmr_model.packing import MANIFEST, PACKED, PackingError, manifest_array, pack, unpack
 from server import history
+from server.aggregation import aggregate
 from server.checkpoint import BackgroundCheckpoints
 from server.evaluation import global_eval_metrics
 from server.schedule import RoundPlan, round_seed, select
@@ -120,6 +122,8 @@ class PhaseFedAvg(FedAvg):
         self.max_update_ratio = federation.get("max_update_ratio")
         self.max_num_examples = federation.get("max_num_examples")
         self.max_examples_ratio = float(federation.get("max_examples_ratio", 10.0))
+        self.aggregation = str(federation.get("aggregation", "fedavg"))
+        self.trim_fraction = float(federation.get("trim_fraction", 0.2))
         self.registered: dict[int, str] = {}  # node id -> the name the SuperLink registered for it
         self.evaluate_every = int(federation["evaluate_every"])
         self.share_scores = bool(federation["share_subject_scores"])
@@ -198,14 +202,16 @@ class PhaseFedAvg(FedAvg):
         self.accepted = [arrays for _, arrays, _ in accepted]
         weights = [float(m[NUM_EXAMPLES]) for _, _, m in accepted]
         names = list(expected)  # every accepted reply holds exactly these, in any order: pack them alike
-        averaged = weighted_average([pack({k: a[k] for k in names})[PACKED] for a in self.accepted], weights)
+        buffers = [pack({k: a[k] for k in names})[PACKED] for a in self.accepted]
+        averaged = aggregate(buffers, weights, self.aggregation, self.trim_fraction)
         for key, value in unpack({MANIFEST: manifest_array(expected), PACKED: averaged}, "average").items():
             self.global_state[key] = value.astype(self.global_state[key].dtype, copy=False)
         contents = [RecordDict({"metrics": MetricRecord(m)}) for _, _, m in accepted]
         train_global = _over_reporting_sites(dict(aggregate_metricrecords(contents, NUM_EXAMPLES)), accepted)
         train_global[NUM_EXAMPLES] = sum(int(m[NUM_EXAMPLES]) for _, _, m in accepted)
         self._round.train_global = train_global
-        log.info("round %d: averaged %s (%s)", plan.server_round, [s for s, _, _ in accepted], _short(train_global))
+        log.info("round %d: %s of %s (%s)", plan.server_round, self.aggregation, [s for s, _, _ in accepted],
+                 _short(train_global))  # fmt: skip
         return self.global_arrays(), MetricRecord(train_global)
 
     def _check_train(
@@ -329,6 +335,7 @@ class PhaseFedAvg(FedAvg):
                 "num_examples_claimed": rnd.claims,
                 "update_norms": rnd.update_norms,
                 "update_bound": rnd.update_bound,
+                "aggregation": self.aggregation,
                 "metrics_dropped": rnd.metrics_dropped,
                 "evaluate": rnd.evaluate,
                 "evaluate_global": rnd.evaluate_global,

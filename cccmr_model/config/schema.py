@@ -139,6 +139,7 @@ def _default_phases() -> dict[str, PhaseConfig]:
 
 
 PHASES = ("pretrain", "fim", "fusion")
+AGGREGATIONS = ("fedavg", "median", "trimmed_mean")  # federation.aggregation
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,8 @@ class FederationConfig:
     max_update_ratio: float | None = 3.0  # without max_update_norm: this x max(1, L2 norm of the sent groups)
     max_num_examples: int | None = None  # reject replies claiming more training samples (the FedAvg weight)
     max_examples_ratio: float = 10.0  # without max_num_examples: this x the lower median of the round's claims
+    aggregation: str = "fedavg"  # fedavg | median | trimmed_mean (server/aggregation.py)
+    trim_fraction: float = 0.2  # trimmed_mean: fraction cut at each end, per coordinate
 
     def __post_init__(self) -> None:
         _require(len(self.sites) >= 1, "sites must list at least one site")
@@ -221,6 +224,18 @@ class FederationConfig:
         _require(self.max_update_ratio is None or self.max_update_ratio > 0, "max_update_ratio must be positive")
         _require(self.max_num_examples is None or self.max_num_examples > 0, "max_num_examples must be positive")
         _require(self.max_examples_ratio >= 1, "max_examples_ratio must be at least 1")
+        _require(self.aggregation in AGGREGATIONS, f"aggregation must be one of {', '.join(AGGREGATIONS)}")
+        _require(0.0 <= self.trim_fraction < 0.5, "trim_fraction must be in [0, 0.5)")
+        _require(
+            self.aggregation == "fedavg" or self.min_sites >= 3,
+            f"aggregation {self.aggregation} needs min_sites >= 3: with two replies a median or trimmed mean is "
+            "their mean and outvotes no one",
+        )
+        _require(
+            self.aggregation != "trimmed_mean" or int(self.trim_fraction * self.min_sites) >= 1,
+            f"aggregation trimmed_mean: trim_fraction {self.trim_fraction} x min_sites {self.min_sites} is below 1, "
+            "so a round with min_sites replies would trim nothing",
+        )
 
 
 @dataclass(frozen=True)
