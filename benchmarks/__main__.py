@@ -26,6 +26,7 @@ MODULES = (
     "federation_loopback",
     "demo_time",
     "phantom_ablation",
+    "robust_aggregation",
 )
 CORE_KEYS = ("benchmark", "metric", "value", "unit", "note")
 
