@@ -65,6 +65,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str = "defaul
     )
 
 
+def add_manifest_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a site's manifest.csv is read: `--allow-outside-paths` for series outside the data root."""
+    parser.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="read manifest series paths that leave the data root (absolute, or with ..); refused by default",
+    )
+
+
 def refuse_unapplied_privacy(config: ExperimentConfig, args: argparse.Namespace, why: str) -> None:
     """Central training applies no differential privacy: an enabled `privacy.*` setting is refused, naming where
     it was set (the `--set` or the config file), so no result claims privacy that did not happen."""

@@ -14,7 +14,12 @@ import json
 import logging
 from pathlib import Path
 
-from cccmr_model.cli import add_config_arguments, check_writable_folder, refuse_unapplied_privacy
+from cccmr_model.cli import (
+    add_config_arguments,
+    add_manifest_arguments,
+    check_writable_folder,
+    refuse_unapplied_privacy,
+)
 from cccmr_model.config import load_config
 
 HELP = "Table 2: 4CH only, SAX only, fused w/o FIM, FIM w/o U-A, FIM w U-A, on one split, one table with CIs"
@@ -44,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train on each site's training part only (data.val_fraction held out per site, the subjects a "
         "federated site trains on), so central and federated runs see the same training subjects",
     )
+    add_manifest_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
     cache = args.cache or out / "cache"
     check_writable_folder(out, "--out")
     check_writable_folder(cache, "--cache")
-    sites = ingest_sites(args.data, cache / "train", config)
+    outside = args.allow_outside_paths
+    sites = ingest_sites(args.data, cache / "train", config, allow_outside_paths=outside)
     train_set = split_sites(sites, config)[0] if getattr(args, "train_split", False) else pool(sites)
-    test_set = pool(ingest_sites(args.test, cache / "test", config))
+    test_set = pool(ingest_sites(args.test, cache / "test", config, allow_outside_paths=outside))
     ckpt = out / "checkpoints"
     ev = config.evaluation
 

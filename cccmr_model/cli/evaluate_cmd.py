@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from cccmr_model.cli import check_writable_folder
+from cccmr_model.cli import add_manifest_arguments, check_writable_folder
 from cccmr_model.errors import CccmrError
 
 MIN_RESAMPLES = 10  # as evaluation.bootstrap_resamples
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, help="bootstrap resamples (default: the release config's)")
     parser.add_argument("--seed", type=int, help="bootstrap seed (default: the release config's)")
     parser.add_argument("--name", default="CC-CMR", help="row name in the Markdown table")
+    add_manifest_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     state = release.model.state_dict()
     with tempfile.TemporaryDirectory(prefix="cccmr-eval-") as tmp:
         cache = args.cache or (args.out / "cache" if args.out else Path(tmp))
-        sites = ingest_sites(args.data, cache, config)
+        sites = ingest_sites(args.data, cache, config, allow_outside_paths=args.allow_outside_paths)
         evaluated = evaluate_model(state, pool(sites), config, args.device)
     ev = config.evaluation
     report = evaluation_report(

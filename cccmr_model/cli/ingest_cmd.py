@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cccmr_model.cli import add_config_arguments, check_writable_file, check_writable_folder
+from cccmr_model.cli import add_config_arguments, add_manifest_arguments, check_writable_file, check_writable_folder
 from cccmr_model.config import load_config
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.errors import DataError
@@ -21,7 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, help="cache folder to fill (required unless --discover)")
     add_config_arguments(parser)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 on any rejected series")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the whole manifest on any bad row (otherwise only that subject is skipped), "
+        "and exit 1 on any rejected series",
+    )
+    add_manifest_arguments(parser)
     parser.add_argument(
         "--discover",
         action="store_true",
@@ -41,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
     check_writable_folder(args.cache, "--cache")
     from cccmr_model.data import ingest_site
 
-    report = ingest_site(args.data, args.cache, config.data, workers=args.workers)
+    report = ingest_site(
+        args.data,
+        args.cache,
+        config.data,
+        workers=args.workers,
+        strict=args.strict,
+        allow_outside_paths=args.allow_outside_paths,
+    )
     print(report.summary())
     print(f"report: {args.cache / 'ingest-report.json'}")
     if not report.ok:

@@ -7,7 +7,12 @@ import json
 import logging
 from pathlib import Path
 
-from cccmr_model.cli import add_config_arguments, check_writable_folder, refuse_unapplied_privacy
+from cccmr_model.cli import (
+    add_config_arguments,
+    add_manifest_arguments,
+    check_writable_folder,
+    refuse_unapplied_privacy,
+)
 from cccmr_model.config import load_config
 
 HELP = "train all three phases centrally on pooled site data and write a release with validation metrics"
@@ -23,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu | cuda | cuda:N (default: the config's train.device)")
     parser.add_argument("--workers", type=int, default=1, help="ingestion worker processes (default 1)")
     parser.add_argument("--tsne", action="store_true", help="also write Fig. 3 (t-SNE before/after phase 2)")
+    add_manifest_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or config.train.device
     out: Path = args.out
     check_writable_folder(out, "--out")
-    check_writable_folder(args.cache or out / "cache", "--cache")
-    sites = ingest_sites(args.data, args.cache or out / "cache", config, workers=args.workers)
+    cache = args.cache or out / "cache"
+    check_writable_folder(cache, "--cache")
+    sites = ingest_sites(args.data, cache, config, args.workers, allow_outside_paths=args.allow_outside_paths)
     train_set, val_set, site_summary = split_sites(sites, config)
     results = train_phases(train_set, config, device=device, checkpoint_dir=out / "checkpoints")
     state = results["fusion"].state

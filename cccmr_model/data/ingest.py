@@ -1,11 +1,13 @@
 """Ingest a site: every subject of the manifest read, preprocessed and cached, every failure reported.
 
 One bad series never stops a site: a failure rejects that subject's sequence with a one-line reason naming the
-file, and every other sequence and subject is still processed. A subject is usable when both cine sequences are;
-a missing or rejected LGE leaves it usable, cine-only. Work whose inputs (file list, sizes, mtimes) and settings
-have not changed is skipped. Sequences run in worker processes (`concurrent.futures.ProcessPoolExecutor`), in two
-stages: the SAX cines first, which locate each subject's heart (`localise`), then the 4CH cines and LGEs, cropped
-around that point (its coordinates are part of their input hash). Each sidecar records its crop centre.
+file, and every other sequence and subject is still processed. A bad manifest row likewise rejects only its
+subject, its reason naming the manifest's line, unless the manifest is read strictly. A subject is usable when both
+cine sequences are; a missing or rejected LGE leaves it usable, cine-only. Work whose inputs (file list, sizes,
+mtimes) and settings have not changed is skipped. Sequences run in worker processes
+(`concurrent.futures.ProcessPoolExecutor`), in two stages: the SAX cines first, which locate each subject's heart
+(`localise`), then the 4CH cines and LGEs, cropped around that point (its coordinates are part of their input
+hash). Each sidecar records its crop centre.
 """
 
 from __future__ import annotations
@@ -23,13 +25,22 @@ from cccmr_model.config.schema import DataConfig
 from cccmr_model.console import progress
 from cccmr_model.data import cache
 from cccmr_model.data.localise import CENTRE_FALLBACK, choose_centre
-from cccmr_model.data.manifest import MANIFEST_NAME, REQUIRED_SEQUENCES, SUBTYPES, ManifestEntry, read_manifest
+from cccmr_model.data.manifest import (
+    MANIFEST_NAME,
+    REQUIRED_SEQUENCES,
+    SUBTYPES,
+    Manifest,
+    ManifestEntry,
+    load_manifest,
+)
 from cccmr_model.data.preprocess import preprocess_series
 from cccmr_model.data.series import load_series
 from cccmr_model.errors import DataError
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, LGE_SAX, SEQUENCES
 
 log = logging.getLogger("cccmr.ingest")
+
+MANIFEST_ROW = "manifest"  # the `sequence` of a rejection for a bad manifest row
 
 
 @dataclass(frozen=True)
@@ -204,18 +215,28 @@ def _run(tasks: list[_Task], workers: int) -> dict[tuple[str, str], dict[str, An
 
 
 def ingest_site(
-    data_root: str | Path, cache_dir: str | Path, data_config: DataConfig, workers: int = 1
+    data_root: str | Path,
+    cache_dir: str | Path,
+    data_config: DataConfig,
+    workers: int = 1,
+    *,
+    strict: bool = False,
+    allow_outside_paths: bool = False,
 ) -> IngestReport:
     """Cache every subject of `data_root/manifest.csv` in `cache_dir`; returns (and writes) the report.
 
-    Raises DataError only for a missing or malformed manifest; series problems become rejections.
+    Raises DataError only for a missing or malformed manifest, or (`strict`) one with a bad row; bad rows and
+    series problems otherwise become rejections. `allow_outside_paths` lets series paths leave the data root.
     """
     started = time.perf_counter()
     root, cache_dir = Path(data_root), Path(cache_dir)
     manifest = root / MANIFEST_NAME
-    entries = read_manifest(manifest)
+    read = load_manifest(manifest, strict=strict, allow_outside_paths=allow_outside_paths)
+    entries = read.entries
     cache_dir.mkdir(parents=True, exist_ok=True)
-    report = IngestReport(data_root=str(root), cache_dir=str(cache_dir), subjects=len(entries))
+    report = IngestReport(data_root=str(root), cache_dir=str(cache_dir))
+    _reject_rows(read, root, report)
+    report.subjects = len(entries) + len(report.rejected_subjects)
     results: dict[tuple[str, str], dict[str, Any]] = {}
     points: dict[str, tuple[float, float, float] | None] = {}
     for stage in ((CINE_SAX,), (CINE_4CH, LGE_SAX)):  # the SAX heart points first
@@ -239,6 +260,18 @@ def ingest_site(
     cache.write_json(cache_dir / cache.REPORT_NAME, report.to_dict())
     (cache_dir / cache.SUMMARY_NAME).write_text(report.summary() + "\n", encoding="utf-8")
     return report
+
+
+def _reject_rows(manifest: Manifest, root: Path, report: IngestReport) -> None:
+    """Record each refused manifest row as a rejected subject (named by its line when its id is bad)."""
+    for problem in manifest.problems:
+        subject = problem.subject_id or f"(line {problem.line})"
+        reason = problem.reason.replace(f"{root}/", "")
+        rejection = Rejection(subject, MANIFEST_ROW, _relative(str(manifest.path), root), reason)
+        report.rejections.append(rejection)
+        log.warning("rejected %s", rejection.line())
+        if subject not in report.rejected_subjects:
+            report.rejected_subjects.append(subject)
 
 
 def _heart_point(sidecar: dict[str, Any]) -> tuple[float, float, float] | None:

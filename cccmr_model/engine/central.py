@@ -42,13 +42,19 @@ def site_names(roots: Sequence[Path]) -> list[str]:
     return names
 
 
-def ingest_sites(roots: Sequence[Path], cache_root: Path, config: ExperimentConfig, workers: int = 1) -> list[Site]:
+def ingest_sites(
+    roots: Sequence[Path],
+    cache_root: Path,
+    config: ExperimentConfig,
+    workers: int = 1,
+    allow_outside_paths: bool = False,
+) -> list[Site]:
     """Ingest each data root into `cache_root/<site>` (reusing what is cached) and open it as a dataset."""
     from cccmr_model.data import CachedDataset, ingest_site
 
     sites = []
     for root, name in zip(roots, site_names(roots), strict=True):
-        report = ingest_site(root, cache_root / name, config.data, workers=workers)
+        report = ingest_site(root, cache_root / name, config.data, workers, allow_outside_paths=allow_outside_paths)
         log.info(
             "site %s: %d subjects, %d usable (%d cine-only), %d rejected",
             name,
