@@ -26,7 +26,7 @@ from cccmr_model.data.dicom_reader import list_series_files
 from cccmr_model.data.manifest import SeriesRef
 
 CACHE_VERSION = 1
-PIPELINE_VERSION = 2  # bump when preprocessing changes what it writes
+PIPELINE_VERSION = 3  # bump when preprocessing changes what it writes or accepts (3: a stacked 4CH is refused)
 INDEX_NAME = "index.json"
 REPORT_NAME = "ingest-report.json"
 SUMMARY_NAME = "ingest-summary.txt"

@@ -4,7 +4,8 @@ Steps, all set by `DataConfig`: the middle slices (1 of the 4CH cine, 3 of the S
 frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); a `field_of_view_mm` square
 around the heart (`crop: heart` with a centre from `localise`) or around the image centre, resampled to
 `image_size` pixels; intensities clipped at the configured percentiles and z-scored over the whole sequence.
-Output: cine (S, T, H, W), LGE (S, H, W), float32.
+Output: cine (S, T, H, W), LGE (S, H, W), float32. A 4CH cine must be one plane: a stack given as the 4CH (the
+SAX cine in the wrong column) is refused rather than cut to its middle slice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from scipy import ndimage
 
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.data.series import Series, SeriesError
-from cccmr_model.sequences import CINE_SEQUENCES, SEQUENCES
+from cccmr_model.sequences import CINE_4CH, CINE_SEQUENCES, SEQUENCES
 
 
 @dataclass(frozen=True)
@@ -135,16 +136,31 @@ def zscore(images: np.ndarray) -> np.ndarray:
     return ((images - images.mean()) / (std if std > 1e-6 else 1.0)).astype(np.float32)
 
 
+def check_view(series: Series, sequence: str) -> None:
+    """Refuse a series that cannot be the view its column names: a 4CH cine is one long-axis plane, so frames at
+    several positions along the slice normal are a stack (typically the SAX cine given in the 4CH column)."""
+    if sequence != CINE_4CH or series.num_slices == 1:
+        return
+    step = float(np.median(np.diff(series.slice_positions)))
+    raise SeriesError(
+        series.source,
+        f"{sequence}: {series.num_slices} slice positions {round(step, 1):g} mm apart along the slice normal, "
+        "a stack such as a SAX cine; a 4CH cine is one long-axis plane",
+    )
+
+
 def preprocess_series(
     series: Series, sequence: str, config: DataConfig, centre: Sequence[float] | None = None
 ) -> Preprocessed:
-    """Turn a series into the model input of `sequence`; SeriesError for too few slices or frames.
+    """Turn a series into the model input of `sequence`; SeriesError for the wrong view (`check_view`) or too few
+    slices or frames.
 
     With `config.crop == "heart"` and a `centre` (patient mm), the crop is a field_of_view_mm square around the
     centre projected on the chosen slices; otherwise around the image centre.
     """
     if sequence not in SEQUENCES:
         raise ValueError(f"unknown sequence {sequence!r}")
+    check_view(series, sequence)
     count = config.slices[sequence]
     if series.num_slices < count:
         raise SeriesError(series.source, f"too few slices for {sequence}: {series.num_slices} < {count}")

@@ -148,14 +148,24 @@ def test_missing_required_sequence_rejects_subject(site: Path, tmp_path: Path) -
     assert [r.line() for r in report.rejections] == ["s1 cine_4ch: manifest.csv: no cine_4ch series given for s1"]
 
 
+def _one_slice(study: Path, slice_index: int, out: Path) -> Path:
+    """A folder of links to the 20 phase files of one Sunnybrook slice (`N.dcm`: slice (N-1)//20)."""
+    out.mkdir(parents=True)
+    for number in range(slice_index * 20 + 1, slice_index * 20 + 21):
+        (out / f"{number}.dcm").symlink_to(study / f"{number}.dcm")
+    return out
+
+
 def test_sunnybrook_ingests_at_paper_settings(sunnybrook_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "site"
-    root.mkdir()
     a, b = sunnybrook_dir / "SCD0000101", sunnybrook_dir / "SCD0000301"
-    # The studies hold short-axis cine only: the SAX stack stands in for the 4CH and the LGE here.
-    (root / "manifest.csv").write_text(HEADER + f"sb1,1,,{a},{a},{a}\nsb3,1,,{b},{b},{b}\n")
+    # The studies hold short-axis cine only: one slice of the SAX stack stands in for the 4CH (the whole stack is
+    # refused as a 4CH), the stack for the LGE. The studies lie outside the data root: allowed explicitly.
+    _one_slice(a, 5, root / "sb1-4ch")
+    _one_slice(b, 4, root / "sb3-4ch")
+    (root / "manifest.csv").write_text(HEADER + f"sb1,1,,sb1-4ch,{a},{a}\nsb3,1,,sb3-4ch,{b},{b}\n")
     config = load_config("default").data
-    report = ingest_site(root, tmp_path / "cache", config)
+    report = ingest_site(root, tmp_path / "cache", config, allow_outside_paths=True)
     assert report.usable == ["sb1", "sb3"] and not report.rejections
     dataset = CachedDataset(tmp_path / "cache", data_config=config)
     for item in (dataset[0], dataset[1]):
@@ -168,3 +178,75 @@ def test_sunnybrook_ingests_at_paper_settings(sunnybrook_dir: Path, tmp_path: Pa
     sidecar = json.loads((tmp_path / "cache" / "subjects" / "sb1" / "cine_sax.json").read_text())
     assert sidecar["slice_spacing_mm"] == pytest.approx(10.0, abs=0.01)
     assert sidecar["original_shape"] == [12, 20, 256, 256]
+
+
+def _mixed_manifest(site: Path) -> None:
+    """s1 good; s2 healthy with subtype `healthy`; s3 a bad label; s4 an absolute path (outside the root)."""
+    rows = [
+        "s1,1,HCM,s1/cine4ch,s1/cinesax,s1/lge",
+        "s2,0,healthy,s2/cine4ch,s2/cinesax,",
+        "s3,2,,s3/cine4ch,s3/cinesax,",
+        f"s4,1,DCM,{site / 's4' / 'cine4ch'},s4/cinesax,",
+    ]
+    (site / "manifest.csv").write_text(HEADER + "\n".join(rows) + "\n")
+
+
+def test_a_bad_manifest_row_rejects_only_its_subject(site: Path, tmp_path: Path) -> None:
+    _mixed_manifest(site)
+    report = ingest_site(site, tmp_path / "cache", CONFIG)
+    assert report.usable == ["s1", "s2"] and report.rejected_subjects == ["s3", "s4"] and report.subjects == 4
+    lines = [r.line() for r in report.rejections]
+    assert lines[0] == "s3 manifest: manifest.csv line 4: label '2' must be 0 (healthy) or 1 (cardiomyopathy)"
+    assert lines[1].startswith("s4 manifest: manifest.csv line 5: cine_4ch path ")
+    assert "outside the data root" in lines[1]
+    assert {r.file for r in report.rejections} == {"manifest.csv"}
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert sorted(index["subjects"]) == ["s1", "s2"]
+    assert "s3 manifest: manifest.csv line 4" in (tmp_path / "cache" / "ingest-summary.txt").read_text()
+
+
+def test_outside_paths_are_ingested_when_allowed(site: Path, tmp_path: Path) -> None:
+    _mixed_manifest(site)
+    report = ingest_site(site, tmp_path / "cache", CONFIG, allow_outside_paths=True)
+    assert report.usable == ["s1", "s2", "s4"] and report.rejected_subjects == ["s3"]
+
+
+def test_cli_strict_refuses_a_manifest_with_a_bad_row(
+    site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _mixed_manifest(site)
+    args = ["ingest", "-q", "--data", str(site), "--cache", str(tmp_path / "c"), "--config", "tiny"]
+    sets = ["--set", "data.image_size=32", "--set", "data.frames=4", "--set", "data.min_frames=4"]
+    assert main([*args, *sets, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{site / 'manifest.csv'} line 4: label '2' must be 0" in err
+    assert "(and 1 more bad row)" in err and not (tmp_path / "c" / "index.json").exists()
+    assert main([*args, *sets]) == 0
+    assert "2 usable" in capsys.readouterr().out
+    assert main([*args, *sets, "--allow-outside-paths"]) == 0
+    assert "3 usable" in capsys.readouterr().out
+
+
+def test_sunnybrook_sax_stack_given_as_the_4ch_is_rejected(sunnybrook_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "sb1").symlink_to(sunnybrook_dir / "SCD0000101")
+    (root / "manifest.csv").write_text(HEADER + "sb1,1,,sb1,sb1,\n")
+    report = ingest_site(root, tmp_path / "cache", CONFIG)
+    assert report.rejected_subjects == ["sb1"]
+    (rejection,) = report.rejections
+    assert rejection.sequence == "cine_4ch"
+    assert rejection.reason == (
+        "sb1: cine_4ch: 12 slice positions 10 mm apart along the slice normal, a stack such as a SAX cine; "
+        "a 4CH cine is one long-axis plane"
+    )
+
+
+def test_a_sax_stack_given_as_the_4ch_is_rejected(site: Path, tmp_path: Path) -> None:
+    (site / "manifest.csv").write_text(HEADER + "s1,1,,s1/cinesax,s1/cinesax,\ns2,0,,s2/cine4ch,s2/cinesax,\n")
+    report = ingest_site(site, tmp_path / "cache", CONFIG)
+    assert report.usable == ["s2"] and report.rejected_subjects == ["s1"]
+    assert [r.line() for r in report.rejections] == [
+        "s1 cine_4ch: s1/cinesax: cine_4ch: 5 slice positions 8 mm apart along the slice normal, a stack such as "
+        "a SAX cine; a 4CH cine is one long-axis plane"
+    ]

@@ -12,8 +12,10 @@ import pytest
 
 from cccmr_model.cli import main
 from cccmr_model.config import load_config
+from cccmr_model.data import load_series, preprocess_series
 from cccmr_model.data.phantom import MANIFEST_COLUMNS, SIZES, generate_cohort, subject_specs, write_subject
 from cccmr_model.data.phantom_sites import SUBTYPES, site_profile
+from cccmr_model.data.series import SeriesError
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +132,14 @@ def test_cli_generate_and_preview(tmp_path: Path) -> None:
     assert main(["phantom", "--preview", str(out), "--quiet"]) == 0
     assert (out / "preview.png").stat().st_size > 10_000
     assert main(["phantom", "--quiet"]) == 2  # neither --out nor --preview
+
+
+def test_phantom_4ch_is_one_plane_and_its_sax_stack_is_no_4ch(cohort: Path) -> None:
+    config = load_config("tiny").data
+    for group in ("anzhen", "lanzhou", "test"):
+        row = _rows(cohort / group / "manifest.csv")[0]
+        four = load_series(cohort / group / row["cine_4ch"])
+        assert four.num_slices == 1 and preprocess_series(four, "cine_4ch", config).array.shape[0] == 1
+        sax = load_series(cohort / group / row["cine_sax"])
+        with pytest.raises(SeriesError, match=rf"cine_4ch: {sax.num_slices} slice positions .* a stack"):
+            preprocess_series(sax, "cine_4ch", config)

@@ -76,12 +76,14 @@ def test_crop_or_pad_is_centred() -> None:
     assert np.array_equal(out[0, 1:7], images[0, :, 1:9])
 
 
-@pytest.mark.parametrize(("sequence", "shape"), [("cine_4ch", (1, 4, 32, 32)), ("cine_sax", (3, 4, 32, 32))])
-def test_cine_output_shape_and_zscore(sequence: str, shape: tuple[int, ...]) -> None:
-    result = preprocess_series(_series(7, 6), sequence, CONFIG)
+@pytest.mark.parametrize(
+    ("sequence", "slices", "shape"), [("cine_4ch", 1, (1, 4, 32, 32)), ("cine_sax", 7, (3, 4, 32, 32))]
+)
+def test_cine_output_shape_and_zscore(sequence: str, slices: int, shape: tuple[int, ...]) -> None:
+    result = preprocess_series(_series(slices, 6), sequence, CONFIG)
     assert result.array.shape == shape and result.array.dtype == np.float32
     assert abs(float(result.array.mean())) < 1e-4 and float(result.array.std()) == pytest.approx(1.0, abs=1e-4)
-    assert result.slice_indices == middle_slices(7, shape[0])
+    assert result.slice_indices == middle_slices(slices, shape[0])
     assert result.slice_positions == [8.0 * i for i in result.slice_indices]
     assert len(result.frame_times[0]) == 4
 
