@@ -63,6 +63,7 @@ class FrameRecord:
     pixels: np.ndarray | None  # (rows, cols) float32, None when read without pixels
     rows: int
     cols: int
+    sop_uid: str = ""  # SOPInstanceUID of the file: with frame_index, what makes a frame unique
 
 
 @contextlib.contextmanager
@@ -226,6 +227,7 @@ def _classic_frame(ds: Dataset, path: Path, with_pixels: bool) -> FrameRecord:
         pixels=pixels,
         rows=int(ds.Rows),
         cols=int(ds.Columns),
+        sop_uid=str(ds.get("SOPInstanceUID", "")),
     )
 
 
@@ -272,6 +274,7 @@ def _enhanced_frames(ds: Dataset, path: Path, with_pixels: bool) -> list[FrameRe
                 pixels=pixels,
                 rows=int(ds.Rows),
                 cols=int(ds.Columns),
+                sop_uid=str(ds.get("SOPInstanceUID", "")),
             )
         )
     return records

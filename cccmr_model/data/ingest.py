@@ -137,6 +137,7 @@ def process_sequence(task: _Task) -> dict[str, Any]:
             series_uid=series.series_uid,
             original_pixel_spacing_mm=list(series.pixel_spacing),
             original_shape=list(series.array.shape),
+            duplicate_images_dropped=series.duplicates,
             slice_positions_mm=result.slice_positions,
             slice_spacing_mm=_median_step(series.slice_positions),
             frame_times_ms=result.frame_times,

@@ -5,11 +5,16 @@ ImageOrientationPatient row and column cosines (PS3.3 C.7.6.2.1.1). SliceLocatio
 vendor-defined and wrong on real data (the Sunnybrook studies step it by 6.72 mm on a 10 mm stack). MONAI's
 reader sorts by InstanceNumber and spaces by the z coordinate, which breaks oblique cardiac stacks and cine, where
 many frames share one position. Within a slice, frames are ordered by TriggerTime (then InstanceNumber).
+
+An image found twice (the same SOPInstanceUID, e.g. a file copied into the folder again) is read once; the same
+SOPInstanceUID with other content, or a second image at one position and TriggerTime, is an error that names the
+later file, the extra one.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +52,7 @@ class Series:
     nominal_interval: float  # median R-R interval in ms, nan when absent
     source: str  # the folder or file read
     slice_origins: np.ndarray | None = None  # S, 3 ImagePositionPatient (mm, LPS) of pixel (0, 0) per slice
+    duplicates: int = 0  # images found twice (same SOPInstanceUID and content) and read once
 
     @property
     def normal(self) -> np.ndarray:
@@ -134,6 +140,49 @@ def _check_consistent(records: Sequence[FrameRecord]) -> None:
         raise SeriesError(records[-1].file, f"files of {len(uids)} different SeriesInstanceUIDs in one series")
 
 
+def _where(record: FrameRecord) -> str:
+    return record.file if record.frame_index == 0 else f"{record.file} frame {record.frame_index + 1}"
+
+
+def _difference(first: FrameRecord, other: FrameRecord) -> str | None:
+    """What differs between two frames with one SOPInstanceUID (None when they are the same image)."""
+    if not np.allclose(first.position, other.position, atol=POSITION_TOLERANCE_MM):
+        return "position"
+    if not np.allclose(first.orientation, other.orientation, atol=ORIENTATION_TOLERANCE):
+        return "orientation"
+    if first.trigger_time != other.trigger_time and not (
+        math.isnan(first.trigger_time) and math.isnan(other.trigger_time)
+    ):
+        return "TriggerTime"
+    if first.pixels is not None and other.pixels is not None and not np.array_equal(first.pixels, other.pixels):
+        return "pixels"
+    return None
+
+
+def drop_duplicates(records: Sequence[FrameRecord]) -> tuple[list[FrameRecord], int]:
+    """The records with each image once (first file in listing order kept) and how many copies were dropped.
+
+    A SeriesError names the later file when one SOPInstanceUID holds different images.
+    """
+    kept: dict[tuple[str, int], FrameRecord] = {}
+    unique: list[FrameRecord] = []
+    for record in records:
+        key = (record.sop_uid, record.frame_index)
+        first = kept.get(key) if record.sop_uid else None
+        if first is None:
+            kept[key] = record
+            unique.append(record)
+            continue
+        difference = _difference(first, record)
+        if difference is not None:
+            raise SeriesError(
+                _where(record),
+                f"SOPInstanceUID also in {Path(first.file).name}, with other {difference}: "
+                "two different images cannot share one SOPInstanceUID (remove the one that does not belong)",
+            )
+    return unique, len(records) - len(unique)
+
+
 def _group_slices(records: Sequence[FrameRecord], normal: np.ndarray) -> list[list[FrameRecord]]:
     """Group frames by their distance along the normal; groups in ascending position."""
     distances = np.array([float(np.dot(r.position, normal)) for r in records])
@@ -152,25 +201,47 @@ def _time_key(record: FrameRecord) -> tuple[float, int, int]:
     return (time, record.order, record.frame_index)
 
 
+def _check_trigger_times(group: Sequence[FrameRecord]) -> None:
+    """Refuse a second frame at one slice position and TriggerTime, naming it (the later one) as the extra."""
+    seen: dict[float, FrameRecord] = {}
+    for record in group:
+        if not math.isfinite(record.trigger_time):
+            continue
+        first = seen.setdefault(record.trigger_time, record)
+        if first is not record:
+            raise SeriesError(
+                _where(record),
+                f"an extra frame: TriggerTime {record.trigger_time:g} ms at this slice position is also in "
+                f"{Path(first.file).name}",
+            )
+
+
+def _check_frame_counts(slices: Sequence[Sequence[FrameRecord]]) -> None:
+    """Every slice must have as many frames as the others; the error names the odd slice (its last frame when it
+    has too many, its first when too few)."""
+    counts = [len(s) for s in slices]
+    if len(set(counts)) == 1:
+        return
+    usual = Counter(counts).most_common(1)[0][0]
+    odd = next(i for i, count in enumerate(counts) if count != usual)
+    group = slices[odd]
+    detail = f"slices have different frame counts {sorted(set(counts))}; this slice has {counts[odd]}"
+    if counts[odd] > usual:
+        raise SeriesError(_where(group[-1]), f"an extra frame: {detail}, the others {usual}")
+    raise SeriesError(group[0].file, detail)
+
+
 def assemble_series(records: Sequence[FrameRecord], source: str) -> Series:
     """Stack frame records into a Series, or raise SeriesError naming the file at fault."""
     if not records:
         raise SeriesError(source, "no image frames")
+    records, duplicates = drop_duplicates(records)
     _check_consistent(records)
     normal = slice_normal(records[0].orientation)
     slices = [sorted(group, key=_time_key) for group in _group_slices(records, normal)]
-    counts = [len(s) for s in slices]
-    if len(set(counts)) > 1:
-        worst = min(range(len(slices)), key=lambda i: counts[i])
-        raise SeriesError(
-            slices[worst][0].file,
-            f"slices have different frame counts {sorted(set(counts))}; this slice has {counts[worst]}",
-        )
     for group in slices:
-        times = [r.trigger_time for r in group if math.isfinite(r.trigger_time)]
-        if len(group) > 1 and len(set(times)) < len(times):
-            duplicate = next(r for r in group if times.count(r.trigger_time) > 1)
-            raise SeriesError(duplicate.file, f"two frames at one position share TriggerTime {duplicate.trigger_time}")
+        _check_trigger_times(group)
+    _check_frame_counts(slices)
     array = np.stack([np.stack([r.pixels for r in group]) for group in slices]).astype(np.float32, copy=False)
     positions = np.array([np.mean([np.dot(r.position, normal) for r in group]) for group in slices])
     origins = np.array([np.mean([r.position for r in group], axis=0) for group in slices])  # S, 3
@@ -185,6 +256,7 @@ def assemble_series(records: Sequence[FrameRecord], source: str) -> Series:
         nominal_interval=float(np.median(intervals)) if intervals else math.nan,
         source=source,
         slice_origins=origins.astype(np.float64),
+        duplicates=duplicates,
     )
 
 

@@ -220,3 +220,32 @@ def test_non_finite_rescale_in_an_enhanced_frame_is_refused(tmp_path: Path) -> N
     ds.save_as(paths[0])
     with pytest.raises(DataError, match=r"series\.dcm: frame \d+: non-finite RescaleSlope"):
         load_series(paths[0])
+
+
+def test_a_copied_image_is_dropped(tmp_path: Path) -> None:
+    array, _, paths = _write(tmp_path / "series")
+    shutil.copy(paths[7], tmp_path / "series" / "IM00007_copy.dcm")  # the same SOPInstanceUID twice
+    (tmp_path / "series" / "sub").mkdir()
+    shutil.copy(paths[12], tmp_path / "series" / "sub" / "IM00012.dcm")
+    series = load_series(tmp_path / "series")
+    assert np.array_equal(series.array, array) and series.duplicates == 2
+
+
+def test_a_repeated_sop_instance_uid_with_other_pixels_names_the_extra_file(tmp_path: Path) -> None:
+    _, _, paths = _write(tmp_path)
+    ds = pydicom.dcmread(paths[7])
+    ds.PixelData = bytes(len(ds.PixelData))  # other pixels under the same SOPInstanceUID
+    ds.save_as(tmp_path / "IM00007_other.dcm")
+    with pytest.raises(SeriesError, match=r"IM00007_other\.dcm: SOPInstanceUID also in IM00007\.dcm, with") as info:
+        load_series(tmp_path)
+    assert info.value.file.endswith("IM00007_other.dcm")
+
+
+def test_an_extra_frame_is_named_not_a_slice_with_the_right_count(tmp_path: Path) -> None:
+    _, _, paths = _write(tmp_path)
+    ds = pydicom.dcmread(paths[7])
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"  # a second image at the same place and time
+    ds.save_as(tmp_path / "IM00007_again.dcm")
+    with pytest.raises(SeriesError, match=r"IM00007_again\.dcm: an extra frame") as info:
+        load_series(tmp_path)
+    assert info.value.file.endswith("IM00007_again.dcm") and "IM00007.dcm" in str(info.value)
