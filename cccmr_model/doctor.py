@@ -11,6 +11,7 @@ The site config is a small TOML or YAML file with the site's own settings (the s
     root-certificate = "/etc/cccmr/certs/ca.crt"
     private-key = "/etc/cccmr/keys/anzhen"
     config = "default"                    # optional: experiment config whose preprocessing the dry ingest uses
+    allow-outside-paths = false           # optional: manifest paths may leave data-path (as the node config)
 
 Every check returns a `Check` (ok / warn / fail, what was found, how to fix it). Nothing is written except a
 probe file in the cache path; no patient data leaves the process. No flwr import here: this runs before Flower.
@@ -27,14 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from cccmr_model.errors import CccmrError, ConfigError
 
+if TYPE_CHECKING:
+    from cccmr_model.data.manifest import Manifest
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 REQUIRED_KEYS = ("site", "data-path", "cache-path", "superlink", "root-certificate", "private-key")
-OPTIONAL_KEYS = {"device": "cpu", "config": "default", "connect-timeout": 5.0}
+OPTIONAL_KEYS = {"device": "cpu", "config": "default", "connect-timeout": 5.0, "allow-outside-paths": False}
 EXPIRY_WARNING = timedelta(days=30)
 
 
@@ -49,6 +54,7 @@ class SiteConfig:
     private_key: Path
     config: str = "default"
     connect_timeout: float = 5.0
+    allow_outside_paths: bool = False
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -110,7 +116,14 @@ def load_site_config(path: str | Path) -> SiteConfig:
         private_key=base / Path(str(values["private-key"])).expanduser(),
         config=str(values["config"]),
         connect_timeout=float(values["connect-timeout"]),
+        allow_outside_paths=_boolean(path, "allow-outside-paths", values["allow-outside-paths"]),
     )
+
+
+def _boolean(path: Path, key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
+    return value
 
 
 # ---- individual checks --------------------------------------------------------------------------------------
@@ -152,18 +165,18 @@ def check_data(site: SiteConfig) -> list[Check]:
         return [Check("data path", FAIL, f"{site.data_path} is not a directory", "set data-path to the DICOM root")]
     checks = [Check("data path", OK, str(site.data_path))]
     try:
-        from cccmr_model.data import load_series, preprocess_series, read_manifest
+        from cccmr_model.data import load_series, preprocess_series
+        from cccmr_model.data.manifest import load_manifest
     except ImportError as exc:
         return [*checks, Check("manifest", FAIL, f"cccmr_model.data not importable: {exc}", "reinstall the project")]
     try:
-        entries = read_manifest(site.data_path)
+        manifest = load_manifest(site.data_path, allow_outside_paths=site.allow_outside_paths)
     except CccmrError as exc:
         return [*checks, Check("manifest", FAIL, str(exc), "write manifest.csv (draft: cccmr ingest --discover)")]
-    sick = sum(e.label for e in entries)
-    checks.append(
-        Check("manifest", OK, f"{len(entries)} subjects ({sick} cardiomyopathy, {len(entries) - sick} healthy)")
-    )
-    first = entries[0]
+    checks.append(_manifest_check(manifest))
+    if not manifest.entries:
+        return checks
+    first = manifest.entries[0]
     try:
         from cccmr_model.config import load_config
 
@@ -186,6 +199,21 @@ def check_data(site: SiteConfig) -> list[Check]:
         return [*checks, Check("dry ingest", FAIL, f"first subject {first.subject_id}: {exc}", fix)]
     detail = f"first subject {first.subject_id}: {', '.join(shapes)} (slices x frames) read and preprocessed"
     return [*checks, Check("dry ingest", OK, detail)]
+
+
+def _manifest_check(manifest: Manifest) -> Check:
+    """OK with the subject counts; WARN naming the first refused row (each skips only its subject); FAIL if none."""
+    entries, problems = manifest.entries, manifest.problems
+    sick = sum(e.label for e in entries)
+    detail = f"{len(entries)} subjects ({sick} cardiomyopathy, {len(entries) - sick} healthy)"
+    if not problems:
+        return Check("manifest", OK, detail)
+    detail += f"; {len(problems)} row{'s' * (len(problems) > 1)} rejected, first: {problems[0].reason}"
+    fix = (
+        "fix those rows (each skips only its subject; `cccmr ingest` lists them all); a series outside data-path "
+        "needs allow-outside-paths = true here and in the node config"
+    )
+    return Check("manifest", WARN if entries else FAIL, detail, fix)
 
 
 def check_cache(site: SiteConfig) -> Check:

@@ -20,6 +20,7 @@ the local Runtime API (--host, default 127.0.0.1).
   --data-path DIR        the site's DICOM data (required)
   --cache-path DIR       the site's preprocessed cache and local checkpoints (required)
   --device DEV           cpu, cuda or cuda:N (default: cpu)
+  --allow-outside-paths  let manifest.csv name series outside --data-path (absolute or ../ paths; refused otherwise)
   --root-cert FILE       consortium CA certificate (default: \$CCCMR_CERTS/ca.crt or ./certs/ca.crt)
   --key FILE             the site's private key (default: ./keys/NAME)
   --port PORT            local Runtime API port, unique per SuperNode on this host (default: 9094)
@@ -40,7 +41,7 @@ die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 
 superlink=""; site=""; data_path=""; cache_path=""; device="cpu"; root_cert=""; key=""
 port=9094; host="127.0.0.1"; state_dir="${CCCMR_STATE_DIR:-}"; isolation="subprocess"; log_file=""
-insecure=0; print_only=0; extra=()
+insecure=0; print_only=0; outside=0; extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --superlink|--site|--data-path|--cache-path|--device|--root-cert|--key|--port|--host|--state-dir|--isolation|--log-file)
@@ -53,6 +54,7 @@ while [ $# -gt 0 ]; do
             esac
             shift 2 ;;
         --insecure) insecure=1; shift ;;
+        --allow-outside-paths) outside=1; shift ;;
         --print-command) print_only=1; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; extra=("$@"); break ;;
@@ -82,6 +84,7 @@ cccmr_flwr_env "$state_dir"
 exe="$(cccmr_find_exe flower-supernode "${FLOWER_SUPERNODE:-}")" || exit 2
 
 node_config="site=\"$site\" data-path=\"$data_path\" cache-path=\"$cache_path\" device=\"$device\""
+[ "$outside" -eq 0 ] || node_config+=" allow-outside-paths=true"
 cmd=("$exe" --superlink "$superlink" --host "$host" --port "$port" --isolation "$isolation" --node-config "$node_config")
 if [ "$insecure" -eq 1 ]; then
     cccmr_insecure_banner "flower-supernode ($site)"

@@ -13,7 +13,7 @@ import pytest
 
 from cccmr_model.cli import main
 from cccmr_model.data.dicom_writer import Geometry, write_series
-from cccmr_model.doctor import FAIL, OK, load_site_config, run_checks
+from cccmr_model.doctor import FAIL, OK, WARN, load_site_config, run_checks
 from cccmr_model.errors import ConfigError
 
 
@@ -132,3 +132,18 @@ def test_example_site_config_parses(deploy_dir: Path) -> None:
     site = load_site_config(deploy_dir / "site-config.example.toml")
     assert site.site == "anzhen" and site.device == "cuda" and site.host_port == ("superlink.cccmr.example.org", 8000)
     assert site.private_key == Path("/etc/cccmr/keys/anzhen")
+
+
+def test_a_bad_manifest_row_is_a_warning_naming_its_line(site_dir, certs_dir, keys_dir, tls_server) -> None:
+    manifest = site_dir / "data" / "manifest.csv"
+    sax = site_dir / "data" / "s001" / "sax"
+    manifest.write_text(manifest.read_text() + "s002,2,,s001/4ch,s001/sax,\n" + f"s003,0,,s001/4ch,{sax},\n")
+    config = _write_config(site_dir, certs_dir, keys_dir, tls_server)
+    checks = {c.name: c for c in run_checks(load_site_config(config))}
+    assert checks["manifest"].status == WARN and checks["dry ingest"].status == OK
+    assert "1 subjects" in checks["manifest"].detail and "2 rows rejected" in checks["manifest"].detail
+    assert "manifest.csv line 3: label '2'" in checks["manifest"].detail
+    assert "allow-outside-paths" in checks["manifest"].fix
+    config.write_text(config.read_text() + "allow-outside-paths = true\n")
+    checks = {c.name: c for c in run_checks(load_site_config(config))}
+    assert "2 subjects" in checks["manifest"].detail and "1 row rejected" in checks["manifest"].detail

@@ -109,6 +109,16 @@ def test_supernode_runs_with_tls_key_and_node_config(tmp_path, run_script, certs
     assert {k: env[k] for k in OFFLINE} == OFFLINE and env["FLWR_HOME"] == str(tmp_path / "node" / "flwr-home")
 
 
+def test_supernode_passes_allow_outside_paths_in_the_node_config(tmp_path, run_script, fake_flower) -> None:
+    result = run_script(
+        "start-supernode.sh", "--superlink", "127.0.0.1:8000", "--site", "alpha", "--data-path", tmp_path / "data",
+        "--cache-path", tmp_path / "cache", "--allow-outside-paths", "--insecure", "--state-dir", tmp_path / "node",
+        FLOWER_SUPERNODE=str(fake_flower),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert _flag(_recorded(fake_flower)[0], "--node-config").endswith('device="cpu" allow-outside-paths=true')
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
