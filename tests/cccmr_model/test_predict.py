@@ -129,6 +129,13 @@ def test_unusable_series_gives_ingestion_reason(release_dir: Path, subject, caps
     assert "cine_sax series not found" in capsys.readouterr().err
 
 
+def test_a_sax_stack_given_as_the_4ch_gives_no_prediction(release_dir: Path, subject, capsys) -> None:
+    sax = str(subject["cine_sax"])
+    assert main(["predict", "--quiet", "--release", str(release_dir), "--cine-4ch", sax, "--cine-sax", sax]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{sax}: cine_4ch: 5 slice positions 8 mm apart" in err
+
+
 def test_no_lge_option_and_argument_errors(release_dir: Path, subject, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["predict", "--release", str(release_dir), "--lge-sax", str(subject["cine_sax"])])
