@@ -30,6 +30,14 @@ cccmr_insecure_banner() {
     } >&2
 }
 
+# True for a loopback address: 127.0.0.0/8, ::1 (bare or in brackets) or localhost.
+cccmr_is_loopback() {
+    case "$1" in
+        localhost|::1|"[::1]") return 0 ;;
+        *) [[ "$1" =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] ;;
+    esac
+}
+
 # Find a Flower executable: the variable named in $2 when set (tests, venvs), else PATH.
 cccmr_find_exe() {
     local name="$1" override="${2:-}"
@@ -56,13 +64,17 @@ cccmr_check_cert() {
     fi
 }
 
-# Fail unless a private key exists; warn when other users may read it.
+# Fail unless a private key (or, with a second argument naming it, another secret file) exists and its mode
+# has no group or other bits (600 or 400), the rule of `cccmr doctor`: a key the group may read (640) is
+# refused like a world-readable one.
 cccmr_check_private_key() {
-    local key="$1"
-    [ -r "$key" ] || { echo "error: private key $key not found or not readable" >&2; return 2; }
+    local key="$1" what="${2:-private key}"
+    [ -r "$key" ] || { echo "error: $what $key not found or not readable" >&2; return 2; }
     local mode
-    mode="$(stat -c %a "$key" 2>/dev/null || echo 600)"
-    case "$mode" in
-        *[1-7]) echo "warning: $key is readable by other users (mode $mode): run chmod 600 $key" >&2 ;;
-    esac
+    mode="$(stat -c %a "$key" 2>/dev/null || stat -f %Lp "$key" 2>/dev/null)" || mode=""
+    [[ "$mode" =~ ^[0-7]+$ ]] || { echo "error: cannot read the permissions of $what $key" >&2; return 2; }
+    if (( 8#$mode & 8#077 )); then
+        echo "error: $what $key is accessible to other users (mode $mode): run chmod 600 $key" >&2
+        return 2
+    fi
 }

@@ -14,7 +14,8 @@ Starts flower-superlink with TLS (certificates from make-ca.sh) and SuperNode au
 (only SuperNodes whose public key was registered with register-site.sh may join).
 
   --certs DIR        directory with ca.crt, superlink.crt, superlink.key (default: \$CCCMR_CERTS or ./certs)
-  --host HOST        address to listen on (default: 0.0.0.0)
+  --host HOST        address to listen on (default: 0.0.0.0; with --insecure 127.0.0.1, and only a loopback
+                     address is accepted: 127.x.x.x, ::1 or localhost)
   --port PORT        the SuperLink's one HTTP(S) port for Fleet, Control and Runtime APIs (default: 8000)
   --state-dir DIR    state database, log file and FLWR_HOME (default: \$CCCMR_STATE_DIR or ./superlink-state)
   --state MODE       file (default): runs, registered sites and messages in STATE_DIR/state.db (SQLite),
@@ -25,8 +26,9 @@ Starts flower-superlink with TLS (certificates from make-ca.sh) and SuperNode au
                      each is registered under its file name once the SuperLink listens
   --isolation MODE   subprocess (default: ServerApps run as child processes) or process (Docker: a
                      separate flower-superexec runs them)
-  --superexec-secret FILE  shared secret for flower-superexec in process isolation (optional)
-  --insecure         NO TLS and NO SuperNode authentication: local tests on 127.0.0.1 only (loud warning)
+  --superexec-secret FILE  shared secret for flower-superexec in process isolation (optional; mode 600 or 400)
+  --insecure         NO TLS and NO SuperNode authentication: local tests only, on a loopback
+                     address (loud warning)
   --print-command    print the flower-superlink command line and exit without starting it
   -h, --help         this help
 
@@ -38,7 +40,7 @@ USAGE
 
 die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 
-certs="${CCCMR_CERTS:-./certs}"; host="0.0.0.0"; port=8000
+certs="${CCCMR_CERTS:-./certs}"; host=""; port=8000
 state_dir="${CCCMR_STATE_DIR:-./superlink-state}"; isolation="subprocess"; secret=""; state="file"; sites_dir=""
 insecure=0; print_only=0; extra=()
 while [ $# -gt 0 ]; do
@@ -58,6 +60,13 @@ while [ $# -gt 0 ]; do
         *) usage >&2; die "unknown argument $1" ;;
     esac
 done
+if [ "$insecure" -eq 1 ]; then
+    # Insecure means loopback only: plain HTTP and no authentication must never be reachable from the network.
+    host="${host:-127.0.0.1}"
+    cccmr_is_loopback "$host" || die "--insecure listens on loopback only (127.0.0.1, ::1 or localhost), not on '$host'"
+else
+    host="${host:-0.0.0.0}"
+fi
 [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port must be 1-65535, got '$port'"
 case "$isolation" in subprocess|process) ;; *) die "--isolation must be subprocess or process, got '$isolation'" ;; esac
 case "$state" in file|memory) ;; *) die "--state must be file or memory, got '$state'" ;; esac
@@ -69,7 +78,10 @@ if [ "$state" = memory ] && [ "$insecure" -eq 0 ]; then
     register_at_start=1
 fi
 for a in ${extra[@]+"${extra[@]}"}; do
-    case "$a" in --insecure|--ssl-*) die "pass $a through this script's own options, not after --" ;; esac
+    case "$a" in
+        --insecure|--ssl-*|--host|--host=*|--port|--port=*|--fleet-api-address*|--control-api-address*)
+            die "pass $a through this script's own options, not after --" ;;
+    esac
 done
 
 mkdir -p "$state_dir/logs"
@@ -91,7 +103,10 @@ else
     cmd+=(--ssl-ca-certfile "$certs/ca.crt" --ssl-certfile "$certs/superlink.crt" --ssl-keyfile "$certs/superlink.key"
           --enable-supernode-auth)
 fi
-[ -z "$secret" ] || cmd+=(--superexec-auth-secret-file "$secret")
+if [ -n "$secret" ]; then
+    cccmr_check_private_key "$secret" "SuperExec secret" || exit 2
+    cmd+=(--superexec-auth-secret-file "$secret")
+fi
 cmd+=(${extra[@]+"${extra[@]}"})
 
 if [ "$print_only" -eq 1 ]; then

@@ -168,3 +168,86 @@ def test_register_site_uses_a_tls_connection(tmp_path, run_script, certs_dir, ke
     wrong_key.write_text("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ test\n")
     refused = run_script("register-site.sh", "--root-cert", certs_dir / "ca.crt", "alpha", wrong_key)
     assert refused.returncode == 2 and "not an ECDSA P-384" in refused.stderr
+
+
+def _supernode_args(tmp_path: Path, certs_dir: Path, key: Path) -> list[str | Path]:
+    return [
+        "--superlink", "127.0.0.1:8000", "--site", "alpha", "--data-path", tmp_path, "--cache-path", tmp_path,
+        "--state-dir", tmp_path / "node", "--root-cert", certs_dir / "ca.crt", "--key", key,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mode", "starts"),
+    [("600", True), ("400", True), ("640", False), ("604", False), ("644", False), ("660", False), ("610", False)],
+)
+def test_supernode_refuses_a_key_with_group_or_other_bits(
+    tmp_path, run_script, certs_dir, keys_dir, fake_flower, mode, starts
+) -> None:
+    """The rule of `cccmr doctor`: no group or other bits at all, so a group-readable 640 is refused too."""
+    key = tmp_path / "alpha"
+    key.write_bytes((keys_dir / "alpha").read_bytes())
+    key.chmod(int(mode, 8))
+    args = _supernode_args(tmp_path, certs_dir, key)
+    result = run_script("start-supernode.sh", *args, FLOWER_SUPERNODE=str(fake_flower))
+    if starts:
+        assert result.returncode == 0, result.stderr
+        assert _flag(_recorded(fake_flower)[0], "--auth-supernode-private-key") == str(key)
+    else:
+        assert result.returncode == 2, result.stderr
+        assert f"mode {mode}" in result.stderr and f"chmod 600 {key}" in result.stderr
+        assert not Path(f"{fake_flower}.args").exists()
+
+
+def test_superlink_refuses_a_group_readable_tls_key(tmp_path, run_script, certs_dir, fake_flower) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("ca.crt", "superlink.crt", "superlink.key"):
+        (certs / name).write_bytes((certs_dir / name).read_bytes())
+    (certs / "superlink.key").chmod(0o640)
+    result = run_script("start-superlink.sh", "--certs", certs, "--state-dir", tmp_path / "s",
+                        FLOWER_SUPERLINK=str(fake_flower))  # fmt: skip
+    assert result.returncode == 2 and "mode 640" in result.stderr
+    assert not Path(f"{fake_flower}.args").exists()
+
+
+def test_superlink_refuses_a_readable_superexec_secret(tmp_path, run_script, certs_dir, fake_flower) -> None:
+    secret = tmp_path / "superexec.secret"
+    secret.write_text("4f1c" * 16)
+    common = ("--certs", certs_dir, "--state-dir", tmp_path / "s", "--isolation", "process",
+              "--superexec-secret", secret)  # fmt: skip
+    secret.chmod(0o644)
+    refused = run_script("start-superlink.sh", *common, FLOWER_SUPERLINK=str(fake_flower))
+    assert refused.returncode == 2 and "SuperExec secret" in refused.stderr and "mode 644" in refused.stderr
+    secret.chmod(0o600)
+    started = run_script("start-superlink.sh", *common, FLOWER_SUPERLINK=str(fake_flower))
+    assert started.returncode == 0, started.stderr
+    assert _flag(_recorded(fake_flower)[0], "--superexec-auth-secret-file") == str(secret)
+
+
+@pytest.mark.parametrize(
+    ("host_args", "host"),
+    [([], "127.0.0.1"), (["--host", "127.0.0.2"], "127.0.0.2"), (["--host", "::1"], "::1"),
+     (["--host", "localhost"], "localhost")],
+)  # fmt: skip
+def test_superlink_insecure_listens_on_loopback(tmp_path, run_script, fake_flower, host_args, host) -> None:
+    result = run_script(
+        "start-superlink.sh", "--insecure", "--state-dir", tmp_path, *host_args, FLOWER_SUPERLINK=str(fake_flower)
+    )
+    assert result.returncode == 0, result.stderr
+    args = _recorded(fake_flower)[0]
+    assert _flag(args, "--host") == host and "--insecure" in args
+
+
+@pytest.mark.parametrize(
+    "host_args",
+    [["--host", "0.0.0.0"], ["--host", "192.168.1.20"], ["--host", "::"], ["--host", "127.example.org"],
+     ["--", "--host", "0.0.0.0"], ["--", "--fleet-api-address=0.0.0.0:9092"]],
+)  # fmt: skip
+def test_superlink_insecure_refuses_a_network_address(tmp_path, run_script, fake_flower, host_args) -> None:
+    result = run_script(
+        "start-superlink.sh", "--insecure", "--state-dir", tmp_path, *host_args, FLOWER_SUPERLINK=str(fake_flower)
+    )
+    assert result.returncode == 2, result.stderr
+    assert "loopback only" in result.stderr or "this script's own options" in result.stderr
+    assert not Path(f"{fake_flower}.args").exists()
