@@ -49,6 +49,16 @@ case "$days$ca_days" in *[!0-9]*) die "--days and --ca-days take whole numbers o
 case "$cert_name" in ""|*/*|ca) die "--cert-name must be a plain file name other than 'ca'" ;; esac
 command -v openssl >/dev/null || die "openssl not found on PATH"
 
+# Run openssl quietly (it reports progress on stderr), but on failure show what it said and stop.
+openssl_step() {
+    local what="$1"; shift
+    if ! openssl "$@" 2>"$tmp/openssl.err"; then
+        echo "$(basename "$0"): error: openssl failed to $what (openssl $1):" >&2
+        sed 's/^/    /' "$tmp/openssl.err" >&2
+        exit 2
+    fi
+}
+
 san=""
 for n in "${names[@]}"; do
     if [[ "$n" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || [[ "$n" == *:* && "$n" =~ ^[0-9A-Fa-f:.]+$ ]]; then
@@ -65,17 +75,23 @@ mkdir -p "$out"
 umask 077
 ca_crt="$out/ca.crt"; ca_key="$out/ca.key"
 crt="$out/$cert_name.crt"; key="$out/$cert_name.key"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
 
 if [ -e "$ca_crt" ] || [ -e "$ca_key" ]; then
     [ -f "$ca_crt" ] && [ -f "$ca_key" ] || die "$out holds only one of ca.crt / ca.key: restore the other or remove both"
     echo "Reusing the CA in $ca_crt" >&2
 else
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$ca_key" 2>/dev/null
-    openssl req -x509 -new -key "$ca_key" -sha384 -days "$ca_days" -subj "/O=$org/CN=$org Root CA" \
+    # Made in the temporary folder and moved in together: a failed step leaves no half CA behind.
+    openssl_step "create the CA key" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$tmp/ca.key"
+    openssl_step "create the CA certificate" req -x509 -new -key "$tmp/ca.key" -sha384 -days "$ca_days" \
+        -subj "/O=$org/CN=$org Root CA" \
         -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
-        -addext "subjectKeyIdentifier=hash" -out "$ca_crt"
-    chmod 644 "$ca_crt"
+        -addext "subjectKeyIdentifier=hash" -out "$tmp/ca.crt"
+    chmod 600 "$tmp/ca.key"; chmod 644 "$tmp/ca.crt"
+    mv -f "$tmp/ca.key" "$ca_key"
+    mv -f "$tmp/ca.crt" "$ca_crt"
     echo "Created the consortium CA: $ca_crt (share it) and $ca_key (keep it secret, offline if possible)" >&2
 fi
 
@@ -83,8 +99,6 @@ if { [ -e "$crt" ] || [ -e "$key" ]; } && [ "$force" -ne 1 ]; then
     die "$crt or $key exists already: pass --force to replace it"
 fi
 
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
 cat >"$tmp/ext.cnf" <<EXT
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
@@ -93,10 +107,11 @@ subjectAltName=$san
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid
 EXT
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$tmp/key.pem" 2>/dev/null
-openssl req -new -key "$tmp/key.pem" -subj "/O=$org/CN=${names[0]}" -out "$tmp/req.csr"
-openssl x509 -req -in "$tmp/req.csr" -CA "$ca_crt" -CAkey "$ca_key" -CAcreateserial -CAserial "$tmp/ca.srl" \
-    -sha384 -days "$days" -extfile "$tmp/ext.cnf" -out "$tmp/crt.pem" 2>/dev/null
+openssl_step "create the $cert_name key" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out "$tmp/key.pem"
+openssl_step "create the $cert_name certificate request" req -new -key "$tmp/key.pem" -subj "/O=$org/CN=${names[0]}" \
+    -out "$tmp/req.csr"
+openssl_step "sign the $cert_name certificate with $ca_key" x509 -req -in "$tmp/req.csr" -CA "$ca_crt" -CAkey "$ca_key" \
+    -CAcreateserial -CAserial "$tmp/ca.srl" -sha384 -days "$days" -extfile "$tmp/ext.cnf" -out "$tmp/crt.pem"
 mv -f "$tmp/key.pem" "$key"
 mv -f "$tmp/crt.pem" "$crt"
 chmod 600 "$key"; chmod 644 "$crt"

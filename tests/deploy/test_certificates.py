@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -74,3 +75,35 @@ def test_site_keys_are_ecdsa_p384_with_private_mode(tmp_path: Path, run_script) 
     assert again.returncode == 2 and "exists already" in again.stderr
     bad = run_script("make-site-keys.sh", "--out", keys, "../evil")
     assert bad.returncode == 2 and "letters, digits" in bad.stderr
+
+
+def test_make_ca_shows_openssl_errors(tmp_path: Path, run_script) -> None:
+    """A failing openssl step is named, with openssl's own message, not a silent exit."""
+    out = tmp_path / "certs"
+    assert run_script("make-ca.sh", "--out", out, "127.0.0.1").returncode == 0
+    (out / "ca.key").write_text("not a key\n")
+    result = run_script("make-ca.sh", "--out", out, "--force", "127.0.0.1")
+    assert result.returncode == 2
+    assert "openssl failed to sign the superlink certificate" in result.stderr
+    assert "Could not read CA private key" in result.stderr  # openssl's own words
+    assert not list(out.glob("*.srl"))
+
+
+def test_make_ca_leaves_no_half_ca_when_openssl_fails(tmp_path: Path, run_script) -> None:
+    real = subprocess.run(["bash", "-c", "command -v openssl"], capture_output=True, text=True, check=True).stdout
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "openssl"
+    fake.write_text(
+        f'#!/usr/bin/env bash\nif [ "$1" = req ]; then echo "fake openssl: no entropy today" >&2; exit 1; fi\n'
+        f'exec {real.strip()} "$@"\n'
+    )
+    fake.chmod(0o755)
+    out = tmp_path / "certs"
+    result = run_script("make-ca.sh", "--out", out, "127.0.0.1", PATH=f"{fake_bin}:{os.environ['PATH']}")
+    assert result.returncode == 2
+    assert "openssl failed to create the CA certificate" in result.stderr
+    assert "fake openssl: no entropy today" in result.stderr
+    assert not (out / "ca.key").exists() and not (out / "ca.crt").exists()
+    again = run_script("make-ca.sh", "--out", out, "127.0.0.1")  # nothing half-made blocks a second try
+    assert again.returncode == 0, again.stderr
