@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from functools import cache
@@ -147,3 +148,24 @@ def test_docker_compose_config_accepts_the_files(deploy_dir, tmp_path, name) -> 
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def _secret_recipe(text: str) -> str:
+    """The one command in TEXT that writes superexec.secret (a README line or a compose comment)."""
+    lines = [line.lstrip("# ").strip() for line in text.splitlines() if "> superexec.secret" in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("existing_mode", [None, 0o644], ids=["new", "replaces-644"])
+def test_docker_superexec_secret_recipe_makes_a_private_file(tmp_path, deploy_dir, existing_mode) -> None:
+    """The Docker recipe's secret is 600 even under umask 022, and when an older, world-readable one is replaced."""
+    recipe = _secret_recipe((deploy_dir / "README.md").read_text())
+    assert recipe == _secret_recipe((deploy_dir / "docker" / "compose.coordinator.yaml").read_text())
+    secret = tmp_path / "superexec.secret"
+    if existing_mode is not None:
+        secret.write_text("old secret\n")
+        secret.chmod(existing_mode)
+    subprocess.run(["bash", "-c", f"umask 022 && {recipe}"], cwd=tmp_path, check=True, timeout=30)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert re.fullmatch(r"[0-9a-f]{64}\n", secret.read_text())
