@@ -74,7 +74,7 @@ def _measure(tmp: Path, subjects: int, overrides: list[str], superlink_state: st
     repo, venv_bin = app_dir(), Path(sys.executable).parent
     env = offline_env(tmp / "flwr-home", tmp / "ray")
     daemon_env = {k: v for k, v in env.items() if k != "FLWR_HOME"}
-    config = load_config(repo / "configs" / "default.yaml", overrides)
+    config = load_config("default", overrides)
     cohort = tmp / "cohort"
     _check([venv_bin / "cccmr", "phantom", "--out", cohort, "--subjects", subjects, "--size", "tiny", "--quiet"], env)
     for site in SITES:  # ingestion happens once, on a site's first message: do it before timing rounds

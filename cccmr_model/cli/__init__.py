@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str = "default") -> None:
     """The `--config` / `--set` pair every config-driven subcommand takes."""
-    parser.add_argument("--config", default=default, help=f"YAML config file or name in configs/ (default: {default})")
+    help_text = f"YAML config file, or the name of a packaged config: default, tiny (default: {default})"
+    parser.add_argument("--config", default=default, help=help_text)
     parser.add_argument(
         "--set",
         dest="overrides",

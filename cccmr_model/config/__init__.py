@@ -1,4 +1,5 @@
-"""Experiment configuration: YAML files in `configs/` loaded into typed, frozen dataclasses."""
+"""Experiment configuration: YAML files (the packaged ones in `cccmr_model/configs/`) loaded into typed, frozen
+dataclasses."""
 
 from cccmr_model.config.loader import (
     CONFIG_DIR,

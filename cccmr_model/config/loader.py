@@ -22,19 +22,34 @@ import yaml
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.errors import ConfigError, not_utf8
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# The packaged configs (package data: `default`, `tiny`), found beside this package in a source checkout and in an
+# installed wheel alike, so a name works from any folder.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 T = TypeVar("T")
 
 
+def packaged_configs() -> list[str]:
+    """The names of the configs shipped with the package, e.g. ['default', 'tiny']."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A path as given, or a bare name such as `tiny` looked up as `configs/tiny.yaml`."""
+    """A config file as given; else a packaged config, named bare (`tiny`) or as `configs/tiny.yaml`.
+
+    `configs/NAME.yaml` was the configs' place in the repository before they moved into the package; Flower run
+    configs (`config-path`) and scripts written then still name them so.
+    """
     path = Path(name_or_path)
-    if path.exists():
+    if path.is_file():
         return path
-    named = CONFIG_DIR / f"{name_or_path}.yaml"
-    if path.suffix == "" and named.exists():
-        return named
-    raise ConfigError(f"{path}: config file not found")
+    name = None
+    if path.suffix == "":
+        name = str(name_or_path)
+    elif not path.is_absolute() and path.parts[:-1] == ("configs",) and path.suffix == ".yaml":
+        name = path.stem
+    if name is not None and (CONFIG_DIR / f"{name}.yaml").is_file():
+        return CONFIG_DIR / f"{name}.yaml"
+    raise ConfigError(f"{path}: config file not found (packaged configs: {', '.join(packaged_configs())})")
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cccmr_model.config import CONFIG_DIR, config_from_dict, config_to_dict, load_config
+import cccmr_model
+from cccmr_model.config import CONFIG_DIR, config_from_dict, config_to_dict, load_config, resolve_config_path
+from cccmr_model.config.loader import packaged_configs
 from cccmr_model.errors import ConfigError
 
 
@@ -128,3 +130,33 @@ def test_non_utf8_config_is_one_line(tmp_path: Path) -> None:
     file.write_bytes("name: café\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1\.yaml: config is not UTF-8 text \(byte 0xe9 at offset 9\)"):
         load_config(file)
+
+
+def test_configs_are_package_data() -> None:
+    """The YAMLs live inside the package, and setuptools ships them (tests/cccmr_model/test_install.py builds it)."""
+    assert Path(cccmr_model.__file__).resolve().parent / "configs" == CONFIG_DIR
+    assert packaged_configs() == ["default", "tiny"]
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert "configs/*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["cccmr_model"]
+
+
+@pytest.mark.parametrize("given", ["tiny", "configs/tiny.yaml"])
+def test_config_names_resolve_from_any_folder(given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare name, or `configs/NAME.yaml` as Flower run configs written before the move say, is the packaged one."""
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config_path(given) == CONFIG_DIR / "tiny.yaml"
+    assert load_config(given).name == "cc-cmr-tiny"
+
+
+def test_a_config_file_in_the_working_folder_wins_over_a_packaged_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.yaml").write_text(f"base: {CONFIG_DIR / 'tiny.yaml'}\nname: mine\n")
+    assert load_config("configs/tiny.yaml").name == "mine"
+    (tmp_path / "tiny").mkdir()  # a folder of that name is not a config file
+    assert load_config("tiny").name == "cc-cmr-tiny"
+    with pytest.raises(ConfigError, match=r"config file not found \(packaged configs: default, tiny\)"):
+        load_config("tinyy")
