@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cccmr_model.errors import CccmrError
 from cccmr_model.processes import free_port, port_in_use, processes_with_env, signal_all
@@ -39,13 +40,57 @@ class FlowerError(CccmrError):
     """The local Flower simulation could not start or a run failed."""
 
 
+# `[tool.flwr.app]` of the repository's pyproject.toml, for an installed package, which has no pyproject.toml
+# (tests/cccmr_model/demo/test_flower_app.py keeps the two equal).
+FLOWER_APP: dict[str, Any] = {
+    "publisher": "cccmr",
+    "components": {"serverapp": "server.app:app", "clientapp": "client.app:app"},
+    "config": {
+        "config-path": "default",
+        "config-overrides": "",
+        "run-dir": "runs/federated",
+        "resume-from": "",
+        "sim-data-dir": "",
+        "sim-cache-dir": "",
+    },
+}
+
+
 def app_dir() -> Path:
     """The Flower app folder (pyproject.toml with `[tool.flwr.app]`): the repository holding this package."""
     root = Path(__file__).resolve().parents[2]
     pyproject = root / "pyproject.toml"
     if not pyproject.is_file() or "[tool.flwr.app]" not in pyproject.read_text():
-        raise FlowerError(f"{root}: no Flower app here (pyproject.toml with [tool.flwr.app]); install cccmr editable")
+        raise FlowerError(f"{root}: no Flower app here (pyproject.toml with [tool.flwr.app]); not a source checkout")
     return root
+
+
+def flower_app(work_dir: Path) -> Path:
+    """The Flower app folder for `flwr run`: the source checkout holding this package when there is one; for an
+    installed package (`pip install .`), `work_dir/app` with just the app's pyproject.toml. Its bundle then holds no
+    code: the ServerApp and ClientApp come from the installed `server` and `client` packages, and the configs from
+    the installed `cccmr_model` (package data)."""
+    try:
+        return app_dir()
+    except FlowerError:
+        return write_app(Path(work_dir) / "app")
+
+
+def write_app(folder: Path) -> Path:
+    """Write a Flower app folder holding only pyproject.toml: `[project]` and `FLOWER_APP` as `[tool.flwr.app]`."""
+    from cccmr_model import __version__
+
+    def table(name: str, values: Mapping[str, Any]) -> str:
+        return f"[{name}]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()) + "\n"
+
+    project = {"name": "cccmr-federated", "version": __version__, "description": "CC-CMR Federated (installed)",
+               "license": "Apache-2.0", "dependencies": []}  # fmt: skip
+    app = {k: v for k, v in FLOWER_APP.items() if not isinstance(v, dict)}
+    text = table("project", project) + table("tool.flwr.app", app)
+    text += "".join(table(f"tool.flwr.app.{k}", v) for k, v in FLOWER_APP.items() if isinstance(v, dict))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(text)
+    return folder
 
 
 def offline_env(home: Path, ray_tmp: Path, marker: str | None = None) -> dict[str, str]:
@@ -82,7 +127,7 @@ class FlowerSimulation:
         self.start_timeout = start_timeout
         self.marker = uuid.uuid4().hex
         self.port = 0
-        self.app = app_dir()
+        self.app = flower_app(self.work_dir)
         self.processes: list[subprocess.Popen] = []
         self.ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
         self.env = offline_env(self.work_dir / "flwr-home", self.ray_tmp, self.marker)

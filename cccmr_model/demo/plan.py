@@ -1,6 +1,6 @@
 """What the demo runs: cohort sizes, the federated schedule and the config overrides of the two federations.
 
-Both federations use `configs/tiny.yaml` with the same overrides, so the only difference between the release and
+Both federations use the packaged `tiny` config with the same overrides, so the only difference between the release and
 the baseline is the Feature Interaction Module: the baseline has `federation.phases.fim.rounds=0` (pretrain, then
 fusion), i.e. the same cine encoders and fusion head trained without LGE guidance.
 """
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from cccmr_model.errors import ConfigError
 
-CONFIG = "configs/tiny.yaml"  # relative to the Flower app (the repository); the server resolves it
-CONFIG_NAME = "tiny"  # the same file for load_config
+CONFIG = "tiny"  # the run config's `config-path`: a packaged config (cccmr_model/configs/tiny.yaml)
+CONFIG_NAME = CONFIG  # the same config for load_config
 SITE_NAMES = ("anzhen", "lanzhou")  # the paper's two hospitals; further sites are named site3, site4, ...
 MAX_SITES = 6
 

@@ -123,7 +123,7 @@ def settings_section(summary: Mapping[str, Any]) -> list[str]:
     cfg = summary["config"]
     lines = ["## Settings", ""]
     lines.append(_table(["setting", "value"], [[k, v] for k, v in cfg.items()]))
-    lines.append("Config overrides on top of `configs/tiny.yaml` (release run; the baseline differs only in "
+    lines.append("Config overrides on top of the packaged `tiny` config (release run; the baseline differs only in "
                  "`name` and `federation.phases.fim.rounds=0`):\n")  # fmt: skip
     lines.append("```\n" + "\n".join(summary["overrides"][RELEASE]) + "\n```\n")
     site_rows = [[s["name"], s["subjects"], s["patients"], s.get("without_lge", "n/a")] for s in summary["sites"]]
