@@ -11,6 +11,7 @@ import importlib
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,14 @@ def test_packages_are_the_repository_ones(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__file__ is not None, f"{name} is a namespace package: {list(module.__path__)}"
     assert Path(module.__file__).resolve() == REPO_ROOT / name / "__init__.py"
+
+
+def test_test_file_names_are_unique() -> None:
+    """pytest's default import mode imports a test file by its base name: two tests/**/test_x.py cannot both load."""
+    folders: dict[str, list[str]] = defaultdict(list)
+    for path in sorted((REPO_ROOT / "tests").rglob("test_*.py")):
+        folders[path.name].append(str(path.parent.relative_to(REPO_ROOT)))
+    assert {name: where for name, where in folders.items() if len(where) > 1} == {}
 
 
 def test_pytest_console_script_finds_the_repository_packages() -> None:
