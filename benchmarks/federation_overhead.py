@@ -33,13 +33,13 @@ from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.release.files import is_release_key
+from cccmr_model.wire import ARRAYS, CONFIG, TrainOrder, decode, encode
 from client.site import SiteData
 from client.tasks import train_round
 from server.app import initial_state
 from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds, select
 from server.strategy import PhaseFedAvg
-from server.wire import from_array_record, to_array_record
 
 
 def payload_rows(config: ExperimentConfig) -> list[dict]:
@@ -48,11 +48,11 @@ def payload_rows(config: ExperimentConfig) -> list[dict]:
     for plan in plan_rounds(config.federation.phases, PHASE_GROUPS):
         if plan.phase_round != 1:
             continue
-        sent = to_array_record(select(state, plan.sends)).count_bytes()
-        received = to_array_record(select(state, plan.trains)).count_bytes()
+        sent = ArrayRecord(encode(select(state, plan.sends))).count_bytes()
+        received = ArrayRecord(encode(select(state, plan.trains))).count_bytes()
         for direction, value in (("sent", sent), ("received", received)):
             rows.append(_row(f"{plan.phase} bytes {direction} per site per round", value / 1e6, "MB", config))
-    evaluate = to_array_record({k: v for k, v in state.items() if is_release_key(k)}).count_bytes()
+    evaluate = ArrayRecord(encode({k: v for k, v in state.items() if is_release_key(k)})).count_bytes()
     rows.append(_row("evaluate bytes sent per site per round", evaluate / 1e6, "MB", config))
     return rows
 
@@ -65,16 +65,15 @@ def overhead_rows(config: ExperimentConfig, subjects: int) -> list[dict]:
     def site(msg: Message, context: Context) -> Message:
         if msg.metadata.message_type == MessageType.EVALUATE:
             return _counts_reply(msg, "bench")
-        cfg = msg.content["config"]
+        order = TrainOrder.from_config(msg.content[CONFIG])
         start = time.perf_counter()
         trained, metrics = train_round(
-            {k: torch.from_numpy(v) for k, v in from_array_record(msg.content["arrays"], "bench").items()},
-            str(cfg["phase"]), data, config,
-            epochs=int(cfg["local-epochs"]), lr_window=(cfg["lr-window-start"], cfg["lr-window-end"]),
-            device="cpu", seed=int(cfg["seed"]),
+            {k: torch.from_numpy(v) for k, v in decode(msg.content[ARRAYS].to_numpy_ndarrays(), "bench").items()},
+            order.phase, data, config,
+            epochs=order.local_epochs, lr_window=order.lr_window, device="cpu", seed=order.seed,
         )  # fmt: skip
         train_seconds.append(time.perf_counter() - start)
-        arrays = to_array_record({k: v.numpy() for k, v in trained.items()})
+        arrays = ArrayRecord(encode({k: v.numpy() for k, v in trained.items()}))
         return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics),
                                    "site": ConfigRecord({"name": "bench"})}), reply_to=msg)  # fmt: skip
 
@@ -100,9 +99,9 @@ def memory_rows(config: ExperimentConfig, rounds: int = 50) -> list[dict]:
         if msg.metadata.message_type == MessageType.EVALUATE:
             return _counts_reply(msg, context.node_config["site"])
         phase = str(msg.content["config"]["phase"])
-        received = from_array_record(msg.content["arrays"], "bench")
+        received = decode(msg.content["arrays"].to_numpy_ndarrays(), "bench")
         arrays = {k: v for k, v in received.items() if k.startswith(PHASE_GROUPS[phase])}
-        return Message(RecordDict({"arrays": to_array_record({k: v + np.float32(1e-3) for k, v in arrays.items()}),
+        return Message(RecordDict({"arrays": ArrayRecord(encode({k: v + np.float32(1e-3) for k, v in arrays.items()})),
                                    "metrics": MetricRecord({"num-examples": 8, "loss": 0.5}),
                                    "site": ConfigRecord({"name": context.node_config["site"]})}),
                        reply_to=msg)  # fmt: skip

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Context, Message
+from flwr.app import ArrayRecord, Context, Message
 from flwr.supercore.task_identity import TaskIdentity
 
 from cccmr_model.config import ExperimentConfig, config_to_dict, load_config
@@ -35,6 +35,7 @@ from cccmr_model.engine import evaluate_model
 from cccmr_model.metrics import binary_auc, json_safe
 from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.release.files import is_release_key
+from cccmr_model.wire import decode, encode
 from client import app as client_app
 from server.app import initial_state
 from server.history import read_history
@@ -42,7 +43,6 @@ from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 from server.validation import l2_norm, update_bound
-from server.wire import from_array_record, to_array_record
 
 log = logging.getLogger("cccmr.bench.robust")
 
@@ -77,14 +77,14 @@ def poisoned(handler, ratio: float):
         reply = handler(msg, context)
         if reply.has_error():
             return reply
-        sent = from_array_record(msg.content["arrays"], "sent")
+        sent = decode(msg.content["arrays"].to_numpy_ndarrays(), "sent")
         record_key = next(k for k in reply.content.array_records)
-        trained = from_array_record(reply.content[record_key], "reply")
+        trained = decode(reply.content[record_key].to_numpy_ndarrays(), "reply")
         expected = {k: sent[k] for k in trained}
         update = {k: trained[k] - expected[k] for k in trained}
         scale = ATTACK_FRACTION * update_bound(expected, None, ratio) / max(l2_norm(update), 1e-12)
         attacked = {k: expected[k] - np.float32(scale) * update[k] for k in trained}
-        reply.content[record_key] = to_array_record(attacked)
+        reply.content[record_key] = ArrayRecord(encode(attacked))
         return reply
 
     return train

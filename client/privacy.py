@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Context, Error, Message, MessageType
+from flwr.app import ArrayRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
@@ -25,7 +25,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_
 from cccmr_model.engine.dp_sgd import LEDGER_NAME, train_phase_dp
 from cccmr_model.engine.train import PhaseResult
 from cccmr_model.errors import CccmrError
-from server.wire import from_array_record, to_array_record
+from cccmr_model.wire import ARRAYS, CONFIG, decode, encode
 
 log = logging.getLogger("cccmr.client")
 
@@ -56,16 +56,16 @@ def train_dp_sgd(*args, ledger_path: Path | None, **kwargs) -> PhaseResult:
 def clip_update_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Clip the update of a train reply to the server's clipping norm; other messages pass through."""
     is_train = msg.metadata.message_type.split(".")[0] == MessageType.TRAIN
-    config = msg.content.config_records.get("config")
+    config = msg.content.config_records.get(CONFIG)
     if not is_train or config is None or KEY_CLIPPING_NORM not in config:
         return call_next(msg, context)
     clipping_norm = float(config[KEY_CLIPPING_NORM])
-    received = from_array_record(msg.content.array_records["arrays"], "message from the server")
+    received = decode(msg.content.array_records[ARRAYS].to_numpy_ndarrays(), "message from the server")
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    record = reply.content.array_records.get("arrays")
-    sent = None if record is None else from_array_record(record, "reply")
+    record = reply.content.array_records.get(ARRAYS)
+    sent = None if record is None else decode(record.to_numpy_ndarrays(), "reply")
     if sent is None or not set(sent) <= set(received):
         reason = "clip_update_mod: the reply's arrays are not a subset of the arrays received; nothing sent"
         log.error(reason)
@@ -74,6 +74,6 @@ def clip_update_mod(msg: Message, context: Context, call_next: ClientAppCallable
     updated = [sent[k].copy() for k in keys]
     if any(np.any(updated[i] != received[k]) for i, k in enumerate(keys)):  # Flower divides by the update's norm
         compute_clip_model_update(updated, [received[k] for k in keys], clipping_norm)
-    reply.content["arrays"] = to_array_record(dict(zip(keys, updated, strict=True)))
+    reply.content[ARRAYS] = ArrayRecord(encode(dict(zip(keys, updated, strict=True))))
     log.info("update clipped to L2 norm %.4g (central DP)", clipping_norm)
     return reply

@@ -22,6 +22,7 @@ from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine import evaluate_model, train_phase
 from cccmr_model.errors import CccmrError
 from cccmr_model.model import build_model, phase_state
+from cccmr_model.wire import NUM_EXAMPLES
 from client.privacy import train_dp_sgd
 from client.site import SiteData
 
@@ -64,7 +65,7 @@ def train_round(
         device=device,
         seed=seed,
     )
-    metrics: dict[str, int | float] = {"num-examples": int(result.num_examples)}
+    metrics: dict[str, int | float] = {NUM_EXAMPLES: int(result.num_examples)}
     metrics.update({k: float(v) for k, v in result.metrics.items()})
     return phase_state(result.state, phase), metrics
 
@@ -77,7 +78,7 @@ def evaluate_round(
     predicted = predict_classes(result.scores, config)
     confusion = confusion_counts(result.labels, predicted, config.num_classes)
     metrics: dict[str, int | float | list[int] | list[float]] = {
-        "num-examples": len(result.labels),
+        NUM_EXAMPLES: len(result.labels),
         "loss": float(result.loss),
         "confusion": confusion.ravel().tolist(),
     }

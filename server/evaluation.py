@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from cccmr_model.config.schema import EvaluationConfig
 from cccmr_model.metrics import count_report, evaluation_report
-from server.validation import NUM_EXAMPLES
+from cccmr_model.wire import NUM_EXAMPLES
 
 
 def global_eval_metrics(site_metrics: Mapping[str, Mapping[str, object]], num_classes: int) -> dict[str, float]:

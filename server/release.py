@@ -14,6 +14,7 @@ import torch
 
 from cccmr_model.config import ExperimentConfig
 from cccmr_model.release.write import write_release as write_release_folder
+from cccmr_model.wire import NUM_EXAMPLES
 from server.evaluation import release_reports
 
 
@@ -38,7 +39,7 @@ def write_release(
         for site in record.get("sites_replied", []):
             sites.setdefault(site, {"rounds": 0})["rounds"] += 1
         for site, m in record.get("evaluate", {}).items():
-            sites.setdefault(site, {"rounds": 0})["validation_subjects"] = m.get("num-examples")
+            sites.setdefault(site, {"rounds": 0})["validation_subjects"] = m.get(NUM_EXAMPLES)
     phases = config.federation.phases
     training = {
         "mode": "federated",

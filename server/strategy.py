@@ -31,6 +31,18 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from cccmr_model.errors import CccmrError
 from cccmr_model.packing import MANIFEST, PACKED, PackingError, manifest_array, pack, unpack
+from cccmr_model.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    SITE,
+    SITE_NAME,
+    EvaluateOrder,
+    TrainOrder,
+    decode,
+    encode,
+)
 from server import history
 from server.aggregation import aggregate
 from server.checkpoint import BackgroundCheckpoints
@@ -38,8 +50,7 @@ from server.evaluation import global_eval_metrics
 from server.schedule import RoundPlan, round_seed, select
 from server.validation import (
     EVAL_METRICS,
-    NUM_EXAMPLES,
-    SITE_NAME,
+    SITE_NAME_PATTERN,
     TRAIN_METRICS,
     check_eval_metrics,
     check_train_reply,
@@ -49,11 +60,9 @@ from server.validation import (
     update_bound,
     update_norm,
 )
-from server.wire import from_array_record, to_array_record
 
 log = logging.getLogger("cccmr.server")
 
-SITE_RECORD = "site"  # ConfigRecord in every reply: {"name": <site name>}
 CONSTANT = "constant:"  # training metric prefix: the head predicted a constant over the site's last local epoch
 
 
@@ -104,7 +113,8 @@ class PhaseFedAvg(FedAvg):
     ) -> None:
         federation = experiment["federation"]
         min_sites = int(federation["min_sites"])
-        super().__init__(min_train_nodes=min_sites, min_evaluate_nodes=min_sites, min_available_nodes=min_sites)
+        super().__init__(min_train_nodes=min_sites, min_evaluate_nodes=min_sites, min_available_nodes=min_sites,
+                         weighted_by_key=NUM_EXAMPLES, arrayrecord_key=ARRAYS, configrecord_key=CONFIG)  # fmt: skip
         self.plan = list(plan)
         self.global_state = {k: np.array(v, copy=True) for k, v in global_state.items()}
         self.experiment = dict(experiment)
@@ -147,7 +157,7 @@ class PhaseFedAvg(FedAvg):
         return len(self.plan) - self.completed_rounds
 
     def global_arrays(self) -> ArrayRecord:
-        return to_array_record(self.global_state)
+        return ArrayRecord(encode(self.global_state))
 
     # ---- training ----
 
@@ -160,24 +170,23 @@ class PhaseFedAvg(FedAvg):
         node_ids = self._connected_nodes(grid, first=server_round == 1)
         content = RecordDict(
             {
-                self.arrayrecord_key: to_array_record(select(self.global_state, plan.sends)),
-                self.configrecord_key: ConfigRecord(
-                    {
-                        "phase": plan.phase,
-                        "local-epochs": plan.local_epochs,
-                        "lr-window-start": plan.lr_window[0],
-                        "lr-window-end": plan.lr_window[1],
-                        "server-round": plan.server_round,
-                        "seed": round_seed(int(self.experiment["seed"]), plan),
-                        "experiment": self._experiment_json,
-                    }
+                ARRAYS: ArrayRecord(encode(select(self.global_state, plan.sends))),
+                CONFIG: ConfigRecord(
+                    TrainOrder(
+                        phase=plan.phase,
+                        local_epochs=plan.local_epochs,
+                        lr_window=plan.lr_window,
+                        server_round=plan.server_round,
+                        seed=round_seed(int(self.experiment["seed"]), plan),
+                        experiment_json=self._experiment_json,
+                    ).to_config()
                 ),
             }
         )
         log.info(
             "round %d/%d: phase %s %d/%d, lr window %.3f-%.3f, sending %d arrays to %s",
             plan.server_round, len(self.plan), plan.phase, plan.phase_round, plan.phase_rounds,
-            *plan.lr_window, len(content[self.arrayrecord_key]), self._names(node_ids),
+            *plan.lr_window, len(content[ARRAYS]), self._names(node_ids),
         )  # fmt: skip
         return self._messages(content, node_ids, f"{MessageType.TRAIN}.{plan.phase}")
 
@@ -206,7 +215,7 @@ class PhaseFedAvg(FedAvg):
         averaged = aggregate(buffers, weights, self.aggregation, self.trim_fraction)
         for key, value in unpack({MANIFEST: manifest_array(expected), PACKED: averaged}, "average").items():
             self.global_state[key] = value.astype(self.global_state[key].dtype, copy=False)
-        contents = [RecordDict({"metrics": MetricRecord(m)}) for _, _, m in accepted]
+        contents = [RecordDict({METRICS: MetricRecord(m)}) for _, _, m in accepted]
         train_global = _over_reporting_sites(dict(aggregate_metricrecords(contents, NUM_EXAMPLES)), accepted)
         train_global[NUM_EXAMPLES] = sum(int(m[NUM_EXAMPLES]) for _, _, m in accepted)
         self._round.train_global = train_global
@@ -223,7 +232,8 @@ class PhaseFedAvg(FedAvg):
         if isinstance(claim, int) and not isinstance(claim, bool):
             self._round.claims[site] = claim
         try:
-            arrays = from_array_record(msg.content.array_records.get(self.arrayrecord_key, {}), f"reply of {site}")
+            record = msg.content.array_records.get(ARRAYS, ArrayRecord())
+            arrays = decode(record.to_numpy_ndarrays(), f"reply of {site}")
         except PackingError as err:
             self._fail(site, f"rejected: {err}")
             return None
@@ -279,14 +289,14 @@ class PhaseFedAvg(FedAvg):
         node_ids = self._connected_nodes(grid, first=False)
         content = RecordDict(
             {
-                self.arrayrecord_key: to_array_record({k: self.global_state[k] for k in self.eval_keys}),
-                self.configrecord_key: ConfigRecord(
-                    {
-                        "phase": plan.phase,
-                        "server-round": plan.server_round,
-                        "share-subject-scores": self.share_scores,
-                        "experiment": self._experiment_json,
-                    }
+                ARRAYS: ArrayRecord(encode({k: self.global_state[k] for k in self.eval_keys})),
+                CONFIG: ConfigRecord(
+                    EvaluateOrder(
+                        phase=plan.phase,
+                        server_round=plan.server_round,
+                        share_scores=self.share_scores,
+                        experiment_json=self._experiment_json,
+                    ).to_config()
                 ),
             }
         )
@@ -360,7 +370,7 @@ class PhaseFedAvg(FedAvg):
         return self.plan[self.resumed_from + server_round - 1]
 
     def _messages(self, content: RecordDict, node_ids: list[int], message_type: str) -> list[Message]:
-        size = content[self.arrayrecord_key].count_bytes()
+        size = content[ARRAYS].count_bytes()
         self._round.expecting = {node_id: self._name(node_id) for node_id in node_ids}
         self._round.sent_to.update(self._round.expecting)
         self._round.bytes_sent += size * len(node_ids)
@@ -409,14 +419,14 @@ class PhaseFedAvg(FedAvg):
     def _claim_name(self, node_id: int, msg: Message) -> str | None:
         """None when the reply's site name is its node's: the registered name, else one no other node holds
         (then learnt). Otherwise why the reply is refused."""
-        record = msg.content.config_records.get(SITE_RECORD)
-        claimed = record.get("name") if record is not None else None
+        record = msg.content.config_records.get(SITE)
+        claimed = record.get(SITE_NAME) if record is not None else None
         registered = self.registered.get(node_id)
         if registered is not None:
             if claimed == registered:
                 return None
             return f"claims site name {short_repr(claimed)}, registered as {registered!r}"
-        if not isinstance(claimed, str) or not SITE_NAME.fullmatch(claimed):
+        if not isinstance(claimed, str) or not SITE_NAME_PATTERN.fullmatch(claimed):
             return f"site name {short_repr(claimed)} is not a plain name (letters, digits, '.', '_', '-')"
         holders = {n for n, name in self.sites.items() if name == claimed and n != node_id}
         taken = holders & (set(self.registered) | set(self._round.sent_to))

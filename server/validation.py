@@ -20,8 +20,8 @@ import numpy as np
 
 from cccmr_model.model import FIM_TERMS
 from cccmr_model.sequences import SEQUENCES
+from cccmr_model.wire import NUM_EXAMPLES
 
-NUM_EXAMPLES = "num-examples"
 HEADS = (*SEQUENCES, "fusion")
 # Every scalar metric an honest training reply carries (client/tasks.py, client/timing.py, the engine, DP-SGD).
 TRAIN_METRICS = frozenset(
@@ -34,7 +34,7 @@ TRAIN_METRICS = frozenset(
 )
 EVAL_METRICS = frozenset({NUM_EXAMPLES, "loss", "confusion", "scores", "labels"})
 INT64 = 2**63
-SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # what a reply may call its site
+SITE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # what a reply may call its site
 
 
 def check_train_reply(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from benchmarks.robust_aggregation import ATTACK_FRACTION, RUNS, federation_overrides, poisoned, render, run_all
 from cccmr_model.config import load_config
+from cccmr_model.wire import decode, encode
 from server.validation import l2_norm, update_bound
-from server.wire import from_array_record, to_array_record
 
 
 @pytest.fixture(autouse=True)
@@ -26,12 +26,12 @@ def test_the_poisoned_update_is_the_honest_one_flipped_and_just_under_the_bound(
     trained = {"encoders.w": sent["encoders.w"] + np.float32(0.01)}
 
     def honest(msg, context):
-        return Message(RecordDict({"arrays": to_array_record(trained), "metrics": MetricRecord({"num-examples": 4}),
+        return Message(RecordDict({"arrays": ArrayRecord(encode(trained)), "metrics": MetricRecord({"num-examples": 4}),
                                    "site": ConfigRecord({"name": "x"})}), reply_to=msg)  # fmt: skip
 
-    msg = Message(RecordDict({"arrays": to_array_record(sent)}), dst_node_id=1, message_type="train")
+    msg = Message(RecordDict({"arrays": ArrayRecord(encode(sent))}), dst_node_id=1, message_type="train")
     reply = poisoned(honest, 3.0)(msg, None)
-    attacked = from_array_record(reply.content["arrays"], "test")
+    attacked = decode(reply.content["arrays"].to_numpy_ndarrays(), "test")
     update = attacked["encoders.w"] - sent["encoders.w"]
     bound = update_bound({"encoders.w": sent["encoders.w"]}, None, 3.0)
     assert l2_norm({"u": update}) == pytest.approx(ATTACK_FRACTION * bound, rel=1e-4)

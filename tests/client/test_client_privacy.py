@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, get_norm
 from flwr.supercore.task_identity import TaskIdentity
 
+from cccmr_model.wire import decode, encode
 from client.privacy import clip_update_mod, dp_ledger_path
-from server.wire import from_array_record, to_array_record
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,7 @@ def make_app(returned: dict[str, np.ndarray]) -> ClientApp:
 
     @app.train("fusion")
     def train(msg: Message, context: Context) -> Message:
-        arrays = to_array_record(returned)
+        arrays = ArrayRecord(encode(returned))
         return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 3})}), reply_to=msg)
 
     @app.evaluate()
@@ -41,7 +41,7 @@ def make_app(returned: dict[str, np.ndarray]) -> ClientApp:
 
 def message(message_type: str, clip: float | None) -> Message:
     config = ConfigRecord({"phase": "fusion"} | ({KEY_CLIPPING_NORM: clip} if clip is not None else {}))
-    arrays = to_array_record(RECEIVED)
+    arrays = ArrayRecord(encode(RECEIVED))
     return Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=1, message_type=message_type)
 
 
@@ -52,7 +52,7 @@ def context() -> Context:
 def test_train_update_of_the_returned_groups_is_clipped():
     app = make_app({"fusion.w": np.full((4,), 4.0, np.float32)})  # update 3 per entry: norm 6
     reply = app(message("train.fusion", 1.5), context())
-    returned = from_array_record(reply.content["arrays"], "reply")
+    returned = decode(reply.content["arrays"].to_numpy_ndarrays(), "reply")
     sent = returned["fusion.w"]
     assert list(returned) == ["fusion.w"]
     assert get_norm([sent - RECEIVED["fusion.w"]]) == pytest.approx(1.5, rel=1e-6)
@@ -62,7 +62,7 @@ def test_train_update_of_the_returned_groups_is_clipped():
 def test_without_a_clipping_norm_or_outside_training_nothing_changes():
     app = make_app({"fusion.w": np.full((4,), 4.0, np.float32)})
     reply = app(message("train.fusion", None), context())
-    np.testing.assert_array_equal(from_array_record(reply.content["arrays"], "reply")["fusion.w"], 4.0)
+    np.testing.assert_array_equal(decode(reply.content["arrays"].to_numpy_ndarrays(), "reply")["fusion.w"], 4.0)
     assert not app(message("evaluate", 1.0), context()).has_error()
 
 

@@ -27,6 +27,7 @@ from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.model import FIM_TERMS, PHASE_GROUPS, build_model, phase_state
 from cccmr_model.release.files import is_release_key
 from cccmr_model.sequences import SEQUENCES
+from cccmr_model.wire import decode
 from client import app as client_app
 from server.app import initial_state
 from server.history import read_history
@@ -34,7 +35,6 @@ from server.inprocess_grid import InProcessGrid, node_context
 from server.privacy import with_central_dp
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
-from server.wire import from_array_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -150,7 +150,7 @@ def test_replies_and_logs_hold_only_parameters_and_aggregate_metrics(privacy, tm
         if kind.startswith("train."):
             phase = kind.split(".", 1)[1]
             assert list(content.array_records) == ["arrays"]
-            arrays = from_array_record(content.array_records["arrays"], site)
+            arrays = decode(content.array_records["arrays"].to_numpy_ndarrays(), site)
             assert set(arrays) == set(phase_state(model_state, phase)), phase
             for key, array in arrays.items():
                 assert tuple(array.shape) == tuple(model_state[key].shape), key
@@ -167,7 +167,8 @@ def test_replies_and_logs_hold_only_parameters_and_aggregate_metrics(privacy, tm
     wire = [wire_bytes(reply) for _, _, reply in grid.replies]
     assert len(wire) == 2 * 2 * len(phases)
     assert all(b"num-examples" in blob for blob in wire)  # positive controls: metric names and array bytes are
-    first = next(iter(from_array_record(grid.replies[0][2].content.array_records["arrays"], "r").values())).tobytes()
+    first_arrays = grid.replies[0][2].content.array_records["arrays"].to_numpy_ndarrays()
+    first = next(iter(decode(first_arrays, "r").values())).tobytes()
     assert first[:256] in wire[0]  # in the bytes searched, so the searches below could find a leak
     captured = capfd.readouterr()
     logs = "\n".join(r.getMessage() for r in caplog.records) + captured.out + captured.err

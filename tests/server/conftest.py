@@ -6,11 +6,11 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from cccmr_model.wire import encode
 from server.inprocess_grid import InProcessGrid
-from server.wire import to_array_record
 
 # A site: (message) -> reply content, or an Exception to send an error reply, or None to stay silent (timeout).
 Site = Callable[[Message], RecordDict | Exception | None]
@@ -44,7 +44,7 @@ class FakeGrid(InProcessGrid):
 def train_reply(site: str, arrays: dict[str, np.ndarray], num_examples: int, **metrics: float) -> RecordDict:
     return RecordDict(
         {
-            "arrays": to_array_record(arrays),
+            "arrays": ArrayRecord(encode(arrays)),
             "metrics": MetricRecord({"num-examples": num_examples, **metrics}),
             "site": ConfigRecord({"name": site}),
         }

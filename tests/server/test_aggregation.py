@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from scipy import stats
 
 from cccmr_model.config import config_to_dict, load_config
 from cccmr_model.errors import ConfigError
 from cccmr_model.packing import weighted_average
+from cccmr_model.wire import decode, encode
 from server.aggregation import aggregate
 from server.history import read_history
 from server.privacy import check_privacy_config
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
-from server.wire import from_array_record, to_array_record
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 SHAPES = {"encoders.cine_4ch.w": (4, 3), "heads.cine_4ch.w": (2,), "uncertainty.s": (6,), "fusion.w": (3, 2)}
@@ -55,9 +55,9 @@ def site(name: str, step: float, n: int = 4):
             metrics = {"num-examples": 4, "loss": 0.3, "confusion": [2, 0, 1, 1]}
             return RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": name})})
         phase = msg.content["config"]["phase"]
-        sent = from_array_record(msg.content["arrays"], "test")
+        sent = decode(msg.content["arrays"].to_numpy_ndarrays(), "test")
         arrays = {k: v + np.float32(step) for k, v in sent.items() if k.startswith(GROUPS[phase])}
-        return RecordDict({"arrays": to_array_record(arrays), "metrics": MetricRecord({"num-examples": n}),
+        return RecordDict({"arrays": ArrayRecord(encode(arrays)), "metrics": MetricRecord({"num-examples": n}),
                            "site": ConfigRecord({"name": name})})  # fmt: skip
 
     return reply

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.wire import decode
 from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg, constant_heads
-from server.wire import from_array_record
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 
@@ -32,7 +32,7 @@ def site(kit, name: str, num_examples: int, metrics: dict[str, float]):
         if msg.metadata.message_type == "evaluate":
             return kit.eval_reply(name, [3, 1, 0, 4], 0.5)
         groups = GROUPS[msg.content["config"]["phase"]]
-        arrays = from_array_record(msg.content["arrays"], "test")
+        arrays = decode(msg.content["arrays"].to_numpy_ndarrays(), "test")
         trained = {k: v + np.float32(1.0) for k, v in arrays.items() if k.startswith(groups)}
         return kit.train_reply(name, trained, num_examples, loss=0.5, **metrics)
 

@@ -15,11 +15,11 @@ from flwr.clientapp import ClientApp
 
 from cccmr_model.config import config_to_dict, load_config
 from cccmr_model.packing import manifest_array
+from cccmr_model.wire import decode, encode
 from server.history import read_history
 from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
-from server.wire import from_array_record, to_array_record
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 BOUND = 50.0
@@ -60,7 +60,7 @@ def honest_update(msg: Message, step: float) -> dict[str, np.ndarray]:
     phase = msg.content["config"]["phase"]
     return {
         k: v + np.float32(step)
-        for k, v in from_array_record(msg.content["arrays"], "test").items()
+        for k, v in decode(msg.content["arrays"].to_numpy_ndarrays(), "test").items()
         if k.startswith(GROUPS[phase])
     }
 
@@ -98,12 +98,7 @@ def test_hand_made_faulty_reply_is_rejected_logged_by_name_and_not_averaged(case
 WIRE_FAULTS = {
     "one array per parameter": (lambda a: ArrayRecord({k: Array(v) for k, v in a.items()}), "expected the arrays"),
     "manifest longer than the buffer": (
-        lambda a: ArrayRecord(
-            {
-                "manifest": Array(manifest_array({**a, "heads.extra": np.zeros(5, np.float32)})),
-                "packed": to_array_record(a)["packed"],
-            }
-        ),
+        lambda a: ArrayRecord([manifest_array({**a, "heads.extra": np.zeros(5, np.float32)}), encode(a)[1]]),
         "the manifest describes",
     ),
 }
@@ -139,7 +134,7 @@ def client_app(site: str, step: float, tamper=None) -> ClientApp:
     app = ClientApp(mods=[tamper] if tamper else [])
 
     def train(msg: Message, context: Context) -> Message:
-        arrays = to_array_record(honest_update(msg, step))
+        arrays = ArrayRecord(encode(honest_update(msg, step)))
         content = {"arrays": arrays, "metrics": MetricRecord({"num-examples": 4, "loss": 0.2}),
                    "site": ConfigRecord({"name": site})}  # fmt: skip
         return Message(RecordDict(content), reply_to=msg)
@@ -158,9 +153,9 @@ def nan_mod(msg, context, call_next):
     reply = call_next(msg, context)
     if reply.has_error() or not reply.content.array_records:
         return reply
-    arrays = {k: v.copy() for k, v in from_array_record(reply.content["arrays"], "test").items()}
+    arrays = {k: v.copy() for k, v in decode(reply.content["arrays"].to_numpy_ndarrays(), "test").items()}
     next(iter(arrays.values())).flat[0] = np.nan
-    reply.content["arrays"] = to_array_record(arrays)
+    reply.content["arrays"] = ArrayRecord(encode(arrays))
     return reply
 
 
@@ -168,9 +163,12 @@ def boost_mod(msg, context, call_next):  # model replacement: scale the update 1
     reply = call_next(msg, context)
     if reply.has_error() or not reply.content.array_records:
         return reply
-    sent = from_array_record(msg.content["arrays"], "test")
-    arrays = {k: sent[k] + 1000 * (v - sent[k]) for k, v in from_array_record(reply.content["arrays"], "test").items()}
-    reply.content["arrays"] = to_array_record(arrays)
+    sent = decode(msg.content["arrays"].to_numpy_ndarrays(), "test")
+    arrays = {
+        k: sent[k] + 1000 * (v - sent[k])
+        for k, v in decode(reply.content["arrays"].to_numpy_ndarrays(), "test").items()
+    }
+    reply.content["arrays"] = ArrayRecord(encode(arrays))
     return reply
 
 

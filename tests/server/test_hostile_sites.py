@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.proto.node_pb2 import NodeInfo
 
 from cccmr_model.config import config_to_dict, load_config
@@ -15,6 +15,7 @@ from cccmr_model.errors import ConfigError
 from cccmr_model.markdown import escape_markdown
 from cccmr_model.release.card import render_card
 from cccmr_model.release.privacy import privacy_lines
+from cccmr_model.wire import decode, encode
 from server.app import initial_state
 from server.history import read_history
 from server.privacy import check_update_bound
@@ -22,7 +23,6 @@ from server.release import write_release
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 from server.validation import TRAIN_METRICS, l2_norm
-from server.wire import from_array_record, to_array_record
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 SHAPES = {"encoders.cine_4ch.w": (4, 3), "heads.cine_4ch.w": (2,), "uncertainty.s": (6,), "fusion.w": (3, 2)}
@@ -47,12 +47,12 @@ def site(name: str, n: int = 4, step: float = 0.1, *, metrics=None, evaluation=N
             m = evaluation if evaluation is not None else {"num-examples": 4, "loss": 0.3, "confusion": [2, 0, 1, 1]}
             return RecordDict({"metrics": MetricRecord(m), "site": ConfigRecord({"name": name})})
         phase = msg.content["config"]["phase"]
-        sent = from_array_record(msg.content["arrays"], "test")
+        sent = decode(msg.content["arrays"].to_numpy_ndarrays(), "test")
         arrays = {k: v + np.float32(step) for k, v in sent.items() if k.startswith(GROUPS[phase])}
         if poison is not None:
             arrays = poison(arrays)
         m = {"num-examples": n, "loss": 0.3} if metrics is None else metrics
-        return RecordDict({"arrays": to_array_record(arrays), "metrics": MetricRecord(m),
+        return RecordDict({"arrays": ArrayRecord(encode(arrays)), "metrics": MetricRecord(m),
                            "site": ConfigRecord({"name": name})})  # fmt: skip
 
     return reply

@@ -12,11 +12,11 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from cccmr_model.config import config_to_dict, load_config
 from cccmr_model.errors import ConfigError
+from cccmr_model.wire import decode
 from server.history import read_history
 from server.privacy import PhaseClientSideFixedClipping, check_privacy_config, with_central_dp
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
-from server.wire import from_array_record
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 ONE_ROUND_EACH = [f"federation.phases.{p}.rounds=1" for p in GROUPS]
@@ -49,7 +49,9 @@ def site(kit, name, step, num_examples, clip=None):
             return kit.eval_reply(name, [1, 0, 0, 1], 0.5)
         phase = msg.content["config"]["phase"]
         sent = {
-            k: v for k, v in from_array_record(msg.content["arrays"], "test").items() if k.startswith(GROUPS[phase])
+            k: v
+            for k, v in decode(msg.content["arrays"].to_numpy_ndarrays(), "test").items()
+            if k.startswith(GROUPS[phase])
         }
         norm = step * np.sqrt(sum(v.size for v in sent.values()))
         scale = min(1.0, clip / norm) if clip else 1.0

@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.wire import decode, encode
 from server.evaluation import release_reports
 from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
-from server.validation import EVAL_METRICS, SITE_NAME, TRAIN_METRICS
-from server.wire import from_array_record, to_array_record
+from server.validation import EVAL_METRICS, SITE_NAME_PATTERN, TRAIN_METRICS
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 SHAPES = {"encoders.cine_4ch.w": (4, 3), "heads.cine_4ch.w": (2,), "uncertainty.s": (6,), "fusion.w": (3, 2)}
@@ -40,7 +40,9 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
 junk_value = st.one_of(finite, st.integers(-(2**40), 2**40), st.lists(finite, max_size=4))
 junk_key = st.text(min_size=1, max_size=12).filter(lambda k: k not in TRAIN_METRICS | EVAL_METRICS)
 junk_metrics = st.dictionaries(junk_key, junk_value, max_size=3)
-bad_name = st.one_of(st.text(max_size=70).filter(lambda s: not SITE_NAME.fullmatch(s)), st.integers(-(2**62), 2**62))
+bad_name = st.one_of(
+    st.text(max_size=70).filter(lambda s: not SITE_NAME_PATTERN.fullmatch(s)), st.integers(-(2**62), 2**62)
+)
 non_finite = st.sampled_from([float("nan"), float("inf"), float("-inf")])
 
 
@@ -99,7 +101,7 @@ def rounds(draw) -> dict:
 
 
 def train_content(site: dict, msg) -> RecordDict | Exception | None:
-    sent = from_array_record(msg.content["arrays"], "test")
+    sent = decode(msg.content["arrays"].to_numpy_ndarrays(), "test")
     arrays = {k: v + np.float32(site["step"]) for k, v in sent.items() if k.startswith(GROUPS["pretrain"])}
     metrics = {"num-examples": site["n"], **site["metrics"], **site["junk"]}
     defect, d = site.get("train_defect"), site.get("draws", {})
@@ -169,7 +171,7 @@ def _content(site: dict, defect, arrays, metrics: dict, records: dict) -> Record
         return None
     content = RecordDict({"site": ConfigRecord({"name": site["name"]})})
     if arrays is not None:
-        content["arrays"] = records.get("arrays", to_array_record(arrays))
+        content["arrays"] = records.get("arrays", ArrayRecord(encode(arrays)))
     if defect != "no_metrics":
         content["metrics"] = MetricRecord(metrics)
     elif site["draws"]["wrong_name"]:

@@ -7,11 +7,11 @@ import pytest
 from flwr.app import Error, Message
 
 from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.wire import decode
 from server.checkpoint import list_checkpoints, load_checkpoint
 from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import FederationError, PhaseFedAvg
-from server.wire import from_array_record
 
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 EVAL_KEYS = ["encoders.cine_4ch.w", "encoders.cine_sax.w", "fusion.w"]
@@ -61,7 +61,9 @@ def honest_site(kit, name: str, step: float, num_examples: int, fail_rounds=()):
             return RuntimeError(f"{name} crashed")
         phase = config["phase"]
         arrays = {
-            k: v for k, v in from_array_record(msg.content["arrays"], "test").items() if k.startswith(GROUPS[phase])
+            k: v
+            for k, v in decode(msg.content["arrays"].to_numpy_ndarrays(), "test").items()
+            if k.startswith(GROUPS[phase])
         }
         delta = np.float32(step * config["server-round"])
         return kit.train_reply(name, {k: v + delta for k, v in arrays.items()}, num_examples, loss=step)
@@ -87,16 +89,19 @@ def test_each_round_sends_its_phase_groups_and_schedule(tmp_path, kit):
         "train.fusion"
     ]
     first, fusion = train[0], train[-1]
-    sent_first = set(from_array_record(first.content["arrays"], "test"))
+    sent_first = set(decode(first.content["arrays"].to_numpy_ndarrays(), "test"))
     assert sent_first == {"encoders.cine_4ch.w", "encoders.cine_sax.w", "encoders.lge_sax.w", "heads.cine_4ch.w"}
-    sent_fusion = set(from_array_record(fusion.content["arrays"], "test"))
+    sent_fusion = set(decode(fusion.content["arrays"].to_numpy_ndarrays(), "test"))
     assert sent_fusion == {"fusion.w", "encoders.cine_4ch.w", "encoders.cine_sax.w"}
-    assert list(first.content["arrays"]) == ["manifest", "packed"]  # two arrays on the wire, not one per parameter
+    assert list(first.content["arrays"]) == [
+        "0",
+        "1",
+    ]  # two arrays on the wire (manifest, packed), not one per parameter
     windows = [(m.content["config"]["lr-window-start"], m.content["config"]["lr-window-end"]) for m in train[::2]]
     assert windows == [(0.0, 0.5), (0.5, 1.0), (0.0, 0.5), (0.5, 1.0), (0.0, 1.0)]
     assert [m.content["config"]["local-epochs"] for m in train[::2]] == [1, 1, 1, 1, 2]
     evaluate = [m for m in grid.sent if m.metadata.message_type == "evaluate"]
-    assert set(from_array_record(evaluate[0].content["arrays"], "test")) == set(EVAL_KEYS)
+    assert set(decode(evaluate[0].content["arrays"].to_numpy_ndarrays(), "test")) == set(EVAL_KEYS)
 
 
 def test_merge_is_num_examples_weighted_and_only_touches_trained_groups(tmp_path, kit):
@@ -149,7 +154,7 @@ def test_bad_replies_are_rejected(tmp_path, kit, corrupt, reason):
     def bad(msg):
         content = honest(msg)
         if msg.metadata.message_type.startswith("train"):
-            arrays = corrupt(dict(from_array_record(content["arrays"], "test")))
+            arrays = corrupt(dict(decode(content["arrays"].to_numpy_ndarrays(), "test")))
             return kit.train_reply("anzhen", arrays, 50)
         return kit.eval_reply("anzhen", [1, 0, 0, 1], 0.1)
 
