@@ -28,7 +28,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from cccmr_model.config import ExperimentConfig, config_to_dict, load_config
+from cccmr_model.config import ExperimentConfig, load_config
 from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.model import PHASE_GROUPS
@@ -153,7 +153,7 @@ def _strategy(config: ExperimentConfig, run_dir: Path) -> PhaseFedAvg:
     return PhaseFedAvg(
         plan_rounds(config.federation.phases, PHASE_GROUPS),
         state,
-        experiment=config_to_dict(config),
+        config=config,
         run_dir=run_dir,
         eval_keys=[k for k in state if is_release_key(k)],
         checkpoint_keep=1,

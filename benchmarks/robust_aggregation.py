@@ -28,7 +28,7 @@ import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.supercore.task_identity import TaskIdentity
 
-from cccmr_model.config import ExperimentConfig, config_to_dict, load_config
+from cccmr_model.config import ExperimentConfig, load_config
 from cccmr_model.demo.evaluate import open_test_set
 from cccmr_model.demo.plan import site_names
 from cccmr_model.engine import evaluate_model
@@ -94,7 +94,7 @@ def run_federation(config: ExperimentConfig, data: Path, cache: Path, run_dir: P
     """One federation in-process; returns the final global state and the history's per-round record."""
     start = initial_state(config)
     strategy = PhaseFedAvg(plan_rounds(config.federation.phases, PHASE_GROUPS), start,
-                           experiment=config_to_dict(config), run_dir=run_dir,
+                           config=config, run_dir=run_dir,
                            eval_keys=[k for k in start if is_release_key(k)])  # fmt: skip
     nodes = {}
     for node_id, name in enumerate(config.federation.sites, 1):

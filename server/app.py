@@ -32,11 +32,10 @@ def main(grid: Grid, context: Context) -> None:
     config = experiment_config(settings)
     check_privacy_config(config)
     check_update_bound(config)
-    experiment = config_to_dict(config)
     state, completed, sites = initial_state(config), 0, {}
     if settings.resume_from is not None:
         ckpt = load_checkpoint(settings.resume_from)
-        check_resumable(ckpt, experiment, settings.resume_from)
+        check_resumable(ckpt, config_to_dict(config), settings.resume_from)
         state, completed = ckpt.state, ckpt.server_round
         sites = {int(k): v for k, v in ckpt.meta.get("strategy", {}).get("sites", {}).items()}
         history.truncate_after(settings.run_dir / "history.jsonl", completed)
@@ -44,7 +43,7 @@ def main(grid: Grid, context: Context) -> None:
     strategy = PhaseFedAvg(
         plan_rounds(config.federation.phases, PHASE_GROUPS),
         state,
-        experiment=experiment,
+        config=config,
         run_dir=settings.run_dir,
         eval_keys=[k for k in state if is_release_key(k)],
         completed_rounds=completed,

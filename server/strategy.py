@@ -15,7 +15,6 @@ closes the round: one history line and one checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from cccmr_model.config import ExperimentConfig, config_to_dict
 from cccmr_model.errors import CccmrError
 from cccmr_model.packing import MANIFEST, PACKED, PackingError, manifest_array, pack, unpack
 from cccmr_model.wire import (
@@ -42,6 +42,7 @@ from cccmr_model.wire import (
     TrainOrder,
     decode,
     encode,
+    experiment_to_json,
 )
 from server import history
 from server.aggregation import aggregate
@@ -104,20 +105,21 @@ class PhaseFedAvg(FedAvg):
         plan: Sequence[RoundPlan],
         global_state: Mapping[str, np.ndarray],
         *,
-        experiment: Mapping[str, Any],
+        config: ExperimentConfig,
         run_dir: Path,
         eval_keys: Sequence[str],
         completed_rounds: int = 0,
         known_sites: Mapping[int, str] | None = None,
         checkpoint_keep: int = 2,
     ) -> None:
-        federation = experiment["federation"]
-        min_sites = int(federation["min_sites"])
+        federation = config.federation
+        min_sites = federation.min_sites
         super().__init__(min_train_nodes=min_sites, min_evaluate_nodes=min_sites, min_available_nodes=min_sites,
                          weighted_by_key=NUM_EXAMPLES, arrayrecord_key=ARRAYS, configrecord_key=CONFIG)  # fmt: skip
         self.plan = list(plan)
         self.global_state = {k: np.array(v, copy=True) for k, v in global_state.items()}
-        self.experiment = dict(experiment)
+        self.config = config
+        self.federation = federation
         self.run_dir = Path(run_dir)
         self.eval_keys = list(eval_keys)
         self.completed_rounds = completed_rounds
@@ -126,21 +128,12 @@ class PhaseFedAvg(FedAvg):
         self._resumed_names = set(self.sites)  # names from the checkpoint: the node's first reply may correct them
         self.checkpoint_keep = checkpoint_keep
         self.checkpoints = BackgroundCheckpoints()  # written while the next round trains
-        self.expected_sites = len(federation["sites"])
+        self.expected_sites = len(federation.sites)
         self.min_sites = min_sites
-        self.max_update_norm = federation["max_update_norm"]
-        self.max_update_ratio = federation.get("max_update_ratio")
-        self.max_num_examples = federation.get("max_num_examples")
-        self.max_examples_ratio = float(federation.get("max_examples_ratio", 10.0))
-        self.aggregation = str(federation.get("aggregation", "fedavg"))
-        self.trim_fraction = float(federation.get("trim_fraction", 0.2))
+        self.max_update_norm = federation.max_update_norm  # server/privacy.py lowers it to the clipping norm
         self.registered: dict[int, str] = {}  # node id -> the name the SuperLink registered for it
-        self.evaluate_every = int(federation["evaluate_every"])
-        self.share_scores = bool(federation["share_subject_scores"])
-        self.num_classes = 2 if experiment["task"] == "screening" else 5
-        self.join_timeout_s = float(federation["round_timeout_s"])
         self._round: RoundLog | None = None
-        self._experiment_json = json.dumps(self.experiment)
+        self._experiment_json = experiment_to_json(config)
         self.accepted: list[dict[str, np.ndarray]] = []  # the round's averaged replies, for server/privacy.py
         self.round_extras: dict[str, Any] = {}  # extra fields of the round's history line (e.g. central_dp)
         self.final_evaluation: dict[str, dict[str, Any]] = {}  # last evaluated round's site replies, for the release
@@ -177,7 +170,7 @@ class PhaseFedAvg(FedAvg):
                         local_epochs=plan.local_epochs,
                         lr_window=plan.lr_window,
                         server_round=plan.server_round,
-                        seed=round_seed(int(self.experiment["seed"]), plan),
+                        seed=round_seed(self.config.seed, plan),
                         experiment_json=self._experiment_json,
                     ).to_config()
                 ),
@@ -197,7 +190,7 @@ class PhaseFedAvg(FedAvg):
         plan = self._plan(server_round)
         self._round.exchange_s["train"] = round(time.monotonic() - self._round.stage_started, 3)
         expected = select(self.global_state, plan.trains)
-        bound = update_bound(expected, self.max_update_norm, self.max_update_ratio)
+        bound = update_bound(expected, self.max_update_norm, self.federation.max_update_ratio)
         self._round.update_bound = bound
         checked = [self._check_train(site, msg, expected, bound) for site, msg in self._replies(replies)]
         accepted = self._bound_claims([item for item in checked if item is not None])
@@ -212,14 +205,14 @@ class PhaseFedAvg(FedAvg):
         weights = [float(m[NUM_EXAMPLES]) for _, _, m in accepted]
         names = list(expected)  # every accepted reply holds exactly these, in any order: pack them alike
         buffers = [pack({k: a[k] for k in names})[PACKED] for a in self.accepted]
-        averaged = aggregate(buffers, weights, self.aggregation, self.trim_fraction)
+        averaged = aggregate(buffers, weights, self.federation.aggregation, self.federation.trim_fraction)
         for key, value in unpack({MANIFEST: manifest_array(expected), PACKED: averaged}, "average").items():
             self.global_state[key] = value.astype(self.global_state[key].dtype, copy=False)
         contents = [RecordDict({METRICS: MetricRecord(m)}) for _, _, m in accepted]
         train_global = _over_reporting_sites(dict(aggregate_metricrecords(contents, NUM_EXAMPLES)), accepted)
         train_global[NUM_EXAMPLES] = sum(int(m[NUM_EXAMPLES]) for _, _, m in accepted)
         self._round.train_global = train_global
-        log.info("round %d: %s of %s (%s)", plan.server_round, self.aggregation, [s for s, _, _ in accepted],
+        log.info("round %d: %s of %s (%s)", plan.server_round, self.federation.aggregation, [s for s, _, _ in accepted],
                  _short(train_global))  # fmt: skip
         return self.global_arrays(), MetricRecord(train_global)
 
@@ -252,12 +245,13 @@ class PhaseFedAvg(FedAvg):
         self, checked: list[tuple[str, dict[str, np.ndarray], dict[str, Any]]]
     ) -> list[tuple[str, dict[str, np.ndarray], dict[str, Any]]]:
         """The replies whose `num-examples` (the FedAvg weight) is within the round's bound; the rest fail."""
-        limit = examples_bound([m[NUM_EXAMPLES] for _, _, m in checked], self.max_num_examples,
-                               self.max_examples_ratio)  # fmt: skip
+        federation = self.federation
+        limit = examples_bound([m[NUM_EXAMPLES] for _, _, m in checked], federation.max_num_examples,
+                               federation.max_examples_ratio)  # fmt: skip
         accepted = []
         for site, arrays, metrics in checked:
             if metrics[NUM_EXAMPLES] > limit:
-                what = "federation.max_num_examples" if self.max_num_examples is not None else "the round's bound"
+                what = "federation.max_num_examples" if federation.max_num_examples is not None else "the round's bound"
                 self._fail(site, f"rejected: num-examples {metrics[NUM_EXAMPLES]} exceeds {what} {limit:.6g}")
                 continue
             self._round.train[site] = metrics
@@ -282,7 +276,7 @@ class PhaseFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """Send the cine-only model to every site every `evaluate_every` rounds and after the last round."""
         plan = self._plan(server_round)
-        if plan.server_round % self.evaluate_every and plan.server_round != len(self.plan):
+        if plan.server_round % self.federation.evaluate_every and plan.server_round != len(self.plan):
             self._round.expecting = {}
             return []
         self._round.stage_started = time.monotonic()
@@ -294,7 +288,7 @@ class PhaseFedAvg(FedAvg):
                     EvaluateOrder(
                         phase=plan.phase,
                         server_round=plan.server_round,
-                        share_scores=self.share_scores,
+                        share_scores=self.federation.share_subject_scores,
                         experiment_json=self._experiment_json,
                     ).to_config()
                 ),
@@ -309,7 +303,7 @@ class PhaseFedAvg(FedAvg):
         site_metrics = {}
         for site, msg in self._replies(replies):
             metrics = self._allowed(site, _metrics(msg), EVAL_METRICS)
-            reason = check_eval_metrics(metrics, self.num_classes)
+            reason = check_eval_metrics(metrics, self.config.num_classes)
             if reason is not None:
                 self._fail(site, f"evaluation rejected: {reason}")
                 continue
@@ -318,7 +312,7 @@ class PhaseFedAvg(FedAvg):
         if site_metrics:
             self.final_evaluation = site_metrics
             self._round.evaluate = {s: _without_lists(m) for s, m in site_metrics.items()}
-            self._round.evaluate_global = global_eval_metrics(site_metrics, self.num_classes)
+            self._round.evaluate_global = global_eval_metrics(site_metrics, self.config.num_classes)
             result = MetricRecord(self._round.evaluate_global)
             log.info("round %d: evaluation %s", self._round.plan.server_round, _short(self._round.evaluate_global))
         self._end_round()
@@ -345,7 +339,7 @@ class PhaseFedAvg(FedAvg):
                 "num_examples_claimed": rnd.claims,
                 "update_norms": rnd.update_norms,
                 "update_bound": rnd.update_bound,
-                "aggregation": self.aggregation,
+                "aggregation": self.federation.aggregation,
                 "metrics_dropped": rnd.metrics_dropped,
                 "evaluate": rnd.evaluate,
                 "evaluate_global": rnd.evaluate_global,
@@ -358,7 +352,8 @@ class PhaseFedAvg(FedAvg):
             },
         )
         self.completed_rounds = plan.server_round
-        meta = {"config": self.experiment, "strategy": {"sites": {str(k): v for k, v in self.sites.items()}}}
+        sites = {str(k): v for k, v in self.sites.items()}
+        meta = {"config": config_to_dict(self.config), "strategy": {"sites": sites}}
         last = plan.server_round == len(self.plan)  # Strategy.start returns after this: the file must be there
         self.checkpoints.save(self.checkpoint_dir, plan.server_round, self.global_state, meta,
                               keep=self.checkpoint_keep, wait=last)  # fmt: skip
@@ -450,7 +445,7 @@ class PhaseFedAvg(FedAvg):
     def _connected_nodes(self, grid: Grid, *, first: bool) -> list[int]:
         """All connected nodes; the first round of a process waits (up to the round timeout) for every site."""
         want = self.expected_sites if first else self.min_sites
-        deadline = time.monotonic() + self.join_timeout_s
+        deadline = time.monotonic() + self.federation.round_timeout_s
         while True:
             nodes = list(grid.get_nodes())
             for node in nodes:

@@ -14,7 +14,7 @@ import torch
 from flwr.app import Context, Message
 from flwr.supercore.task_identity import TaskIdentity
 
-from cccmr_model.config import PHASES, config_to_dict, load_config
+from cccmr_model.config import PHASES, load_config
 from cccmr_model.engine import train_phase
 from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.release.files import is_release_key
@@ -55,7 +55,7 @@ def test_one_site_one_round_per_phase_equals_central_training(tmp_path, phantom_
     strategy = PhaseFedAvg(
         plan_rounds(config.federation.phases, PHASE_GROUPS),
         start,
-        experiment=config_to_dict(config),
+        config=config,
         run_dir=tmp_path / "run",
         eval_keys=[k for k in start if is_release_key(k)],
     )

@@ -22,7 +22,7 @@ from flwr.app import Message
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.config import load_config
 from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.model import FIM_TERMS, PHASE_GROUPS, build_model, phase_state
 from cccmr_model.release.files import is_release_key
@@ -129,7 +129,7 @@ def test_replies_and_logs_hold_only_parameters_and_aggregate_metrics(privacy, tm
     }  # fmt: skip
     start = initial_state(config)
     strategy = PhaseFedAvg(plan_rounds(config.federation.phases, PHASE_GROUPS), start,
-                           experiment=config_to_dict(config), run_dir=tmp_path / "run",
+                           config=config, run_dir=tmp_path / "run",
                            eval_keys=[k for k in start if is_release_key(k)])  # fmt: skip
     grid = InProcessGrid(nodes, keep_replies=True)  # the ClientApp object: handlers and mods
     runner = with_central_dp(strategy, config)

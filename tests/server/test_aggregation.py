@@ -8,7 +8,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from scipy import stats
 
-from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.config import load_config
 from cccmr_model.errors import ConfigError
 from cccmr_model.packing import weighted_average
 from cccmr_model.wire import decode, encode
@@ -43,7 +43,7 @@ def make_strategy(tmp_path, *sets: str) -> tuple[PhaseFedAvg, dict[str, np.ndarr
     start = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
     config = load_config("tiny", ["federation.phases.pretrain.rounds=1", *sets])
     strategy = PhaseFedAvg(plan_rounds(config.federation.phases, GROUPS), {k: v.copy() for k, v in start.items()},
-                           experiment=config_to_dict(config), run_dir=tmp_path, eval_keys=["fusion.w"])  # fmt: skip
+                           config=config, run_dir=tmp_path, eval_keys=["fusion.w"])  # fmt: skip
     return strategy, start
 
 

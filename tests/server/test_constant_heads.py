@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.config import load_config
 from cccmr_model.wire import decode
 from server.history import read_history
 from server.schedule import plan_rounds
@@ -22,7 +22,7 @@ def make_strategy(tmp_path) -> PhaseFedAvg:
     config = load_config("tiny", ["federation.max_update_ratio=null"])  # toy updates: +1 on zeros
     plan = plan_rounds(config.federation.phases, GROUPS)
     eval_keys = ["encoders.cine_4ch.w", "encoders.cine_sax.w", "fusion.w"]
-    return PhaseFedAvg(plan, state, experiment=config_to_dict(config), run_dir=tmp_path, eval_keys=eval_keys)
+    return PhaseFedAvg(plan, state, config=config, run_dir=tmp_path, eval_keys=eval_keys)
 
 
 def site(kit, name: str, num_examples: int, metrics: dict[str, float]):

@@ -13,7 +13,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.config import load_config
 from cccmr_model.packing import manifest_array
 from cccmr_model.wire import decode, encode
 from server.history import read_history
@@ -31,7 +31,7 @@ def make_strategy(tmp_path) -> tuple[PhaseFedAvg, dict[str, np.ndarray]]:
     start = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     config = load_config("tiny", [f"federation.max_update_norm={BOUND}", "federation.phases.pretrain.rounds=1"])
     strategy = PhaseFedAvg(plan_rounds(config.federation.phases, GROUPS), {k: v.copy() for k, v in start.items()},
-                           experiment=config_to_dict(config), run_dir=tmp_path, eval_keys=["fusion.w"])  # fmt: skip
+                           config=config, run_dir=tmp_path, eval_keys=["fusion.w"])  # fmt: skip
     return strategy, start
 
 

@@ -10,7 +10,7 @@ from dp_accounting import dp_event
 from dp_accounting.rdp import RdpAccountant
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.config import load_config
 from cccmr_model.errors import ConfigError
 from cccmr_model.wire import decode
 from server.history import read_history
@@ -33,7 +33,7 @@ def make_dp(tmp_path, sets, state=None, completed=0, past=()):
     strategy = PhaseFedAvg(
         plan_rounds(config.federation.phases, GROUPS),
         state if state is not None else make_state(),
-        experiment=config_to_dict(config),
+        config=config,
         run_dir=tmp_path,
         eval_keys=["fusion.w"],
         completed_rounds=completed,
@@ -68,7 +68,7 @@ def run(wrapper, strategy, grid, rounds=None):
 def test_disabled_returns_the_strategy_and_dp_sgd_with_fim_is_refused(tmp_path):
     config = load_config("tiny")
     strategy = PhaseFedAvg(plan_rounds(config.federation.phases, GROUPS), make_state(),
-                           experiment=config_to_dict(config), run_dir=tmp_path, eval_keys=[])  # fmt: skip
+                           config=config, run_dir=tmp_path, eval_keys=[])  # fmt: skip
     assert with_central_dp(strategy, config) is strategy
     with pytest.raises(ConfigError, match="not a sum of per-sample terms"):
         check_privacy_config(load_config("tiny", ["privacy.dp_sgd.enabled=true"]))

@@ -17,7 +17,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.config import load_config
 from cccmr_model.wire import decode, encode
 from server.evaluation import release_reports
 from server.history import read_history
@@ -195,7 +195,7 @@ def test_malformed_replies_never_escape_never_averaged_and_the_round_completes(k
     sites = {i + 1: make_site(s) for i, s in enumerate([*honest, *hostile])}
     with tempfile.TemporaryDirectory() as tmp:
         plan = plan_rounds(CONFIG.federation.phases, GROUPS)
-        strategy = PhaseFedAvg(plan, {k: v.copy() for k, v in start.items()}, experiment=config_to_dict(CONFIG),
+        strategy = PhaseFedAvg(plan, {k: v.copy() for k, v in start.items()}, config=CONFIG,
                                run_dir=Path(tmp), eval_keys=["fusion.w"])  # fmt: skip
         strategy.expected_sites = len(sites)  # the first round waits for this many nodes
         strategy.start(grid=kit.FakeGrid(sites), initial_arrays=strategy.global_arrays(), num_rounds=1,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Error, Message
 
-from cccmr_model.config import config_to_dict, load_config
+from cccmr_model.config import ExperimentConfig, load_config
 from cccmr_model.wire import decode
 from server.checkpoint import list_checkpoints, load_checkpoint
 from server.history import read_history
@@ -30,11 +30,11 @@ def make_state() -> dict[str, np.ndarray]:
     return {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
 
 
-def experiment(**overrides: object) -> dict:
+def experiment(**overrides: object) -> ExperimentConfig:
     """The tiny config; toy updates (+step on every entry of tiny arrays) are unbounded unless a test sets one."""
     overrides = {"federation__max_update_ratio": "null", **overrides}
     sets = [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
-    return config_to_dict(load_config("tiny", sets))
+    return load_config("tiny", sets)
 
 
 def make_strategy(tmp_path, exp=None, state=None, completed=0) -> PhaseFedAvg:
@@ -43,7 +43,7 @@ def make_strategy(tmp_path, exp=None, state=None, completed=0) -> PhaseFedAvg:
     return PhaseFedAvg(
         plan,
         state if state is not None else make_state(),
-        experiment=exp,
+        config=exp,
         run_dir=tmp_path,
         eval_keys=EVAL_KEYS,
         completed_rounds=completed,
