@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from cccmr_model.config.schema import EvaluationConfig
+from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.metrics import count_report, evaluation_report
 from cccmr_model.wire import NUM_EXAMPLES
 
@@ -67,15 +67,13 @@ def pooled_auc(site_metrics: Mapping[str, Mapping[str, object]], num_classes: in
     return float(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))
 
 
-def release_reports(
-    site_metrics: Mapping[str, Mapping[str, object]], task: str, evaluation: EvaluationConfig
-) -> dict[str, Any]:
+def release_reports(site_metrics: Mapping[str, Mapping[str, object]], config: ExperimentConfig) -> dict[str, Any]:
     """Table-1 reports with bootstrap CIs for the release: {"pooled": report, "sites": {site: report}}.
 
     A site that shared per-subject scores gets `evaluation_report` on them (AUC included); otherwise `count_report`
     on its confusion counts (AUC unavailable). The pooled report uses the scores only when every site shared them.
     """
-    num_classes = 2 if task == "screening" else 5
+    task, evaluation, num_classes = config.task, config.evaluation, config.num_classes
     settings = {"resamples": evaluation.bootstrap_resamples, "confidence": evaluation.confidence}
     settings.update(seed=evaluation.seed, threshold=evaluation.threshold)
 

@@ -33,7 +33,7 @@ def write_release(
     """
     evaluated = [r for r in rounds if r.get("evaluate_global")]
     site_metrics = final_evaluation or (evaluated[-1]["evaluate"] if evaluated else {})
-    metrics = release_reports(site_metrics, config.task, config.evaluation) if site_metrics else {}
+    metrics = release_reports(site_metrics, config) if site_metrics else {}
     sites: dict[str, dict[str, Any]] = {}
     for record in rounds:
         for site in record.get("sites_replied", []):

@@ -33,7 +33,7 @@ def site_reply(seed: int, n: int, share: bool) -> dict:
 
 def test_counts_only_give_count_reports_pooled_and_per_site():
     sites = {"lanzhou": site_reply(1, 14, False), "anzhen": site_reply(0, 20, False)}
-    reports = release_reports(sites, "screening", CONFIG.evaluation)
+    reports = release_reports(sites, CONFIG)
     assert list(reports["sites"]) == ["anzhen", "lanzhou"]
     pooled_counts = np.add(*(np.reshape(s["confusion"], (2, 2)) for s in sites.values()))
     expected = count_report("screening", pooled_counts, resamples=100, seed=CONFIG.evaluation.seed)
@@ -48,7 +48,7 @@ def test_counts_only_give_count_reports_pooled_and_per_site():
 
 def test_shared_scores_give_auc_with_ci_consistent_with_the_counts():
     sites = {"anzhen": site_reply(0, 20, True), "lanzhou": site_reply(1, 14, True)}
-    reports = release_reports(sites, "screening", CONFIG.evaluation)
+    reports = release_reports(sites, CONFIG)
     labels = np.concatenate([s["labels"] for s in sites.values()])
     scores = np.concatenate([s["scores"] for s in sites.values()])
     expected = evaluation_report("screening", scores, labels, resamples=100, seed=CONFIG.evaluation.seed)
@@ -56,7 +56,7 @@ def test_shared_scores_give_auc_with_ci_consistent_with_the_counts():
     auc = reports["pooled"]["metrics"]["auc"]
     assert auc["ci_low"] <= auc["value"] <= auc["ci_high"] and auc["ci_low"] < auc["ci_high"]
     counts_only = {k: {key: x for key, x in v.items() if key != "scores"} for k, v in sites.items()}
-    counts = release_reports(counts_only, "screening", CONFIG.evaluation)
+    counts = release_reports(counts_only, CONFIG)
     assert counts["pooled"]["metrics"]["sensitivity"]["value"] == pytest.approx(
         reports["pooled"]["metrics"]["sensitivity"]["value"]
     )
@@ -64,7 +64,7 @@ def test_shared_scores_give_auc_with_ci_consistent_with_the_counts():
 
 def test_a_site_without_scores_makes_the_pooled_auc_unavailable():
     sites = {"anzhen": site_reply(0, 20, True), "lanzhou": site_reply(1, 14, False)}
-    reports = release_reports(sites, "screening", CONFIG.evaluation)
+    reports = release_reports(sites, CONFIG)
     assert "auc" in reports["sites"]["anzhen"]["metrics"]
     assert "auc" not in reports["sites"]["lanzhou"]["metrics"]
     assert "auc" not in reports["pooled"]["metrics"]

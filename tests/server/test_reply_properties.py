@@ -215,5 +215,5 @@ def test_malformed_replies_never_escape_never_averaged_and_the_round_completes(k
         np.testing.assert_array_equal(strategy.global_state[key], start[key])
     assert sorted(record["evaluate"]) == names and sorted(strategy.final_evaluation) == names
     assert record["evaluate_global"]["num-examples"] == sum(s["eval"]["num-examples"] for s in honest)
-    reports = release_reports(strategy.final_evaluation, "screening", CONFIG.evaluation)
+    reports = release_reports(strategy.final_evaluation, CONFIG)
     assert sorted(reports["sites"]) == names
