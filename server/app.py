@@ -14,7 +14,7 @@ from cccmr_model.engine.checkpoint import seed_everything
 from cccmr_model.model import PHASE_GROUPS, build_model
 from cccmr_model.release.files import is_release_key
 from server import history
-from server.checkpoint import check_resumable, load_checkpoint
+from server.checkpoint import check_resumable, known_sites, load_checkpoint
 from server.polling_grid import PollingGrid
 from server.privacy import check_privacy_config, check_update_bound, with_central_dp
 from server.release import write_release
@@ -37,7 +37,7 @@ def main(grid: Grid, context: Context) -> None:
         ckpt = load_checkpoint(settings.resume_from)
         check_resumable(ckpt, config_to_dict(config), settings.resume_from)
         state, completed = ckpt.state, ckpt.server_round
-        sites = {int(k): v for k, v in ckpt.meta.get("strategy", {}).get("sites", {}).items()}
+        sites = known_sites(ckpt)
         history.truncate_after(settings.run_dir / "history.jsonl", completed)
         log.info("resuming after round %d from %s", completed, settings.resume_from)
     strategy = PhaseFedAvg(

@@ -19,6 +19,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from cccmr_model.config import ExperimentConfig, config_to_dict
 from cccmr_model.errors import CccmrError
 
 _NAME = re.compile(r"round-(\d+)\.safetensors$")
@@ -29,7 +30,18 @@ _META_KEY = "cccmr"
 class Checkpoint:
     server_round: int  # the last completed round
     state: dict[str, np.ndarray]  # the full global model, in the model's parameter order
-    meta: dict[str, Any]  # config, strategy state
+    meta: dict[str, Any]  # config, strategy state (`strategy_meta`)
+
+
+def strategy_meta(config: ExperimentConfig, sites: Mapping[int, str]) -> dict[str, Any]:
+    """The metadata the strategy writes with every checkpoint: the resolved config (`check_resumable` compares it)
+    and the strategy state, the site name of each node id (`known_sites` reads it back)."""
+    return {"config": config_to_dict(config), "strategy": {"sites": {str(k): v for k, v in sites.items()}}}
+
+
+def known_sites(checkpoint: Checkpoint) -> dict[int, str]:
+    """The node id -> site name map of a checkpoint's `strategy_meta` (empty when it has none)."""
+    return {int(k): v for k, v in checkpoint.meta.get("strategy", {}).get("sites", {}).items()}
 
 
 def save_checkpoint(

@@ -28,7 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from cccmr_model.config import ExperimentConfig, config_to_dict
+from cccmr_model.config import ExperimentConfig
 from cccmr_model.errors import CccmrError
 from cccmr_model.packing import MANIFEST, PACKED, PackingError, manifest_array, pack, unpack
 from cccmr_model.wire import (
@@ -46,7 +46,7 @@ from cccmr_model.wire import (
 )
 from server import history
 from server.aggregation import aggregate
-from server.checkpoint import BackgroundCheckpoints
+from server.checkpoint import BackgroundCheckpoints, strategy_meta
 from server.evaluation import global_eval_metrics
 from server.schedule import RoundPlan, round_seed, select
 from server.validation import (
@@ -352,8 +352,7 @@ class PhaseFedAvg(FedAvg):
             },
         )
         self.completed_rounds = plan.server_round
-        sites = {str(k): v for k, v in self.sites.items()}
-        meta = {"config": config_to_dict(self.config), "strategy": {"sites": sites}}
+        meta = strategy_meta(self.config, self.sites)
         last = plan.server_round == len(self.plan)  # Strategy.start returns after this: the file must be there
         self.checkpoints.save(self.checkpoint_dir, plan.server_round, self.global_state, meta,
                               keep=self.checkpoint_keep, wait=last)  # fmt: skip

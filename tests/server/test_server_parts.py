@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cccmr_model.config import load_config
+from cccmr_model.config import config_to_dict, load_config
 from server import history
-from server.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from server.checkpoint import (
+    CheckpointError,
+    check_resumable,
+    known_sites,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    strategy_meta,
+)
 from server.evaluation import global_eval_metrics
 from server.schedule import plan_rounds, round_seed
 from server.validation import check_train_reply, update_norm
@@ -66,6 +74,16 @@ def test_checkpoint_roundtrip_keeps_order_meta_and_the_newest(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no round-"):
         load_checkpoint(tmp_path / "empty")
+
+
+def test_strategy_meta_written_with_a_checkpoint_reads_back_its_sites_and_config(tmp_path):
+    config = load_config("tiny")
+    save_checkpoint(tmp_path, 1, {"a.w": np.ones(2, np.float32)}, strategy_meta(config, {7: "anzhen", 12: "lanzhou"}))
+    ckpt = load_checkpoint(tmp_path)
+    assert known_sites(ckpt) == {7: "anzhen", 12: "lanzhou"}
+    check_resumable(ckpt, config_to_dict(config), tmp_path)  # the config it holds is the run's
+    save_checkpoint(tmp_path, 2, {"a.w": np.ones(2, np.float32)}, {"config": config_to_dict(config)})
+    assert known_sites(load_checkpoint(tmp_path)) == {}  # a checkpoint without strategy state
 
 
 def test_global_metrics_equal_pooled_evaluation():
