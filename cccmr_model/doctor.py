@@ -1,7 +1,7 @@
 """Pre-flight checks of a hospital site before it joins the federation (`cccmr doctor`).
 
 The site config is a small TOML or YAML file with the site's own settings (the same ones its SuperNode gets as
-`--node-config`, plus where its certificate and key live):
+`--node-config`, read by the same parser, `cccmr_model.site_config`), plus where its certificate and key live:
 
     site = "anzhen"
     data-path = "/srv/cmr/dicom"          # holds manifest.csv
@@ -25,14 +25,13 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from cccmr_model.errors import CccmrError, ConfigError
+from cccmr_model.site_config import SITE_KEYS, SiteSettings, from_node_config, read_site_file, site_path
 
 if TYPE_CHECKING:
     from cccmr_model.data.manifest import Manifest
@@ -43,18 +42,20 @@ OPTIONAL_KEYS = {"device": "cpu", "config": "default", "connect-timeout": 5.0, "
 EXPIRY_WARNING = timedelta(days=30)
 
 
-@dataclass(frozen=True)
-class SiteConfig:
-    site: str
-    data_path: Path
-    cache_path: Path
-    device: str
+@dataclass(frozen=True, kw_only=True)
+class SiteConfig(SiteSettings):
+    """The site file: the node-config keys (`SiteSettings`, one parser for both) plus the doctor's own."""
+
     superlink: str  # HOST:PORT
     root_certificate: Path
     private_key: Path
     config: str = "default"
     connect_timeout: float = 5.0
-    allow_outside_paths: bool = False
+
+    @property
+    def site(self) -> str:
+        """The site's name (the file's `site` key)."""
+        return self.name
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -70,33 +71,11 @@ class Check:
     fix: str = ""
 
 
-def _read_mapping(path: Path) -> dict:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        try:
-            import tomllib
-        except ModuleNotFoundError as exc:  # Python 3.10
-            raise ConfigError(f"{path}: TOML needs Python 3.11+; write the site config as YAML") from exc
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return data if data is not None else {}
-
-
 def load_site_config(path: str | Path) -> SiteConfig:
     """Read a site config (.toml, or .yaml/.yml); ConfigError for a missing file, unknown or missing keys."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: site config not found")
-    raw = _read_mapping(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected key = value pairs at the top level")
-    unknown = sorted(set(raw) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    raw = read_site_file(path)
+    unknown = sorted(set(raw) - set(SITE_KEYS) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if unknown or missing:
         raise ConfigError(f"{path}: unknown keys {unknown}, missing keys {missing} (keys: {', '.join(REQUIRED_KEYS)})")
@@ -106,24 +85,15 @@ def load_site_config(path: str | Path) -> SiteConfig:
     if not host or not port.isdigit():
         raise ConfigError(f"{path}: superlink must be HOST:PORT, got {superlink!r}")
     base = path.resolve().parent
+    settings = from_node_config(values, str(path), default_device=str(OPTIONAL_KEYS["device"]), base=base)
     return SiteConfig(
-        site=str(values["site"]),
-        data_path=base / Path(str(values["data-path"])).expanduser(),
-        cache_path=base / Path(str(values["cache-path"])).expanduser(),
-        device=str(values["device"]),
+        **asdict(settings),
         superlink=superlink,
-        root_certificate=base / Path(str(values["root-certificate"])).expanduser(),
-        private_key=base / Path(str(values["private-key"])).expanduser(),
+        root_certificate=site_path(values["root-certificate"], base),
+        private_key=site_path(values["private-key"], base),
         config=str(values["config"]),
         connect_timeout=float(values["connect-timeout"]),
-        allow_outside_paths=_boolean(path, "allow-outside-paths", values["allow-outside-paths"]),
     )
-
-
-def _boolean(path: Path, key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
-    return value
 
 
 # ---- individual checks --------------------------------------------------------------------------------------
@@ -272,7 +242,7 @@ def check_private_key(site: SiteConfig) -> Check:
 
     name, path = "site key", site.private_key
     if not path.is_file():
-        fix = f"create it: deploy/make-site-keys.sh {site.site}, and send {path.name}.pub to the coordinator"
+        fix = f"create it: deploy/make-site-keys.sh {site.name}, and send {path.name}.pub to the coordinator"
         return Check(name, FAIL, f"{path} not found", fix)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
@@ -375,7 +345,7 @@ def run_checks(site: SiteConfig) -> list[Check]:
 
 def format_checklist(site: SiteConfig, checks: list[Check]) -> str:
     marks = {OK: "[ OK ]", WARN: "[WARN]", FAIL: "[FAIL]"}
-    lines = [f"cccmr doctor: site {site.site}, SuperLink {site.superlink}"]
+    lines = [f"cccmr doctor: site {site.name}, SuperLink {site.superlink}"]
     for check in checks:
         lines.append(f"{marks[check.status]} {check.name}: {check.detail}")
         if check.fix and check.status != OK:

@@ -2,11 +2,12 @@
 
 Deployment: each hospital's `flower-supernode --node-config 'site="anzhen" data-path="/data/cmr"
 cache-path="/var/cache/cccmr" device="cuda"'` (cache-path, device and allow-outside-paths optional;
-`allow-outside-paths=true` lets the manifest name series outside the data path). Simulation: the partition id
-picks the site from `federation.sites` and the run config's `sim-data-dir` / `sim-cache-dir` hold one folder per
-site. Every message runs in a fresh process, so the cache on disk (not a module global) carries the ingestion
-from one round to the next; a stamp file marks a cache built for this data path, this manifest (its content) and
-these data settings, so an edited manifest is ingested again by the next message.
+`allow-outside-paths=true` lets the manifest name series outside the data path), parsed by
+`cccmr_model.site_config` as `cccmr doctor` parses its site file. Simulation: the partition id picks the site
+from `federation.sites` and the run config's `sim-data-dir` / `sim-cache-dir` hold one folder per site. Every
+message runs in a fresh process, so the cache on disk (not a module global) carries the ingestion from one round
+to the next; a stamp file marks a cache built for this data path, this manifest (its content) and these data
+settings, so an edited manifest is ingested again by the next message.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +29,12 @@ from cccmr_model.data.cache import read_json
 from cccmr_model.data.manifest import MANIFEST_NAME
 from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.errors import ConfigError
+from cccmr_model.site_config import SiteSettings, from_node_config
 from cccmr_model.splits import split_train_val
 
 log = logging.getLogger("cccmr.client")
 
 STAMP_NAME = "federation-cache.json"
-
-
-@dataclass(frozen=True)
-class SiteSettings:
-    name: str
-    data_path: Path  # the site's DICOM export with its manifest.csv
-    cache_path: Path  # the ingestion cache (preprocessed arrays), reused across rounds
-    device: str
-    allow_outside_paths: bool = False  # the manifest may name series outside data_path
 
 
 @dataclass(frozen=True)
@@ -55,15 +47,9 @@ def site_settings(
     node_config: Mapping[str, Any], run_config: Mapping[str, Any], config: ExperimentConfig
 ) -> SiteSettings:
     """The site's settings from its node config (deployment) or partition id (simulation)."""
-    device = str(node_config.get("device", config.train.device))
+    device = config.train.device  # when the node config sets none
     if "site" in node_config:
-        name = str(node_config["site"])
-        if "data-path" not in node_config:
-            raise ConfigError(f"node config of site {name}: data-path is missing (--node-config 'data-path=\"...\"')")
-        data_path = Path(str(node_config["data-path"]))
-        cache = node_config.get("cache-path") or _default_cache_root() / name
-        outside = _flag(node_config, "allow-outside-paths", f"node config of site {name}")
-        return SiteSettings(name, data_path, Path(str(cache)), device, outside)
+        return from_node_config(node_config, f"node config of site {node_config['site']}", default_device=device)
     if "partition-id" in node_config:
         pid, sites = int(node_config["partition-id"]), config.federation.sites
         if pid >= len(sites):
@@ -73,19 +59,9 @@ def site_settings(
         if not data_root:
             raise ConfigError("run config: sim-data-dir must name the folder holding one data folder per site")
         cache_root = str(run_config.get("sim-cache-dir", "")) or str(Path(data_root) / ".cache")
-        outside = _flag(node_config, "allow-outside-paths", f"node config of partition {pid}")
-        return SiteSettings(name, Path(data_root) / name, Path(cache_root) / name, device, outside)
+        site = {"site": name, "data-path": Path(data_root) / name, "cache-path": Path(cache_root) / name}
+        return from_node_config({**node_config, **site}, f"node config of partition {pid}", default_device=device)
     raise ConfigError("node config names no site: start the SuperNode with --node-config 'site=\"NAME\" ...'")
-
-
-def _flag(node_config: Mapping[str, Any], key: str, where: str) -> bool:
-    """A true/false node-config value (a TOML boolean, or the words true / false); False when absent."""
-    value = node_config.get(key, False)
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in ("true", "false"):
-        return str(value).strip().lower() == "true"
-    raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
 
 
 def prepare_site(settings: SiteSettings, config: ExperimentConfig) -> SiteData:
@@ -131,7 +107,3 @@ def ensure_cache(settings: SiteSettings, data_config: DataConfig) -> None:
     tmp = stamp_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(stamp))
     tmp.replace(stamp_path)
-
-
-def _default_cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cccmr"
