@@ -30,7 +30,7 @@ from pathlib import Path
 from cccmr_model.config import load_config
 from cccmr_model.demo.flower import app_dir, offline_env
 from cccmr_model.processes import descendants, free_port, listening, stop, wait_for
-from client.site import SiteSettings, prepare_site
+from cccmr_model.site.data import SiteSettings, prepare_site
 from server.history import read_history
 
 SITES = ("anzhen", "lanzhou")

@@ -33,9 +33,9 @@ from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.release.files import is_release_key
+from cccmr_model.site.data import SiteData
+from cccmr_model.site.tasks import train_round
 from cccmr_model.wire import ARRAYS, CONFIG, TrainOrder, decode, encode
-from client.site import SiteData
-from client.tasks import train_round
 from server.app import initial_state
 from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds, select

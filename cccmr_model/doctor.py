@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cccmr_model.errors import CccmrError, ConfigError
-from cccmr_model.site_config import SITE_KEYS, SiteSettings, from_node_config, read_site_file, site_path
+from cccmr_model.site.config import SITE_KEYS, SiteSettings, from_node_config, read_site_file, site_path
 
 if TYPE_CHECKING:
     from cccmr_model.data.manifest import Manifest

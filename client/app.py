@@ -11,6 +11,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from cccmr_model.config.schema import ExperimentConfig
+from cccmr_model.site.budget import dp_ledger_path
+from cccmr_model.site.data import SiteSettings, prepare_site, site_settings
+from cccmr_model.site.tasks import evaluate_round, train_round
+from cccmr_model.site.timing import task_timing
 from cccmr_model.wire import (
     ARRAYS,
     CONFIG,
@@ -23,10 +27,7 @@ from cccmr_model.wire import (
     encode,
     experiment_from_json,
 )
-from client.privacy import clip_update_mod, dp_ledger_path
-from client.site import SiteSettings, prepare_site, site_settings
-from client.tasks import evaluate_round, train_round
-from client.timing import task_timing
+from client.privacy import clip_update_mod
 
 app = ClientApp(mods=[clip_update_mod])  # clips the update only when the server asks (central DP)
 

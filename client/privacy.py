@@ -6,15 +6,12 @@
   cannot be used as is: it requires the reply to hold exactly the arrays received, while a phase sends frozen
   inputs it does not train (fusion receives the cine encoders and returns only `fusion.`), and it errors on
   evaluation messages, which carry no clipping norm.
-- Sample-level DP-SGD: `train_dp_sgd` runs `train_phase_dp` with the site's privacy ledger (kept in the site's
-  cache folder, next to the ingestion cache, so that epsilon accumulates across rounds, runs and restarts) and
-  fails the round with a clear reason once the budget allows no further step.
+- Sample-level DP-SGD: `cccmr_model/site/budget.py` (the site's ledger and the budget check).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Error, Message, MessageType
@@ -22,35 +19,9 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
 
-from cccmr_model.engine.dp_sgd import LEDGER_NAME, train_phase_dp
-from cccmr_model.engine.train import PhaseResult
-from cccmr_model.errors import CccmrError
 from cccmr_model.wire import ARRAYS, CONFIG, decode, encode
 
 log = logging.getLogger("cccmr.client")
-
-
-class PrivacyBudgetError(CccmrError):
-    """The site's DP-SGD budget allows no further training step."""
-
-
-def dp_ledger_path(cache_path: Path) -> Path:
-    """Where a site keeps its DP-SGD privacy ledger."""
-    return Path(cache_path) / "privacy" / LEDGER_NAME
-
-
-def train_dp_sgd(*args, ledger_path: Path | None, **kwargs) -> PhaseResult:
-    """`train_phase_dp`; raises PrivacyBudgetError when it could take no step at all."""
-    if ledger_path is None:
-        raise ValueError("DP-SGD needs the site's ledger path")
-    result = train_phase_dp(*args, ledger_path=ledger_path, **kwargs)
-    if result.num_examples == 0:
-        raise PrivacyBudgetError(
-            f"DP-SGD budget privacy.dp_sgd.epsilon_budget is spent at this site (epsilon "
-            f"{result.metrics['dp_epsilon']:.3f} at delta {result.metrics['dp_delta']:g}, ledger {ledger_path}); "
-            "it trains no further"
-        )
-    return result
 
 
 def clip_update_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:

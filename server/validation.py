@@ -23,7 +23,7 @@ from cccmr_model.sequences import SEQUENCES
 from cccmr_model.wire import NUM_EXAMPLES
 
 HEADS = (*SEQUENCES, "fusion")
-# Every scalar metric an honest training reply carries (client/tasks.py, client/timing.py, the engine, DP-SGD).
+# Every scalar metric an honest training reply carries (cccmr_model/site/tasks.py and timing.py, the engine, DP-SGD).
 TRAIN_METRICS = frozenset(
     {NUM_EXAMPLES, "loss", "lr", "epochs", "samples_per_s", "train_seconds", "task_seconds", "startup_seconds"}
     | {"dp_epsilon", "dp_delta", "dp_steps", "dp_stopped", "cls:fusion"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cccmr_model.errors import ConfigError
-from cccmr_model.site_config import SiteSettings, from_node_config, read_site_file
+from cccmr_model.site.config import SiteSettings, from_node_config, read_site_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "site-config.example.toml"
 

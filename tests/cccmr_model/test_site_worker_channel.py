@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cccmr_model.channel import ChannelError, app_fingerprint, request
-from cccmr_model.site_worker import answer, open_socket, serve
+from cccmr_model.site.worker import answer, open_socket, serve
 
 FP = "0.1.0+test"
 

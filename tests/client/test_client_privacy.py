@@ -10,8 +10,9 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, get_norm
 from flwr.supercore.task_identity import TaskIdentity
 
+from cccmr_model.site.budget import dp_ledger_path
 from cccmr_model.wire import decode, encode
-from client.privacy import clip_update_mod, dp_ledger_path
+from client.privacy import clip_update_mod
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.errors import CccmrError, ConfigError
 from cccmr_model.model import PHASE_GROUPS, build_model
-from client.site import SiteData, site_settings
-from client.tasks import confusion_counts, evaluate_round, full_state, predict_classes, train_round
+from cccmr_model.site.data import SiteData, site_settings
+from cccmr_model.site.tasks import confusion_counts, evaluate_round, full_state, predict_classes, train_round
 
 
 @pytest.fixture(scope="module")

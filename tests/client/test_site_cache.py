@@ -13,7 +13,7 @@ from cccmr_model.config import load_config
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.data.dicom_writer import Geometry, write_series
 from cccmr_model.errors import ConfigError
-from client.site import SiteSettings, ensure_cache, site_settings
+from cccmr_model.site.data import SiteSettings, ensure_cache, site_settings
 
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
 HEADER = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax\n"
@@ -52,7 +52,7 @@ def test_a_corrected_manifest_is_ingested_on_the_next_message(site: SiteSettings
 def test_an_unchanged_manifest_reuses_the_stamp(site: SiteSettings, monkeypatch: pytest.MonkeyPatch) -> None:
     ensure_cache(site, CONFIG)
     calls = []
-    monkeypatch.setattr("client.site.ingest_site", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr("cccmr_model.site.data.ingest_site", lambda *args, **kwargs: calls.append(args))
     ensure_cache(site, CONFIG)
     assert calls == []
 

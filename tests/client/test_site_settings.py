@@ -10,8 +10,8 @@ import pytest
 from cccmr_model.config import load_config
 from cccmr_model.doctor import load_site_config
 from cccmr_model.errors import ConfigError
-from cccmr_model.site_config import SITE_KEYS, SiteSettings, read_site_file
-from client.site import site_settings
+from cccmr_model.site.config import SITE_KEYS, SiteSettings, read_site_file
+from cccmr_model.site.data import site_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "site-config.example.toml"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from client.timing import process_start_time, task_timing
+from cccmr_model.site.timing import process_start_time, task_timing
 
 
 def test_process_start_is_in_the_past_and_recent_enough():

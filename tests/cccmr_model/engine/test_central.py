@@ -100,6 +100,6 @@ def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
     )  # fmt: skip
     with pytest.raises(StopError):
         ablation_cmd.run(args)
-    site_train = [split_train_val(s.dataset.labels, 0.25, config.seed)[0] for s in sites]  # client/site.py's split
+    site_train = [split_train_val(s.dataset.labels, 0.25, config.seed)[0] for s in sites]  # a site's split
     expected = sum(len(idx) for idx in site_train) if train_split else 20
     assert len(seen[0]) == expected and (expected < 20) == train_split

@@ -22,9 +22,9 @@ from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine import evaluate_model, train_phase
 from cccmr_model.errors import CccmrError
 from cccmr_model.model import build_model, phase_state
+from cccmr_model.site.budget import train_dp_sgd
+from cccmr_model.site.data import SiteData
 from cccmr_model.wire import NUM_EXAMPLES
-from client.privacy import train_dp_sgd
-from client.site import SiteData
 
 
 def full_state(received: Mapping[str, Tensor], config: ExperimentConfig) -> dict[str, Tensor]:

@@ -29,7 +29,7 @@ from cccmr_model.data.cache import read_json
 from cccmr_model.data.manifest import MANIFEST_NAME
 from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.errors import ConfigError
-from cccmr_model.site_config import SiteSettings, from_node_config
+from cccmr_model.site.config import SiteSettings, from_node_config
 from cccmr_model.splits import split_train_val
 
 log = logging.getLogger("cccmr.client")
