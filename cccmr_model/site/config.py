@@ -10,6 +10,8 @@ same thing, and is refused in the same words, on either path. No flwr import her
     cache-path = "/var/cache/cccmr/anzhen"   # default $XDG_CACHE_HOME/cccmr/SITE (~/.cache/cccmr/SITE)
     device = "cuda"                          # default: the caller's (cpu, cuda, cuda:N, auto)
     allow-outside-paths = false              # true: the manifest may name series outside data-path
+    worker-socket = "/run/cccmr/worker.sock" # optional: the warm site worker (`cccmr site-worker`) serves here;
+                                             # the ClientApp forwards each message to it
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import yaml
 
 from cccmr_model.errors import ConfigError
 
-SITE_KEYS = ("site", "data-path", "cache-path", "device", "allow-outside-paths")
+SITE_KEYS = ("site", "data-path", "cache-path", "device", "allow-outside-paths", "worker-socket")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class SiteSettings:
     cache_path: Path  # the ingestion cache (preprocessed arrays), reused across rounds
     device: str
     allow_outside_paths: bool = False  # the manifest may name series outside data_path
+    worker_socket: Path | None = None  # the warm site worker's UNIX socket; None: the ClientApp trains itself
 
 
 def from_node_config(
@@ -56,6 +59,7 @@ def from_node_config(
         cache_path=site_path(cache, base),
         device=str(node_config.get("device", default_device)),
         allow_outside_paths=_flag(node_config, "allow-outside-paths", source),
+        worker_socket=site_path(node_config["worker-socket"], base) if node_config.get("worker-socket") else None,
     )
 
 

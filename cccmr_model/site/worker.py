@@ -25,7 +25,7 @@ from cccmr_model.channel import ChannelError, receive, send
 
 log = logging.getLogger("cccmr.worker")
 
-# (kind, config, arrays) -> (metrics, arrays)
+# (kind, request header, arrays) -> (reply header fields, arrays)
 Handler = Callable[[str, Mapping[str, Any], list[np.ndarray]], tuple[dict[str, Any], list[np.ndarray]]]
 
 
@@ -92,12 +92,12 @@ def answer(conn: socket.socket, handle: Handler, fingerprint: str) -> None:
         _reply(conn, {"metrics": {"pid": os.getpid()}}, [])
         return
     try:
-        metrics, out = handle(kind, header.get("config", {}), arrays)
+        fields, out = handle(kind, header, arrays)
     except Exception as err:  # the site's error reply; the worker goes on
         log.exception("site worker: %s failed", kind)
         _reply_error(conn, f"site worker: {kind} failed: {type(err).__name__}: {_one_line(err)}")
         return
-    _reply(conn, {"metrics": metrics}, out)
+    _reply(conn, fields, out)
 
 
 def _reply(conn: socket.socket, header: Mapping[str, Any], arrays: list[np.ndarray]) -> None:

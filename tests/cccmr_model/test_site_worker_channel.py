@@ -20,10 +20,10 @@ from cccmr_model.site.worker import answer, open_socket, serve
 FP = "0.1.0+test"
 
 
-def echo(kind, config, arrays):
+def echo(kind, header, arrays):
     if kind == "boom":
         raise ValueError("bad\nthing happened")
-    return {"kind": kind, "seed": config.get("seed"), "n": len(arrays)}, [a * 2 for a in arrays]
+    return {"metrics": {"kind": kind, "seed": header["config"].get("seed"), "n": len(arrays)}}, [a * 2 for a in arrays]
 
 
 @pytest.fixture

@@ -1,0 +1,62 @@
+"""One train or evaluate message, as the site runs it: config fields and encoded arrays in, metrics and encoded
+arrays out. The ClientApp calls these in its own process, or the warm site worker calls them for it (same code,
+same seed per message, so the two give the same weights). No Flower types here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from cccmr_model.config.schema import ExperimentConfig
+from cccmr_model.site.budget import dp_ledger_path
+from cccmr_model.site.config import SiteSettings
+from cccmr_model.site.data import prepare_site
+from cccmr_model.site.tasks import evaluate_round, train_round
+from cccmr_model.wire import EvaluateOrder, TrainOrder, decode, encode, experiment_from_json
+
+SiteResolver = Callable[[ExperimentConfig], SiteSettings]  # the site's settings under the run's config
+
+
+def handle_train(
+    fields: Mapping[str, Any], arrays: list[np.ndarray], resolve_site: SiteResolver
+) -> tuple[str, dict[str, Any], list[np.ndarray]]:
+    """(site name, reply metrics, encoded trained groups) of one train message (the caller adds its timing)."""
+    order = TrainOrder.from_config(fields)
+    config, site = _setup(order.experiment_json, resolve_site)
+    trained, metrics = train_round(
+        _received(arrays),
+        order.phase,
+        prepare_site(site, config),
+        config,
+        epochs=order.local_epochs,
+        lr_window=order.lr_window,
+        device=site.device,
+        seed=order.seed,
+        ledger_path=dp_ledger_path(site.cache_path),
+    )
+    return site.name, metrics, encode({k: v.detach().cpu().numpy() for k, v in trained.items()})
+
+
+def handle_evaluate(
+    fields: Mapping[str, Any], arrays: list[np.ndarray], resolve_site: SiteResolver
+) -> tuple[str, dict[str, Any], list[np.ndarray]]:
+    """(site name, reply metrics, no arrays) of one evaluate message: the cine-only model on the validation split."""
+    order = EvaluateOrder.from_config(fields)
+    config, site = _setup(order.experiment_json, resolve_site)
+    metrics = evaluate_round(
+        _received(arrays), prepare_site(site, config), config, device=site.device, share_scores=order.share_scores
+    )
+    return site.name, metrics, []
+
+
+def _received(arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """The message's parameters as tensors (views into the packed buffer)."""
+    return {k: torch.from_numpy(v) for k, v in decode(arrays, "message from the server").items()}
+
+
+def _setup(experiment_json: str, resolve_site: SiteResolver) -> tuple[ExperimentConfig, SiteSettings]:
+    config = experiment_from_json(experiment_json)
+    return config, resolve_site(config)
