@@ -49,13 +49,12 @@ from benchmarks.phantom_ceiling import ROWS as CEILING_ROWS  # noqa: E402
 from benchmarks.phantom_ceiling import ceiling  # noqa: E402
 from cccmr_model.cli.ablation_cmd import MARK_COLUMNS, ROWS  # noqa: E402
 from cccmr_model.demo.plan import FULL, QUICK, DemoSize, overrides, site_names  # noqa: E402
-from cccmr_model.metrics import evaluation_report, json_safe, markdown_table, positive_scores  # noqa: E402
+from cccmr_model.metrics import SUBTYPE_NAMES, evaluation_report, json_safe, markdown_table, positive_scores  # noqa: E402
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, LGE_SAX  # noqa: E402
 
 log = logging.getLogger("cccmr.bench.ablation")
 
 ROW_NAMES = tuple(ROWS)  # "4CH cine only", "SAX cine only", "4CH + SAX fused", "FIM w/o U-A", "FIM w U-A"
-SUBTYPE_NAMES = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")
 # Central ablation checkpoint folder -> (row fed by it, phase whose final weights it holds).
 CENTRAL_STATES = {"pretrain": "pretrain", "fused": "fusion", "fim-fixed": "fusion", "fim-ua": "fusion"}
 # Federated runs: folder -> rows it gives.

@@ -45,12 +45,11 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from cccmr_model.config import load_config  # noqa: E402
 from cccmr_model.data import ingest_site  # noqa: E402
 from cccmr_model.data.cache import INDEX_NAME, read_json  # noqa: E402
-from cccmr_model.metrics import binary_auc, json_safe  # noqa: E402
+from cccmr_model.metrics import SUBTYPE_NAMES, binary_auc, json_safe  # noqa: E402
 
 log = logging.getLogger("cccmr.bench.ceiling")
 
 TEST = "test"
-SUBTYPE_NAMES = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")
 CINE_TRUTH = ("ef", "edv_ml", "esv_ml", "max_wall_thickness_mm", "mean_wall_thickness_mm")
 LGE_TRUTH = ("lge_burden",)
 L2_C = 1.0  # inverse L2 strength on standardised features

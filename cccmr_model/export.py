@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from cccmr_model.errors import CccmrError
-from cccmr_model.metrics import SUBTYPE_NAMES
-from cccmr_model.predict import SCREENING_CLASSES, CinePredictor
+from cccmr_model.metrics import class_names
+from cccmr_model.predict import CinePredictor
 from cccmr_model.release import Release
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _add_metadata(path: Path, release: Release) -> None:
     onnx = _require("onnx")
     model = onnx.load(str(path))
     config = release.config
-    classes = SCREENING_CLASSES if config.task == "screening" else SUBTYPE_NAMES
+    classes = class_names(config.task)
     data = config.data
     metadata = {
         "cccmr_release_content_hash": release.content_hash,

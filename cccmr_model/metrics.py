@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-SUBTYPE_NAMES: tuple[str, ...] = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")
+SUBTYPE_NAMES: tuple[str, ...] = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")  # ESC 2023; subtype index = position
+SCREENING_CLASSES: tuple[str, ...] = ("healthy", "cardiomyopathy")  # label index = position
 SCREENING_COLUMNS: dict[str, str] = {
     "accuracy": "Accuracy",
     "f1": "F1-score",
@@ -25,6 +26,15 @@ SCREENING_COLUMNS: dict[str, str] = {
     "auc": "AUC",
 }
 MetricFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    """The classes a task's model outputs, in output order."""
+    if task == "screening":
+        return SCREENING_CLASSES
+    if task == "subtyping":
+        return SUBTYPE_NAMES
+    raise ValueError(f"unknown task {task!r}")
 
 
 def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:

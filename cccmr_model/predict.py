@@ -26,13 +26,12 @@ from cccmr_model.data.localise import CENTRE_FALLBACK, HeartCentre, choose_centr
 from cccmr_model.data.manifest import SUBJECT_ID
 from cccmr_model.data.preprocess import Preprocessed
 from cccmr_model.errors import CccmrError, DataError, not_utf8
-from cccmr_model.metrics import SUBTYPE_NAMES
+from cccmr_model.metrics import SUBTYPE_NAMES, class_names
 from cccmr_model.release import Release
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ("subject_id", CINE_4CH, CINE_SAX)
-SCREENING_CLASSES = ("healthy", "cardiomyopathy")
 
 
 class CinePredictor(nn.Module):
@@ -60,7 +59,7 @@ class Prediction:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return SCREENING_CLASSES if self.task == "screening" else SUBTYPE_NAMES
+        return class_names(self.task)
 
     @property
     def p_cardiomyopathy(self) -> float | None:

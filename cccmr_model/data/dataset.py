@@ -2,7 +2,7 @@
 
 Item: float32 tensors `cine_4ch` (1, T, H, W), `cine_sax` (3, T, H, W), `lge_sax` (6, H, W) (zeros when the
 subject has no LGE), `has_lge` (bool), `label` (int64: 0 healthy, 1 cardiomyopathy) and `subtype` (int64: 0..4 in
-the order HCM, DCM, NDLVC, RCM, ARVC; -1 if none). Labels come from the manifest, kept in the cache index.
+the order of `cccmr_model.metrics.SUBTYPE_NAMES`; -1 if none). Labels come from the manifest, kept in the cache index.
 `subject_ids` are for local use only and are never sent off the site.
 """
 

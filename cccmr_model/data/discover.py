@@ -32,7 +32,7 @@ from cccmr_model.data.dicom_reader import (
     quiet_pydicom,
     read_dataset,
 )
-from cccmr_model.data.manifest import MANIFEST_NAME, write_manifest
+from cccmr_model.data.manifest import MANIFEST_NAME, SUBTYPES, write_manifest
 from cccmr_model.data.series import POSITION_TOLERANCE_MM, slice_normal
 from cccmr_model.errors import DataError
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, LGE_SAX
@@ -255,7 +255,7 @@ def write_draft(discovery: Discovery, path: Path | None = None) -> Path:
     path = path or discovery.root / MANIFEST_NAME.replace(".csv", ".draft.csv")
     comments = [
         "Draft written by `cccmr ingest --discover`: check every row, fill label (0 healthy, 1 cardiomyopathy)",
-        "and subtype (HCM, DCM, NDLVC, RCM, ARVC or empty), then save as manifest.csv.",
+        f"and subtype ({', '.join(SUBTYPES)} or empty), then save as manifest.csv.",
     ]
     write_manifest(path, discovery.rows, comments)
     return path

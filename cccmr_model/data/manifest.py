@@ -1,7 +1,7 @@
 """The site manifest, `manifest.csv` at the data root: which series of which subject, and the hospital's labels.
 
 Columns: `subject_id,label[,subtype],cine_4ch,cine_sax,lge_sax`. `label` is 0 / healthy or 1 / cardiomyopathy;
-`subtype` one of HCM, DCM, NDLVC, RCM, ARVC (ESC 2023) or empty (`healthy`, `normal` or `none` on a label-0 row
+`subtype` one of the five ESC 2023 subtypes (`SUBTYPES`) or empty (`healthy`, `normal` or `none` on a label-0 row
 also mean no subtype); each sequence column a path relative to the root to a series folder or a multi-frame file,
 optionally `PATH#SeriesInstanceUID` to pick one series out of a folder that holds several. A path must stay inside
 the data root (no absolute path, no `..` that leaves it) unless `allow_outside_paths`. `lge_sax` may be empty.
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cccmr_model.errors import DataError, not_utf8
+from cccmr_model.metrics import SUBTYPE_NAMES as SUBTYPES
 from cccmr_model.sequences import CINE_SEQUENCES, SEQUENCES
 
 MANIFEST_NAME = "manifest.csv"
-SUBTYPES: tuple[str, ...] = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")
 NO_SUBTYPE = frozenset({"HEALTHY", "NORMAL", "NONE"})  # read as an empty subtype on a label-0 row
 LABELS = {"0": 0, "healthy": 0, "control": 0, "1": 1, "cardiomyopathy": 1, "patient": 1}
 REQUIRED_COLUMNS = ("subject_id", "label", *SEQUENCES)

@@ -355,5 +355,5 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def subtype_index(subtype: str) -> int:
-    """0..4 in the order HCM, DCM, NDLVC, RCM, ARVC; -1 for none."""
+    """0..4 in the order of `SUBTYPES`; -1 for none."""
     return SUBTYPES.index(subtype) if subtype else -1

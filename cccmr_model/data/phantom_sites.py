@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SUBTYPES: tuple[str, ...] = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")  # the order of `subtype` indices
+from cccmr_model.metrics import SUBTYPE_NAMES as SUBTYPES  # the order of `subtype` indices
 
 
 @dataclass(frozen=True)

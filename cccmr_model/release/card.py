@@ -8,10 +8,8 @@ from typing import Any
 
 from cccmr_model.config import ExperimentConfig
 from cccmr_model.markdown import escape_markdown
-from cccmr_model.metrics import markdown_table
+from cccmr_model.metrics import SUBTYPE_NAMES, markdown_table
 from cccmr_model.release.privacy import privacy_lines
-
-SUBTYPES = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")
 
 _LIMITS = """\
 - Research use only. This model is not a medical device, is not cleared by any regulator, and must not be used
@@ -125,7 +123,7 @@ def _overlays(config: ExperimentConfig) -> str:
 def _task_outputs(config: ExperimentConfig) -> str:
     if config.task == "screening":
         return "P(cardiomyopathy) from two classes, healthy and cardiomyopathy"
-    return "probabilities of the five ESC subtypes " + ", ".join(SUBTYPES)
+    return "probabilities of the five ESC subtypes " + ", ".join(SUBTYPE_NAMES)
 
 
 def _inputs(config: ExperimentConfig) -> list[str]:

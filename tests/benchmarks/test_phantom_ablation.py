@@ -26,10 +26,9 @@ from benchmarks.phantom_ablation import (
     subtype_table,
 )
 from benchmarks.phantom_ceiling import ROWS as CEILING_ROWS
-from benchmarks.phantom_ceiling import SUBTYPE_NAMES
 from cccmr_model.config import load_config
 from cccmr_model.demo.plan import FULL
-from cccmr_model.metrics import evaluation_report
+from cccmr_model.metrics import SUBTYPE_NAMES, evaluation_report
 
 
 def _report(seed: int) -> dict:

@@ -10,7 +10,6 @@ import pytest
 
 from benchmarks.phantom_ceiling import (
     ROWS,
-    SUBTYPE_NAMES,
     ceiling,
     cine_features,
     lge_features,
@@ -19,6 +18,7 @@ from benchmarks.phantom_ceiling import (
     summarise,
 )
 from cccmr_model.config import load_config
+from cccmr_model.metrics import SUBTYPE_NAMES
 
 
 def _beating_disc(ef: float, size: int = 32, frames: int = 8) -> np.ndarray:
