@@ -57,13 +57,46 @@ def positive_scores(scores: np.ndarray) -> np.ndarray:
     return scores[:, 1] if scores.ndim == 2 else scores
 
 
+def calls(task: str, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The predicted class per subject (int64): screening 1 (cardiomyopathy) when P(cardiomyopathy) >= `threshold`,
+    else 0; subtyping the most probable subtype. `scores` as `positive_scores` reads them (screening) or (N, C)."""
+    if task == "screening":
+        return (positive_scores(scores) >= threshold).astype(np.int64)
+    if task == "subtyping":
+        return np.asarray(scores).argmax(axis=1).astype(np.int64)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, row = true class, column = predicted class."""
+    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    for name, values in (("labels", labels), ("predicted", predicted)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} must be class indices in [0, {num_classes})")
+    flat = np.bincount(labels * num_classes + predicted, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def confusion_metrics(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and balanced accuracy; for two classes also sensitivity (class 1) and specificity (class 0)."""
+    confusion = np.asarray(confusion)
+    total = confusion.sum()
+    per_class = confusion.sum(axis=1)
+    recall = np.divide(np.diag(confusion), per_class, out=np.full(len(per_class), np.nan), where=per_class > 0)
+    out = {
+        "accuracy": float(np.trace(confusion) / total) if total else float("nan"),
+        "balanced_accuracy": float(np.nanmean(recall)) if np.any(per_class > 0) else float("nan"),
+    }
+    if confusion.shape == (2, 2):
+        out["specificity"], out["sensitivity"] = float(recall[0]), float(recall[1])
+    return out
+
+
 def screening_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Accuracy, F1, sensitivity, specificity (call: P(cardiomyopathy) >= threshold) and AUC."""
     p = positive_scores(scores)
     y = np.asarray(labels).astype(bool)
-    pred = p >= threshold
-    tp, tn = int((pred & y).sum()), int((~pred & ~y).sum())
-    fp, fn = int((pred & ~y).sum()), int((~pred & y).sum())
+    (tn, fp), (fn, tp) = confusion_counts(y, calls("screening", p, threshold), 2).tolist()
     return {
         "accuracy": _safe_div(tp + tn, len(y)),
         "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
@@ -77,14 +110,15 @@ def subtyping_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float
     """Accuracy, macro-F1 and macro AUC, plus recall and one-vs-rest AUC per subtype (classes present only)."""
     scores = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels)
-    pred = scores.argmax(axis=1)
+    pred = calls("subtyping", scores)
+    confusion = confusion_counts(y, pred, scores.shape[1])
     out: dict[str, float] = {"accuracy": float((pred == y).mean())}
     f1s, aucs = [], []
     for cls in range(scores.shape[1]):
         name = SUBTYPE_NAMES[cls] if cls < len(SUBTYPE_NAMES) else str(cls)
-        tp = int(((pred == cls) & (y == cls)).sum())
-        fp, fn = int(((pred == cls) & (y != cls)).sum()), int(((pred != cls) & (y == cls)).sum())
-        if (y == cls).any():
+        tp = int(confusion[cls, cls])
+        fp, fn = int(confusion[:, cls].sum()) - tp, int(confusion[cls].sum()) - tp
+        if tp + fn > 0:
             f1s.append(_safe_div(2 * tp, 2 * tp + fp + fn))
             out[f"recall_{name}"] = _safe_div(tp, tp + fn)
             out[f"auc_{name}"] = binary_auc(scores[:, cls], y == cls)

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from cccmr_model.config.schema import ExperimentConfig
-from cccmr_model.metrics import count_report, evaluation_report
+from cccmr_model.metrics import confusion_metrics, count_report, evaluation_report
 from cccmr_model.wire import NUM_EXAMPLES
 
 
@@ -33,20 +33,6 @@ def global_eval_metrics(site_metrics: Mapping[str, Mapping[str, object]], num_cl
     auc = pooled_auc(site_metrics, num_classes)
     if auc is not None:
         out["auc"] = auc
-    return out
-
-
-def confusion_metrics(confusion: np.ndarray) -> dict[str, float]:
-    """Accuracy and balanced accuracy; for two classes also sensitivity (class 1) and specificity (class 0)."""
-    total = confusion.sum()
-    per_class = confusion.sum(axis=1)
-    recall = np.divide(np.diag(confusion), per_class, out=np.full(len(per_class), np.nan), where=per_class > 0)
-    out = {
-        "accuracy": float(np.trace(confusion) / total) if total else float("nan"),
-        "balanced_accuracy": float(np.nanmean(recall)) if np.any(per_class > 0) else float("nan"),
-    }
-    if confusion.shape == (2, 2):
-        out["specificity"], out["sensitivity"] = float(recall[0]), float(recall[1])
     return out
 
 

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine import evaluate_model, train_phase
 from cccmr_model.errors import CccmrError
+from cccmr_model.metrics import calls, confusion_counts
 from cccmr_model.model import build_model, phase_state
 from cccmr_model.site.budget import train_dp_sgd
 from cccmr_model.site.data import SiteData
@@ -75,7 +75,7 @@ def evaluate_round(
 ) -> dict[str, int | float | list[int] | list[float]]:
     """Cine-only prediction on the validation split: counts and loss (plus scores/labels when shared)."""
     result = evaluate_model(received, data.val, config, device)
-    predicted = predict_classes(result.scores, config)
+    predicted = calls(config.task, result.scores, config.evaluation.threshold)
     confusion = confusion_counts(result.labels, predicted, config.num_classes)
     metrics: dict[str, int | float | list[int] | list[float]] = {
         NUM_EXAMPLES: len(result.labels),
@@ -87,17 +87,3 @@ def evaluate_round(
         metrics["scores"] = [float(s) for s in scores]
         metrics["labels"] = [int(y) for y in result.labels]
     return metrics
-
-
-def predict_classes(scores: np.ndarray, config: ExperimentConfig) -> np.ndarray:
-    """Screening: cardiomyopathy when P(class 1) >= the threshold; subtyping: the most probable subtype."""
-    if config.num_classes == 2:
-        return (scores[:, 1] >= config.evaluation.threshold).astype(np.int64)
-    return scores.argmax(axis=1).astype(np.int64)
-
-
-def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """(C, C) int64 counts, row = true class, column = predicted class."""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
-    return counts

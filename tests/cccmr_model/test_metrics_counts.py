@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 
 from cccmr_model.metrics import (
+    calls,
+    confusion_counts,
+    confusion_metrics,
     count_report,
     evaluation_report,
     markdown_table,
@@ -14,6 +17,17 @@ from cccmr_model.metrics import (
 )
 
 SCREENING = np.array([[30, 7], [5, 21]])  # rows: true healthy, patient; columns: predicted
+
+
+def test_calls_and_confusion_counts_round_trip_the_outcomes():
+    labels, predicted = outcomes_from_confusion(SCREENING)
+    np.testing.assert_array_equal(confusion_counts(labels, predicted, 2), SCREENING)
+    assert calls("screening", np.array([0.2, 0.5, 0.7]), threshold=0.6).tolist() == [0, 0, 1]
+    assert calls("subtyping", np.eye(5)[[3, 0, 4]]).tolist() == [3, 0, 4]
+    with pytest.raises(ValueError, match="class indices"):
+        confusion_counts(np.array([0, -1]), np.array([0, 1]), 2)
+    m = confusion_metrics(SCREENING)
+    assert m["sensitivity"] == pytest.approx(21 / 26) and m["specificity"] == pytest.approx(30 / 37)
 
 
 def test_outcomes_expand_the_counts_exactly():

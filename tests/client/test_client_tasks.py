@@ -10,9 +10,10 @@ from cccmr_model.config import load_config
 from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.errors import CccmrError, ConfigError
+from cccmr_model.metrics import calls, confusion_counts
 from cccmr_model.model import PHASE_GROUPS, build_model
 from cccmr_model.site.data import SiteData, site_settings
-from cccmr_model.site.tasks import confusion_counts, evaluate_round, full_state, predict_classes, train_round
+from cccmr_model.site.tasks import evaluate_round, full_state, train_round
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_evaluate_round_counts_and_optional_scores(config, data):
 
 def test_confusion_and_threshold(config):
     scores = np.array([[0.7, 0.3], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1]])
-    predicted = predict_classes(scores, config)
+    predicted = calls(config.task, scores, config.evaluation.threshold)
     assert predicted.tolist() == [0, 1, 1, 0]
     assert confusion_counts(np.array([0, 1, 0, 1]), predicted, 2).tolist() == [[1, 1], [1, 1]]
 
