@@ -47,6 +47,16 @@ def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """`binary_auc` of P(cardiomyopathy) for (N,) or (N, 2) scores; for (N, C > 2) the one-vs-rest macro mean over
+    the C classes. NaN when a class is absent."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.ndim == 1 or scores.shape[1] == 2:
+        return binary_auc(positive_scores(scores), labels)
+    return float(np.mean([binary_auc(scores[:, cls], labels == cls) for cls in range(scores.shape[1])]))
+
+
 def _safe_div(num: float, den: float) -> float:
     return float(num / den) if den > 0 else math.nan
 

@@ -8,10 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from cccmr_model.config.schema import ExperimentConfig
-from cccmr_model.metrics import confusion_metrics, count_report, evaluation_report
+from cccmr_model.metrics import confusion_metrics, count_report, evaluation_report, roc_auc
 from cccmr_model.wire import NUM_EXAMPLES
 
 
@@ -43,14 +42,8 @@ def pooled_auc(site_metrics: Mapping[str, Mapping[str, object]], num_classes: in
         return None
     labels = np.concatenate([np.asarray(m["labels"], dtype=np.int64) for m in shared])
     scores = np.concatenate([np.asarray(m["scores"], dtype=np.float64) for m in shared])
-    if len(np.unique(labels)) < 2:
-        return None
-    if num_classes == 2:
-        return float(roc_auc_score(labels, scores))
-    scores = scores.reshape(len(labels), num_classes)
-    if len(np.unique(labels)) < num_classes:
-        return None
-    return float(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))
+    value = roc_auc(scores if num_classes == 2 else scores.reshape(len(labels), num_classes), labels)
+    return None if math.isnan(value) else value
 
 
 def release_reports(site_metrics: Mapping[str, Mapping[str, object]], config: ExperimentConfig) -> dict[str, Any]:

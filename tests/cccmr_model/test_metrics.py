@@ -13,6 +13,7 @@ from cccmr_model.metrics import (
     bootstrap_ci,
     evaluation_report,
     markdown_table,
+    roc_auc,
     screening_metrics,
     stratified_bootstrap_indices,
     subtyping_metrics,
@@ -40,6 +41,15 @@ def test_binary_auc_with_ties_matches_sklearn() -> None:
     s = rng.integers(0, 5, 200) / 4.0  # many ties
     assert binary_auc(s, y) == pytest.approx(roc_auc_score(y, s))
     assert math.isnan(binary_auc(s, np.zeros(200)))
+
+
+def test_roc_auc_binary_and_one_vs_rest_macro_match_sklearn() -> None:
+    assert roc_auc(np.stack([1 - P_POS, P_POS], axis=1), LABELS) == pytest.approx(roc_auc_score(LABELS, P_POS))
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(5), 4)
+    scores = rng.dirichlet(np.ones(5), size=len(y))
+    assert roc_auc(scores, y) == pytest.approx(roc_auc_score(y, scores, multi_class="ovr", average="macro"))
+    assert math.isnan(roc_auc(scores[y != 4], y[y != 4]))  # a class absent: not defined
 
 
 def test_subtyping_metrics_match_sklearn() -> None:
