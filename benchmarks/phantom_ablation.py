@@ -49,7 +49,7 @@ from benchmarks.phantom_ceiling import ROWS as CEILING_ROWS  # noqa: E402
 from benchmarks.phantom_ceiling import ceiling  # noqa: E402
 from cccmr_model.cli.ablation_cmd import MARK_COLUMNS, ROWS  # noqa: E402
 from cccmr_model.demo.plan import FULL, QUICK, DemoSize, overrides, site_names  # noqa: E402
-from cccmr_model.metrics import SUBTYPE_NAMES, evaluation_report, json_safe, markdown_table, positive_scores  # noqa: E402
+from cccmr_model.metrics import SUBTYPE_NAMES, json_safe, markdown_table, positive_scores, report  # noqa: E402
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, LGE_SAX  # noqa: E402
 
 log = logging.getLogger("cccmr.bench.ablation")
@@ -187,14 +187,6 @@ def _ci(entry: Mapping[str, float]) -> str:
 # ----------------------------------------------------------------------------------------------- evaluation
 
 
-def report_of(scores: np.ndarray, labels: np.ndarray, config) -> dict[str, Any]:
-    ev = config.evaluation
-    return evaluation_report(
-        config.task, scores, labels, resamples=ev.bootstrap_resamples, confidence=ev.confidence, seed=ev.seed,
-        threshold=ev.threshold,
-    )  # fmt: skip
-
-
 def head_scores(state, test_set, config, source: str) -> tuple[np.ndarray, np.ndarray]:
     """P(cardiomyopathy) of one head (fusion, a cine head, or the LGE head on every subject's LGE) and labels."""
     if source != LGE_SAX:
@@ -225,7 +217,7 @@ def sequence_aucs(states: Mapping[str, Any], test_set, config) -> dict[str, dict
         out[name] = {}
         for seq in (CINE_4CH, CINE_SAX, LGE_SAX):
             scores, labels = head_scores(state, test_set, config, seq)
-            out[name][seq] = report_of(scores, labels, config)["metrics"]["auc"]
+            out[name][seq] = report(config.task, scores, labels, config.evaluation)["metrics"]["auc"]
     return out
 
 
@@ -291,7 +283,7 @@ def run_central(
             (CONTROL_FUSED, res["fusion"].state, "fusion"),
         ):
             s, labels = head_scores(state, test_set, cfg, source)
-            controls[name], scores[name] = report_of(s, labels, cfg), positive_scores(s)
+            controls[name], scores[name] = report(cfg.task, s, labels, cfg.evaluation), positive_scores(s)
     return {"reports": reports, "controls": controls, "scores": scores, "aucs": aucs, "test_set": test_set}
 
 
@@ -331,13 +323,14 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
     pre = kept("fused", "pretrain")
     for row, seq in zip(ROW_NAMES[:2], (CINE_4CH, CINE_SAX), strict=True):
         s, labels = head_scores(pre, test_set, config, seq)
-        reports[row], scores[row] = {**report_of(s, labels, config)}, positive_scores(s)
+        reports[row], scores[row] = report(config.task, s, labels, config.evaluation), positive_scores(s)
     aucs = sequence_aucs({"after pretraining": pre, "after the FIM (w U-A)": kept("fim-ua", "fim")}, test_set, config)
     reports, scores = {r: reports[r] for r in ROW_NAMES}, {r: scores[r] for r in ROW_NAMES}  # Table 2's order
     controls = {}
     if "control" in runs:
         s, labels = head_scores(kept("control", "pretrain"), test_set, config, CINE_4CH)
-        controls[CONTROL_4CH], scores[CONTROL_4CH] = report_of(s, labels, config), positive_scores(s)
+        controls[CONTROL_4CH] = report(config.task, s, labels, config.evaluation)
+        scores[CONTROL_4CH] = positive_scores(s)
         ev = evaluate_release(CONTROL_FUSED, out / "control" / "release", test_set)
         controls[CONTROL_FUSED], scores[CONTROL_FUSED] = {**ev.report}, ev.scores
     times["federated evaluation"] = round(time.perf_counter() - start, 1)
@@ -670,8 +663,8 @@ def run(quick: bool) -> list[dict]:
                 "note": f"95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f}; {size.subjects}/site x 2, "
                         f"test {size.test_subjects}",
             })  # fmt: skip
-        for name, report in data["controls"].items():
-            auc = report["metrics"]["auc"]
+        for name, control in data["controls"].items():
+            auc = control["metrics"]["auc"]
             rows.append({"benchmark": "phantom_ablation", "metric": f"{mode} AUC: {name}", "value": auc["value"],
                          "unit": "", "note": f"95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f}"})  # fmt: skip
     rows.append({"benchmark": "phantom_ablation", "metric": "wall time", "value": summary["times"]["total"],

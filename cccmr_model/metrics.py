@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.stats import rankdata
+
+if TYPE_CHECKING:
+    from cccmr_model.config.schema import EvaluationConfig
 
 SUBTYPE_NAMES: tuple[str, ...] = ("HCM", "DCM", "NDLVC", "RCM", "ARVC")  # ESC 2023; subtype index = position
 SCREENING_CLASSES: tuple[str, ...] = ("healthy", "cardiomyopathy")  # label index = position
@@ -265,6 +268,25 @@ def count_report(
         task, without_auc, one_hot, labels, resamples=resamples, confidence=confidence, seed=seed, threshold=threshold
     )
     return {**report, "unavailable": {"auc": "needs per-subject scores; only confusion counts were shared"}}
+
+
+def report(task: str, scores: np.ndarray, labels: np.ndarray, evaluation: EvaluationConfig) -> dict[str, Any]:
+    """`evaluation_report` at a run's evaluation settings (bootstrap resamples, confidence, seed, threshold)."""
+    return evaluation_report(task, scores, labels, **_settings(evaluation))
+
+
+def confusion_report(task: str, confusion: np.ndarray, evaluation: EvaluationConfig) -> dict[str, Any]:
+    """`count_report` at a run's evaluation settings: the report when only confusion counts were shared."""
+    return count_report(task, confusion, **_settings(evaluation))
+
+
+def _settings(evaluation: EvaluationConfig) -> dict[str, Any]:
+    return {
+        "resamples": evaluation.bootstrap_resamples,
+        "confidence": evaluation.confidence,
+        "seed": evaluation.seed,
+        "threshold": evaluation.threshold,
+    }
 
 
 def _cell(entry: Mapping[str, float]) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from cccmr_model.config.schema import ExperimentConfig
-from cccmr_model.metrics import confusion_metrics, count_report, evaluation_report, roc_auc
+from cccmr_model.metrics import confusion_metrics, confusion_report, report, roc_auc
 from cccmr_model.wire import NUM_EXAMPLES
 
 
@@ -49,27 +49,25 @@ def pooled_auc(site_metrics: Mapping[str, Mapping[str, object]], num_classes: in
 def release_reports(site_metrics: Mapping[str, Mapping[str, object]], config: ExperimentConfig) -> dict[str, Any]:
     """Table-1 reports with bootstrap CIs for the release: {"pooled": report, "sites": {site: report}}.
 
-    A site that shared per-subject scores gets `evaluation_report` on them (AUC included); otherwise `count_report`
-    on its confusion counts (AUC unavailable). The pooled report uses the scores only when every site shared them.
+    A site that shared per-subject scores gets `report` on them (AUC included); otherwise `confusion_report` on its
+    confusion counts (AUC unavailable). The pooled report uses the scores only when every site shared them.
     """
     task, evaluation, num_classes = config.task, config.evaluation, config.num_classes
-    settings = {"resamples": evaluation.bootstrap_resamples, "confidence": evaluation.confidence}
-    settings.update(seed=evaluation.seed, threshold=evaluation.threshold)
 
-    def report(metrics: Sequence[Mapping[str, object]]) -> dict[str, Any]:
+    def report_of(metrics: Sequence[Mapping[str, object]]) -> dict[str, Any]:
         if all("scores" in m and "labels" in m for m in metrics):
             labels = np.concatenate([np.asarray(m["labels"], dtype=np.int64) for m in metrics])
             scores = np.concatenate([np.asarray(m["scores"], dtype=np.float64) for m in metrics])
             scores = scores if num_classes == 2 else scores.reshape(len(labels), num_classes)
-            out = evaluation_report(task, scores, labels, **settings)
+            out = report(task, scores, labels, evaluation)
         else:
             shape = (num_classes, num_classes)
             confusion = sum(np.asarray(m["confusion"], dtype=np.int64).reshape(shape) for m in metrics)
-            out = count_report(task, confusion, **settings)
+            out = confusion_report(task, confusion, evaluation)
         count = max(sum(int(m[NUM_EXAMPLES]) for m in metrics), 1)
         losses = [math.nan if m["loss"] is None else float(m["loss"]) for m in metrics]  # history: NaN as null
         out["loss"] = sum(x * int(m[NUM_EXAMPLES]) for x, m in zip(losses, metrics, strict=True)) / count
         return out
 
     ordered = dict(sorted(site_metrics.items()))
-    return {"pooled": report(list(ordered.values())), "sites": {site: report([m]) for site, m in ordered.items()}}
+    return {"pooled": report_of(list(ordered.values())), "sites": {site: report_of([m]) for site, m in ordered.items()}}

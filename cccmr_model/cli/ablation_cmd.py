@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cccmr_model.engine import evaluate_model
     from cccmr_model.engine.central import ingest_sites, pool, split_sites, train_phases
-    from cccmr_model.metrics import evaluation_report, json_safe, markdown_table
+    from cccmr_model.metrics import json_safe, markdown_table, report
 
     config = load_config(args.config, args.overrides)
     refuse_unapplied_privacy(config, args, "trains centrally on pooled data")
@@ -69,20 +69,10 @@ def run(args: argparse.Namespace) -> int:
     train_set = split_sites(sites, config)[0] if getattr(args, "train_split", False) else pool(sites)
     test_set = pool(ingest_sites(args.test, cache / "test", config, allow_outside_paths=outside))
     ckpt = out / "checkpoints"
-    ev = config.evaluation
 
     def score(state, cfg, source="fusion"):
         result = evaluate_model(state, test_set, cfg, device, source=source)
-        report = evaluation_report(
-            cfg.task,
-            result.scores,
-            result.labels,
-            resamples=ev.bootstrap_resamples,
-            confidence=ev.confidence,
-            seed=ev.seed,
-            threshold=ev.threshold,
-        )
-        return {**report, "loss": result.loss}
+        return {**report(cfg.task, result.scores, result.labels, config.evaluation), "loss": result.loss}
 
     pre = train_phases(train_set, config, phases=("pretrain",), device=device, checkpoint_dir=ckpt / "pretrain")
     pre_state = pre["pretrain"].state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cccmr_model.engine import evaluate_model
     from cccmr_model.engine.central import ingest_sites, pool
-    from cccmr_model.metrics import evaluation_report, json_safe, markdown_table
+    from cccmr_model.metrics import json_safe, markdown_table, report
     from cccmr_model.release import load_release
 
     if args.resamples is not None and args.resamples < MIN_RESAMPLES:
@@ -46,23 +47,20 @@ def run(args: argparse.Namespace) -> int:
         sites = ingest_sites(args.data, cache, config, allow_outside_paths=args.allow_outside_paths)
         evaluated = evaluate_model(state, pool(sites), config, args.device)
     ev = config.evaluation
-    report = evaluation_report(
-        config.task,
-        evaluated.scores,
-        evaluated.labels,
-        resamples=ev.bootstrap_resamples if args.resamples is None else args.resamples,
-        confidence=ev.confidence,
+    ev = dataclasses.replace(
+        ev,
+        bootstrap_resamples=ev.bootstrap_resamples if args.resamples is None else args.resamples,
         seed=ev.seed if args.seed is None else args.seed,
-        threshold=ev.threshold,
-    )
-    report["loss"] = evaluated.loss
-    report["release"] = {"path": str(args.release), "content_hash": release.content_hash}
-    report["sites"] = [site.name for site in sites]
-    table = markdown_table({args.name: report})
+    )  # --resamples / --seed override the release's settings
+    result = report(config.task, evaluated.scores, evaluated.labels, ev)
+    result["loss"] = evaluated.loss
+    result["release"] = {"path": str(args.release), "content_hash": release.content_hash}
+    result["sites"] = [site.name for site in sites]
+    table = markdown_table({args.name: result})
     print(table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "evaluation.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+        (args.out / "evaluation.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
         (args.out / "evaluation.md").write_text(table)
         print(f"written: {args.out / 'evaluation.json'}, {args.out / 'evaluation.md'}")
     return 0

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cccmr_model.engine import evaluate_model
     from cccmr_model.engine.central import ingest_sites, split_sites, train_phases, write_training_output
-    from cccmr_model.metrics import evaluation_report, json_safe, markdown_table
+    from cccmr_model.metrics import json_safe, markdown_table, report
 
     config = load_config(args.config, args.overrides)
     refuse_unapplied_privacy(config, args, "trains centrally on pooled data")
@@ -51,16 +51,7 @@ def run(args: argparse.Namespace) -> int:
     metrics: dict = {}
     if val_set is not None:
         evaluated = evaluate_model(state, val_set, config, device)
-        ev = config.evaluation
-        metrics["validation"] = evaluation_report(
-            config.task,
-            evaluated.scores,
-            evaluated.labels,
-            resamples=ev.bootstrap_resamples,
-            confidence=ev.confidence,
-            seed=ev.seed,
-            threshold=ev.threshold,
-        )
+        metrics["validation"] = report(config.task, evaluated.scores, evaluated.labels, config.evaluation)
         metrics["validation"]["loss"] = evaluated.loss
         (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False) + "\n")
         table = markdown_table({"CC-CMR (validation)": metrics["validation"]})

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine import evaluate_model
 from cccmr_model.errors import CccmrError
-from cccmr_model.metrics import evaluation_report, positive_scores
+from cccmr_model.metrics import positive_scores, report
 from cccmr_model.release import load_release
 
 log = logging.getLogger("cccmr.demo")
@@ -28,7 +28,7 @@ class ReleaseEvaluation:
     name: str
     release: Path
     content_hash: str
-    report: dict[str, Any]  # cccmr_model.metrics.evaluation_report plus the loss
+    report: dict[str, Any]  # cccmr_model.metrics.report plus the loss
     scores: np.ndarray  # N, P(cardiomyopathy)
     labels: np.ndarray  # N
 
@@ -50,14 +50,10 @@ def evaluate_release(name: str, release_dir: Path, dataset: Dataset) -> ReleaseE
     release = load_release(release_dir)
     config = release.config
     result = evaluate_model(release.model.state_dict(), dataset, config, "cpu")
-    ev = config.evaluation
-    report = evaluation_report(
-        config.task, result.scores, result.labels, resamples=ev.bootstrap_resamples, confidence=ev.confidence,
-        seed=ev.seed, threshold=ev.threshold,
-    )  # fmt: skip
-    report["loss"] = result.loss
-    log.info("%s on the test set: %s", name, _short(report["metrics"]))
-    return ReleaseEvaluation(name, release_dir, release.content_hash, report, positive_scores(result.scores),
+    evaluation = report(config.task, result.scores, result.labels, config.evaluation)
+    evaluation["loss"] = result.loss
+    log.info("%s on the test set: %s", name, _short(evaluation["metrics"]))
+    return ReleaseEvaluation(name, release_dir, release.content_hash, evaluation, positive_scores(result.scores),
                              result.labels)  # fmt: skip
 
 
