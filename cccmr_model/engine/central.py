@@ -11,15 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import Tensor
 
 from cccmr_model.config import PHASES
 from cccmr_model.config.schema import ExperimentConfig
-from cccmr_model.engine.datasets import LabelledSubset, PooledDataset, dataset_labels, dataset_subtypes
+from cccmr_model.engine.datasets import LabelledSubset, PooledDataset
 from cccmr_model.engine.train import PhaseResult, train_phase
 from cccmr_model.errors import DataError
-from cccmr_model.splits import split_train_val
+from cccmr_model.splits import split_site
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +68,11 @@ def ingest_sites(
     return sites
 
 
-def stratify_labels(dataset: Any, task: str) -> np.ndarray:
-    """What a split stratifies on: the label (screening) or the subtype, healthy as its own group (subtyping)."""
-    return dataset_subtypes(dataset) if task == "subtyping" else dataset_labels(dataset)
-
-
 def split_sites(sites: Sequence[Site], config: ExperimentConfig) -> tuple[PooledDataset, PooledDataset | None, dict]:
-    """Split each site (stratified, seeded, `data.val_fraction`) and pool the parts; also a per-site summary."""
+    """Split each site as a federated site does (`split_site`) and pool the parts; also a per-site summary."""
     train_parts, val_parts, summary = [], [], {}
     for site in sites:
-        train_idx, val_idx = split_train_val(
-            stratify_labels(site.dataset, config.task), config.data.val_fraction, config.seed
-        )
+        train_idx, val_idx = split_site(site.dataset, config)
         train_parts.append(LabelledSubset(site.dataset, train_idx))
         if len(val_idx):
             val_parts.append(LabelledSubset(site.dataset, val_idx))

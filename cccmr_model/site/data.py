@@ -30,7 +30,7 @@ from cccmr_model.data.manifest import MANIFEST_NAME
 from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.errors import ConfigError
 from cccmr_model.site.config import SiteSettings, from_node_config
-from cccmr_model.splits import split_train_val
+from cccmr_model.splits import split_site
 
 log = logging.getLogger("cccmr.client")
 
@@ -65,10 +65,10 @@ def site_settings(
 
 
 def prepare_site(settings: SiteSettings, config: ExperimentConfig) -> SiteData:
-    """Ingest on first use, then the seeded, label-stratified train/validation split of the site's subjects."""
+    """Ingest on first use, then the seeded, stratified train/validation split of the site's subjects (`split_site`)."""
     ensure_cache(settings, config.data)
     dataset = CachedDataset(settings.cache_path, data_config=config.data)
-    train_idx, val_idx = split_train_val(dataset.labels, config.data.val_fraction, config.seed)
+    train_idx, val_idx = split_site(dataset, config)
     return SiteData(LabelledSubset(dataset, train_idx), LabelledSubset(dataset, val_idx))
 
 

@@ -79,7 +79,7 @@ def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
 
     from cccmr_model.cli import ablation_cmd
     from cccmr_model.engine import central
-    from cccmr_model.splits import split_train_val
+    from cccmr_model.splits import split_site
 
     config = load_config("tiny", [*FAST, "data.val_fraction=0.25"])
     sites = [Site("a", SyntheticCohort(12, config.data, seed=1)), Site("b", SyntheticCohort(8, config.data, seed=2))]
@@ -100,6 +100,6 @@ def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
     )  # fmt: skip
     with pytest.raises(StopError):
         ablation_cmd.run(args)
-    site_train = [split_train_val(s.dataset.labels, 0.25, config.seed)[0] for s in sites]  # a site's split
+    site_train = [split_site(s.dataset, config)[0] for s in sites]  # a site's split
     expected = sum(len(idx) for idx in site_train) if train_split else 20
     assert len(seen[0]) == expected and (expected < 20) == train_split
