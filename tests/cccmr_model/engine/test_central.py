@@ -92,11 +92,12 @@ def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
         seen.append(train_set)
         raise StopError
 
-    monkeypatch.setattr(central, "ingest_sites", lambda roots, cache, cfg: sites)
+    monkeypatch.setattr(central, "ingest_sites", lambda roots, cache, cfg, **kwargs: sites)
     monkeypatch.setattr(central, "train_phases", record)
     args = argparse.Namespace(
         config="tiny", overrides=[*FAST, "data.val_fraction=0.25"], data=[tmp_path / "a", tmp_path / "b"],
         test=[tmp_path / "t"], out=tmp_path / "out", cache=None, device="cpu", no_tsne=True, train_split=train_split,
+        allow_outside_paths=False,
     )  # fmt: skip
     with pytest.raises(StopError):
         ablation_cmd.run(args)
