@@ -21,6 +21,8 @@ the local Runtime API (--host, default 127.0.0.1).
   --cache-path DIR       the site's preprocessed cache and local checkpoints (required)
   --device DEV           cpu, cuda or cuda:N (default: cpu)
   --allow-outside-paths  let manifest.csv name series outside --data-path (absolute or ../ paths; refused otherwise)
+  --worker-socket PATH   forward each message to the warm site worker (cccmr site-worker) listening on this
+                         absolute UNIX socket path, e.g. /run/cccmr/NAME/worker.sock (empty: train in the ClientApp)
   --root-cert FILE       consortium CA certificate (default: \$CCCMR_CERTS/ca.crt or ./certs/ca.crt)
   --key FILE             the site's private key (default: ./keys/NAME)
   --port PORT            local Runtime API port, unique per SuperNode on this host (default: 9094)
@@ -41,16 +43,17 @@ die() { echo "$(basename "$0"): error: $*" >&2; exit 2; }
 
 superlink=""; site=""; data_path=""; cache_path=""; device="cpu"; root_cert=""; key=""
 port=9094; host="127.0.0.1"; state_dir="${CCCMR_STATE_DIR:-}"; isolation="subprocess"; log_file=""
-insecure=0; print_only=0; outside=0; extra=()
+worker_socket=""; insecure=0; print_only=0; outside=0; extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --superlink|--site|--data-path|--cache-path|--device|--root-cert|--key|--port|--host|--state-dir|--isolation|--log-file)
+        --superlink|--site|--data-path|--cache-path|--device|--root-cert|--key|--port|--host|--state-dir|--isolation|--log-file|\
+        --worker-socket)
             [ $# -ge 2 ] || die "$1 needs a value"
             case "$1" in
                 --superlink) superlink="$2" ;; --site) site="$2" ;; --data-path) data_path="$2" ;;
                 --cache-path) cache_path="$2" ;; --device) device="$2" ;; --root-cert) root_cert="$2" ;;
                 --key) key="$2" ;; --port) port="$2" ;; --host) host="$2" ;; --state-dir) state_dir="$2" ;;
-                --isolation) isolation="$2" ;; --log-file) log_file="$2" ;;
+                --isolation) isolation="$2" ;; --log-file) log_file="$2" ;; --worker-socket) worker_socket="$2" ;;
             esac
             shift 2 ;;
         --insecure) insecure=1; shift ;;
@@ -70,9 +73,13 @@ done
 [[ "$device" =~ ^(cpu|cuda(:[0-9]+)?)$ ]] || die "--device must be cpu, cuda or cuda:N, got '$device'"
 [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port must be 1-65535, got '$port'"
 case "$isolation" in subprocess|process) ;; *) die "--isolation must be subprocess or process, got '$isolation'" ;; esac
-for v in "$data_path" "$cache_path"; do
+for v in "$data_path" "$cache_path" "$worker_socket"; do
     case "$v" in *'"'*|*' '*) die "paths in the node config may not contain quotes or spaces: '$v'" ;; esac
 done
+if [ -n "$worker_socket" ]; then
+    [[ "$worker_socket" == /* ]] || die "--worker-socket must be an absolute path, got '$worker_socket'"
+    [ "$(printf %s "$worker_socket" | wc -c)" -le 107 ] || die "--worker-socket is longer than 107 bytes (a UNIX socket path)"
+fi
 for a in ${extra[@]+"${extra[@]}"}; do
     case "$a" in --insecure|--root-certificates|--auth-supernode-*|--node-config) die "pass $a through this script's own options" ;; esac
 done
@@ -85,6 +92,7 @@ exe="$(cccmr_find_exe flower-supernode "${FLOWER_SUPERNODE:-}")" || exit 2
 
 node_config="site=\"$site\" data-path=\"$data_path\" cache-path=\"$cache_path\" device=\"$device\""
 [ "$outside" -eq 0 ] || node_config+=" allow-outside-paths=true"
+[ -z "$worker_socket" ] || node_config+=" worker-socket=\"$worker_socket\""
 cmd=("$exe" --superlink "$superlink" --host "$host" --port "$port" --isolation "$isolation" --node-config "$node_config")
 if [ "$insecure" -eq 1 ]; then
     cccmr_insecure_banner "flower-supernode ($site)"
@@ -109,4 +117,10 @@ if [ -n "$log_file" ]; then
     exec >>"$log_file" 2>&1
 fi
 echo "Starting SuperNode '$site' -> $superlink (FLWR_HOME: $FLWR_HOME, device: $device)" >&2
+if [ -n "$worker_socket" ]; then
+    # Not an error: the SuperNode does not need the worker to connect; a round fails at this site until it runs.
+    [ -S "$worker_socket" ] || echo "note: no site worker listens at $worker_socket yet (still starting?):" \
+        "this site answers rounds with an error until cccmr site-worker runs there" >&2
+    echo "Forwarding messages to the site worker at $worker_socket" >&2
+fi
 exec "${cmd[@]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import socket
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,46 @@ def test_superlink_insecure_refuses_a_network_address(tmp_path, run_script, fake
     assert result.returncode == 2, result.stderr
     assert "loopback only" in result.stderr or "this script's own options" in result.stderr
     assert not Path(f"{fake_flower}.args").exists()
+
+
+def _insecure_supernode(tmp_path: Path, *more: str | Path) -> list[str | Path]:
+    return [
+        "--superlink", "127.0.0.1:8000", "--site", "alpha", "--data-path", tmp_path / "data",
+        "--cache-path", tmp_path / "cache", "--insecure", "--state-dir", tmp_path / "node", *more,
+    ]  # fmt: skip
+
+
+def test_supernode_passes_the_worker_socket_in_the_node_config(tmp_path, run_script, fake_flower) -> None:
+    sock = tmp_path / "run" / "worker.sock"
+    args = _insecure_supernode(tmp_path, "--worker-socket", sock)
+    result = run_script("start-supernode.sh", *args, FLOWER_SUPERNODE=str(fake_flower))
+    assert result.returncode == 0, result.stderr
+    assert _flag(_recorded(fake_flower)[0], "--node-config").endswith(f'device="cpu" worker-socket="{sock}"')
+    assert f"no site worker listens at {sock} yet" in result.stderr  # a note, never a refusal: it may start later
+    sock.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(sock))
+        listener.listen()
+        result = run_script("start-supernode.sh", *args, FLOWER_SUPERNODE=str(fake_flower))
+    assert result.returncode == 0 and "no site worker listens" not in result.stderr
+    assert f"Forwarding messages to the site worker at {sock}" in result.stderr
+
+
+def test_supernode_without_a_worker_socket_trains_in_the_clientapp(tmp_path, run_script, fake_flower) -> None:
+    """An empty --worker-socket (the systemd unit's default) leaves worker-socket out of the node config."""
+    result = run_script("start-supernode.sh", *_insecure_supernode(tmp_path, "--worker-socket", ""),
+                        FLOWER_SUPERNODE=str(fake_flower))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "worker-socket" not in _flag(_recorded(fake_flower)[0], "--node-config")
+    assert "site worker" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("run/worker.sock", "absolute path"), ("/run/cccmr/a b.sock", "quotes or spaces"),
+     ('/run/"x".sock', "quotes or spaces"), ("/" + "w" * 107, "longer than 107 bytes")],
+)  # fmt: skip
+def test_supernode_refuses_a_bad_worker_socket(tmp_path, run_script, fake_flower, path, message) -> None:
+    args = _insecure_supernode(tmp_path, "--worker-socket", path, "--print-command")
+    result = run_script("start-supernode.sh", *args, FLOWER_SUPERNODE=str(fake_flower))
+    assert result.returncode == 2 and message in result.stderr
