@@ -12,6 +12,7 @@ The site config is a small TOML or YAML file with the site's own settings (the s
     private-key = "/etc/cccmr/keys/anzhen"
     config = "default"                    # optional: experiment config whose preprocessing the dry ingest uses
     allow-outside-paths = false           # optional: manifest paths may leave data-path (as the node config)
+    worker-socket = "/run/cccmr/anzhen/worker.sock"  # optional: the warm site worker must answer there
 
 Every check returns a `Check` (ok / warn / fail, what was found, how to fix it). Nothing is written except a
 probe file in the cache path; no patient data leaves the process. No flwr import here: this runs before Flower.
@@ -19,6 +20,7 @@ probe file in the cache path; no patient data leaves the process. No flwr import
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import stat
@@ -323,6 +325,72 @@ def _certificate_fix(message: str, host: str) -> str:
     return "root-certificate must be the consortium ca.crt that signed the SuperLink certificate"
 
 
+def _worker_start_fix(site: SiteConfig) -> str:
+    return (
+        f"start it: systemctl start cccmr-site-worker@{site.name} (Docker: docker compose -f compose.site.yaml "
+        "up -d site-worker); its log says why it stopped"
+    )
+
+
+def check_worker(site: SiteConfig) -> list[Check]:
+    """With `worker-socket` set: the socket is 600 and the warm site worker answers a ping with this install's app
+    fingerprint. Nothing to check without it (the ClientApp trains in its own process)."""
+    path = site.worker_socket
+    if path is None:
+        return []
+    name = "site worker"
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return [Check(name, FAIL, f"no socket at {path}: the worker is not running", _worker_start_fix(site))]
+    except OSError as exc:
+        return [Check(name, FAIL, f"cannot see {path}: {exc}", "run cccmr doctor as the site's user (cccmr)")]
+    if not stat.S_ISSOCK(info.st_mode):
+        return [Check(name, FAIL, f"{path} is not a socket", f"remove it; the worker makes its own ({path})")]
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        detail = f"{path} is open to other users (mode {mode:o}): they could send it messages"
+        return [Check(name, FAIL, detail, f"restart the worker, which makes it 600, or chmod 600 {path}")]
+    if info.st_uid != os.geteuid() and os.geteuid() != 0:
+        detail = f"{path} belongs to uid {info.st_uid}, this check runs as uid {os.geteuid()}"
+        fix = "run cccmr doctor as the user of the SuperNode and the worker (cccmr), who alone may connect"
+        return [Check(name, FAIL, detail, fix)]
+    return [_ping_worker(site, path)]
+
+
+def _ping_worker(site: SiteConfig, path: Path) -> Check:
+    """One ping over the channel: OK with the worker's pid, or what is wrong (down, busy, other code)."""
+    from cccmr_model.channel import ChannelError, app_fingerprint, connect, receive, send
+
+    name, mine = "site worker", app_fingerprint()
+    try:
+        sock = connect(path, site.connect_timeout)
+    except ChannelError as exc:
+        return Check(name, FAIL, str(exc), _worker_start_fix(site))
+    with sock:
+        try:
+            send(sock, {"kind": "ping", "fingerprint": mine})
+            reply, _ = receive(sock)
+        except TimeoutError:
+            detail = f"{path}: no reply within {site.connect_timeout:g} s: busy with a round's message, or hung"
+            fix = f"check again between rounds; if it persists: systemctl restart cccmr-site-worker@{site.name}"
+            return Check(name, WARN, detail, fix)
+        except (ChannelError, OSError) as exc:
+            return Check(name, FAIL, f"{path}: no answer to a ping ({exc})", _worker_start_fix(site))
+    if "error" not in reply:
+        pid = reply.get("metrics", {}).get("pid")
+        return Check(name, OK, f"{path}: pid {pid}, mode 600, app {mine}")
+    theirs = reply.get("fingerprint")
+    if theirs is None:
+        return Check(name, FAIL, f"{path}: {reply['error']}", _worker_start_fix(site))
+    detail = f"app fingerprint mismatch: this installation is {mine}, the worker runs {theirs}"
+    fix = (
+        f"restart it on the installed release: systemctl restart cccmr-site-worker@{site.name} "
+        "(Docker: docker compose -f compose.site.yaml up -d --build site-worker)"
+    )
+    return Check(name, FAIL, detail, fix)
+
+
 # ---- the checklist ------------------------------------------------------------------------------------------
 
 
@@ -332,6 +400,7 @@ def run_checks(site: SiteConfig) -> list[Check]:
         lambda: check_torch(site.device),
         lambda: check_data(site),
         lambda: check_cache(site),
+        lambda: check_worker(site),
         lambda: check_root_certificate(site),
         lambda: check_private_key(site),
         lambda: check_superlink(site),

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--site-config",
         required=True,
         metavar="FILE",
-        help="TOML or YAML file: site, data-path, cache-path, device, superlink, root-certificate, private-key",
+        help="TOML or YAML file: site, data-path, cache-path, device, superlink, root-certificate, private-key "
+        "(and worker-socket, to check the warm site worker)",
     )
 
 

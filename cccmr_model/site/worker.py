@@ -86,7 +86,8 @@ def answer(conn: socket.socket, handle: Handler, fingerprint: str) -> None:
     theirs = header.get("fingerprint")
     if theirs != fingerprint:
         _reply_error(conn, f"app mismatch: the ClientApp runs {theirs}, this site worker runs {fingerprint}; "
-                     "install the same release at the site and restart the worker")  # fmt: skip
+                     "install the same release at the site and restart the worker",
+                     fingerprint=fingerprint)  # fmt: skip
         return
     if kind == "ping":
         _reply(conn, {"metrics": {"pid": os.getpid()}}, [])
@@ -105,9 +106,10 @@ def _reply(conn: socket.socket, header: Mapping[str, Any], arrays: list[np.ndarr
         send(conn, header, arrays)
 
 
-def _reply_error(conn: socket.socket, message: str) -> None:
+def _reply_error(conn: socket.socket, message: str, **fields: Any) -> None:
+    """A one-line error reply; `fields` add to its header (a mismatch names the worker's `fingerprint`)."""
     log.warning("%s", message)
-    _reply(conn, {"error": message}, [])
+    _reply(conn, {"error": message, **fields}, [])
 
 
 def _one_line(err: BaseException) -> str:

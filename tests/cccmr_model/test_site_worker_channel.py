@@ -55,6 +55,7 @@ def test_arrays_and_config_round_trip_and_the_socket_is_600(worker) -> None:
 def test_a_fingerprint_mismatch_and_a_failed_handler_are_one_line_errors(worker) -> None:
     header, _ = request(worker, {"kind": "train", "fingerprint": "0.0.9+old"}, [], 10)
     assert header["error"].startswith("app mismatch: the ClientApp runs 0.0.9+old, this site worker runs 0.1.0+test")
+    assert header["fingerprint"] == FP  # named apart too, for cccmr doctor
     header, _ = request(worker, {"kind": "boom", "fingerprint": FP}, [], 10)
     assert header["error"] == "site worker: boom failed: ValueError: bad thing happened"
     header, _ = request(worker, {"kind": "ping", "fingerprint": FP}, [], 10)  # the worker went on

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cccmr_model.channel import app_fingerprint
 from cccmr_model.cli import main
 from cccmr_model.data.dicom_writer import Geometry, write_series
-from cccmr_model.doctor import FAIL, OK, WARN, load_site_config, run_checks
+from cccmr_model.doctor import FAIL, OK, WARN, Check, check_worker, load_site_config, run_checks
 from cccmr_model.errors import ConfigError
+from cccmr_model.site.worker import open_socket, serve
 
 
 @pytest.fixture
@@ -147,3 +150,108 @@ def test_a_bad_manifest_row_is_a_warning_naming_its_line(site_dir, certs_dir, ke
     config.write_text(config.read_text() + "allow-outside-paths = true\n")
     checks = {c.name: c for c in run_checks(load_site_config(config))}
     assert "2 subjects" in checks["manifest"].detail and "1 row rejected" in checks["manifest"].detail
+
+
+def _stand_in(kind, header, arrays):
+    raise AssertionError("cccmr doctor only pings the worker")
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """`worker(fingerprint)`: a real site worker's socket and serving loop, in a thread, with a stand-in handler."""
+    started: list[tuple[socket.socket, threading.Event, threading.Thread]] = []
+
+    def start(fingerprint: str) -> Path:
+        path = tmp_path / "run" / "worker.sock"
+        server = open_socket(path)
+        stop = threading.Event()
+        thread = threading.Thread(target=serve, args=(server, _stand_in),
+                                  kwargs={"fingerprint": fingerprint, "stop": stop, "poll_s": 0.05})  # fmt: skip
+        thread.start()
+        started.append((server, stop, thread))
+        return path
+
+    yield start
+    for server, stop, thread in started:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def _worker_check(site_dir: Path, certs_dir: Path, keys_dir: Path, path: Path, timeout: int = 2) -> Check:
+    config = _write_config(site_dir, certs_dir, keys_dir, 1, **{"worker-socket": str(path), "connect-timeout": timeout})
+    (check,) = check_worker(load_site_config(config))
+    assert check.name == "site worker"
+    return check
+
+
+def test_a_worker_running_this_code_passes(site_dir, certs_dir, keys_dir, tls_server, worker, capsys) -> None:
+    path = worker(app_fingerprint())
+    config = _write_config(site_dir, certs_dir, keys_dir, tls_server, **{"worker-socket": str(path)})
+    checks = {c.name: c for c in run_checks(load_site_config(config))}
+    assert [n for n, c in checks.items() if c.status != OK] == []
+    assert f"pid {os.getpid()}" in checks["site worker"].detail and app_fingerprint() in checks["site worker"].detail
+    assert main(["doctor", "--site-config", str(config)]) == 0
+    assert "[ OK ] site worker" in capsys.readouterr().out
+
+
+def test_no_worker_socket_means_no_worker_check(site_dir, certs_dir, keys_dir) -> None:
+    config = _write_config(site_dir, certs_dir, keys_dir, 1)
+    assert check_worker(load_site_config(config)) == []
+
+
+def test_a_worker_that_is_down_fails_with_how_to_start_it(site_dir, certs_dir, keys_dir, capsys) -> None:
+    path = site_dir / "run" / "worker.sock"
+    check = _worker_check(site_dir, certs_dir, keys_dir, path)
+    assert check.status == FAIL and "not running" in check.detail
+    assert "systemctl start cccmr-site-worker@alpha" in check.fix and "up -d site-worker" in check.fix
+    open_socket(path).close()  # a worker that died: its socket file stayed behind
+    check = _worker_check(site_dir, certs_dir, keys_dir, path)
+    assert check.status == FAIL and "cannot connect" in check.detail
+    assert "systemctl start cccmr-site-worker@alpha" in check.fix
+    config = _write_config(site_dir, certs_dir, keys_dir, 1, **{"worker-socket": str(path)})
+    assert main(["doctor", "--site-config", str(config)]) == 1
+    assert "[FAIL] site worker" in capsys.readouterr().out
+
+
+def test_a_worker_running_other_code_fails_naming_both_fingerprints(site_dir, certs_dir, keys_dir, worker) -> None:
+    check = _worker_check(site_dir, certs_dir, keys_dir, worker("0.0.9+0123456789abcdef"))
+    assert check.status == FAIL
+    assert check.detail == (
+        f"app fingerprint mismatch: this installation is {app_fingerprint()}, the worker runs 0.0.9+0123456789abcdef"
+    )
+    assert "systemctl restart cccmr-site-worker@alpha" in check.fix
+
+
+@pytest.mark.parametrize("mode", [0o660, 0o606, 0o640])
+def test_a_socket_open_to_other_users_fails(site_dir, certs_dir, keys_dir, worker, mode) -> None:
+    path = worker(app_fingerprint())
+    path.chmod(mode)
+    check = _worker_check(site_dir, certs_dir, keys_dir, path)
+    assert check.status == FAIL and f"mode {mode:o}" in check.detail and "chmod 600" in check.fix
+
+
+def test_a_busy_worker_is_a_warning_not_a_failure(site_dir, certs_dir, keys_dir, tmp_path) -> None:
+    """The worker serves one message at a time: a ping during a round's training waits in its backlog."""
+    path = tmp_path / "busy" / "worker.sock"
+    server = open_socket(path)  # listening, never answering
+    try:
+        check = _worker_check(site_dir, certs_dir, keys_dir, path, timeout=1)
+    finally:
+        server.close()
+    assert check.status == WARN and "no reply within 1 s" in check.detail and "between rounds" in check.fix
+
+
+def test_a_file_in_place_of_the_socket_fails(site_dir, certs_dir, keys_dir) -> None:
+    path = site_dir / "worker.sock"
+    path.write_text("not a socket")
+    check = _worker_check(site_dir, certs_dir, keys_dir, path)
+    assert check.status == FAIL and "is not a socket" in check.detail
+
+
+def test_example_site_config_worker_socket_parses(tmp_path: Path, deploy_dir: Path) -> None:
+    text = (deploy_dir / "site-config.example.toml").read_text()
+    assert "\n# worker-socket = " in text  # off by default: the ClientApp trains itself
+    path = tmp_path / "site.toml"
+    path.write_text(text.replace("\n# worker-socket = ", "\nworker-socket = "))
+    assert load_site_config(path).worker_socket == Path("/run/cccmr/anzhen/worker.sock")
