@@ -18,7 +18,7 @@ import numpy as np
 
 from cccmr_model.config import load_config
 from cccmr_model.data import ingest_site
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 
 ROW, COL = (0.6, 0.8, 0.0), (0.48, -0.36, -0.8)
 

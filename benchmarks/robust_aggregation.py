@@ -120,7 +120,7 @@ def score(state: Mapping[str, np.ndarray], test_set: Any, config: ExperimentConf
 
 
 def run_all(out: Path, n_sites: int, subjects: int, test_subjects: int, seed: int, quick: bool) -> dict:
-    from cccmr_model.data.phantom import generate_cohort
+    from cccmr_model.phantom.cohort import generate_cohort
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # a SuperLink sets these
     sites = site_names(n_sites)

@@ -57,7 +57,7 @@ def start_worker(work: Path, data: Path) -> tuple[subprocess.Popen, Path]:
 
 
 def run_rounds(rounds: int, subjects: int) -> dict:
-    from cccmr_model.data.phantom import generate_cohort
+    from cccmr_model.phantom.cohort import generate_cohort
     from server.app import initial_state
 
     config = load_config("tiny", ["federation.sites=[anzhen]", "train.resample_factor=1"])

@@ -27,13 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.preview:
-        from cccmr_model.data.phantom_preview import write_preview
+        from cccmr_model.phantom.preview import write_preview
 
         print(write_preview(args.preview))
         return 0
     if not args.out:
         raise DataError("phantom: give --out DIR (or --preview DIR)")
-    from cccmr_model.data.phantom import generate_cohort
+    from cccmr_model.phantom.cohort import generate_cohort
 
     sites = [s.strip() for s in args.sites.split(",") if s.strip()]
     start = time.perf_counter()

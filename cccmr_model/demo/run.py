@@ -150,7 +150,7 @@ def _clean(out: Path) -> None:
 
 
 def _phantom(data: Path, sites: list[str], size: DemoSize, options: DemoOptions) -> dict[str, Any]:
-    from cccmr_model.data.phantom import generate_cohort
+    from cccmr_model.phantom.cohort import generate_cohort
 
     truths = generate_cohort(
         data, sites, size.subjects, options.seed, test_subjects=size.test_subjects, size="tiny",

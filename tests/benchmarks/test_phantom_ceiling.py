@@ -72,7 +72,7 @@ def test_summary_and_table_over_seeds() -> None:
 
 @pytest.mark.slow
 def test_ceiling_on_a_tiny_cohort(tmp_path) -> None:
-    from cccmr_model.data.phantom import generate_cohort
+    from cccmr_model.phantom.cohort import generate_cohort
 
     cohort = tmp_path / "data"
     generate_cohort(cohort, ["anzhen", "lanzhou"], 12, seed=3, test_subjects=16, size="tiny", workers=2)

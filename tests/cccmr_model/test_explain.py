@@ -12,7 +12,6 @@ from PIL import Image
 
 from cccmr_model.cli import main
 from cccmr_model.config import load_config
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.explain.overlays import end_systole
 from cccmr_model.explain.saliency import (
     FromProbes,
@@ -23,6 +22,7 @@ from cccmr_model.explain.saliency import (
     rank_correlation,
 )
 from cccmr_model.model import build_model
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.release import write_release
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES
 

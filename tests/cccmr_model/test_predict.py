@@ -13,9 +13,9 @@ import torch
 from cccmr_model.cli import main
 from cccmr_model.config import load_config
 from cccmr_model.data import load_series, preprocess_series
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.data.localise import choose_centre
 from cccmr_model.model import build_model
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.predict import Predictor
 from cccmr_model.release import load_release, write_release
 

@@ -13,7 +13,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from test_explain import PATIENT, _cine, _release
 
 from cccmr_model.cli import main
-from cccmr_model.data.dicom_writer import SeriesTags
+from cccmr_model.phantom.dicom_writer import SeriesTags
 from cccmr_model.release import load_release
 from cccmr_model.result_dicom import DISCLAIMER, page_lines, release_id
 

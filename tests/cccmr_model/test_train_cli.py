@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from cccmr_model import phantom
 from cccmr_model.cli import main
 from cccmr_model.config.loader import CONFIG_DIR
-from cccmr_model.data import phantom
 
 SMALL = [
     "data.image_size=32",

@@ -11,8 +11,8 @@ import pytest
 
 from cccmr_model.config import load_config
 from cccmr_model.config.schema import DataConfig
-from cccmr_model.data.dicom_writer import Geometry, write_series
 from cccmr_model.errors import ConfigError
+from cccmr_model.phantom.dicom_writer import Geometry, write_series
 from cccmr_model.site.data import SiteSettings, ensure_cache, site_settings
 
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)

@@ -14,9 +14,9 @@ import pytest
 
 from cccmr_model.channel import app_fingerprint
 from cccmr_model.cli import main
-from cccmr_model.data.dicom_writer import Geometry, write_series
 from cccmr_model.doctor import FAIL, OK, WARN, Check, check_worker, load_site_config, run_checks
 from cccmr_model.errors import ConfigError
+from cccmr_model.phantom.dicom_writer import Geometry, write_series
 from cccmr_model.site.worker import open_socket, serve
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.demo.flower import offline_env
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.processes import alive, descendants, free_port, listening, stop, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

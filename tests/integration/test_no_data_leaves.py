@@ -23,8 +23,8 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
 from cccmr_model.config import load_config
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.model import FIM_TERMS, PHASE_GROUPS, build_model, phase_state
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.release.files import is_release_key
 from cccmr_model.sequences import SEQUENCES
 from cccmr_model.wire import decode

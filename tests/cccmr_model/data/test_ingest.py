@@ -15,8 +15,8 @@ from cccmr_model.cli import main
 from cccmr_model.config import load_config
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.data import CachedDataset, ingest_site
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.errors import DataError
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
 PATIENT = {"patient_name": "Doe^Jane", "patient_id": "MRN7654321"}

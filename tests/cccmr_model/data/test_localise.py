@@ -15,11 +15,11 @@ import pytest
 
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.data import ingest_site
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.data.localise import CENTRE_FALLBACK, SAX_MOTION, choose_centre, locate_heart
-from cccmr_model.data.phantom import generate_cohort
 from cccmr_model.data.preprocess import crop_or_pad, normalise, preprocess_series, resample_inplane, zscore
 from cccmr_model.data.series import Series, load_series
+from cccmr_model.phantom.cohort import generate_cohort
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 
 SUNNYBROOK = Path("/work/shared/data/sunnybrook-scd")
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)

@@ -10,8 +10,8 @@ import pytest
 from cccmr_model.cli import main
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.data import discover_series, ingest_site, read_manifest
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.errors import DataError
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
 HEADER = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax\n"

@@ -13,9 +13,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import HTJ2KLossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
 from cccmr_model.data import load_series
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, write_series
 from cccmr_model.data.series import SeriesError
 from cccmr_model.errors import DataError
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
 
 # An oblique short-axis-like plane: neither axis-aligned nor with z as the slice direction.
 ROW = (0.6, 0.8, 0.0)

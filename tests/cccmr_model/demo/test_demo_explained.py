@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from cccmr_model.config import load_config
-from cccmr_model.data.phantom import generate_cohort
 from cccmr_model.demo.explained import explain_examples
 from cccmr_model.model import build_model
+from cccmr_model.phantom.cohort import generate_cohort
 from cccmr_model.release import write_release
 
 TRAINING = {"mode": "central", "sites": {"demo": {"subjects": 4}}, "phases": {"fusion": {"epochs": 1}}}

@@ -12,9 +12,9 @@ import pytest
 
 from cccmr_model.config import load_config
 from cccmr_model.data import CachedDataset, ingest_site
-from cccmr_model.data.phantom import generate_cohort
 from cccmr_model.engine import train_phase
 from cccmr_model.engine.evaluate import evaluate_heads
+from cccmr_model.phantom.cohort import generate_cohort
 
 EPOCHS = 20  # the bound
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cccmr_model.data.phantom_anatomy import Heart, HeartSampler, state
+from cccmr_model.phantom.anatomy import Heart, HeartSampler, state
 
 # Tissue signal relative to cine blood; LGE myocardium/blood/scar are further scaled per subject (Heart.lge_*).
 CONTRAST: dict[str, dict[str, float]] = {

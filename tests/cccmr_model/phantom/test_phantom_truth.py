@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cccmr_model.data.phantom import LGE_PHASE, SIZES, render_subject, sample_layout, sample_protocol
-from cccmr_model.data.phantom_anatomy import ground_truth, state
-from cccmr_model.data.phantom_sites import site_profile
-from cccmr_model.data.phantom_subjects import sample_heart
+from cccmr_model.phantom.anatomy import ground_truth, state
+from cccmr_model.phantom.cohort import LGE_PHASE, SIZES, render_subject, sample_layout, sample_protocol
+from cccmr_model.phantom.sites import site_profile
+from cccmr_model.phantom.subjects import sample_heart
 
 
 def _subject(subtype: str | None, seed: int, lge: bool | None = None):

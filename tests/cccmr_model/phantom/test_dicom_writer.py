@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, make_uid, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, make_uid, write_series
 
 ROW = (0.8, 0.6, 0.0)
 COL = (0.0, 0.0, -1.0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cccmr_model.data.phantom_anatomy import Heart, ScarPatch
+from cccmr_model.phantom.anatomy import Heart, ScarPatch
 
 # Probability that a patient of each subtype shows LGE.
 LGE_POSITIVE: dict[str, float] = {"HCM": 0.65, "DCM": 0.35, "NDLVC": 0.9, "RCM": 0.75, "ARVC": 0.7}

@@ -1,6 +1,6 @@
 """Write an image series as real MR DICOM: classic (one file per frame) or one enhanced multi-frame file.
 
-Used by the synthetic cohort generator (`cccmr_model.data.phantom`) and by the ingestion tests, which plant
+Used by the synthetic cohort generator (`cccmr_model.phantom.cohort`) and by the ingestion tests, which plant
 faults through `extra` / `per_file_extra`. Files are Explicit VR Little Endian with a valid file meta header
 (PS3.10 section 7.1).
 

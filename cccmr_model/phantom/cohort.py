@@ -6,8 +6,8 @@ with a SAX cine stack, a 4-chamber cine and a SAX LGE stack, and `<out>/<site>/g
 (EDV, ESV, EF, wall thickness, LGE burden, subtype, severity, scanner). With `test_subjects`, a held-out set pooled
 from all sites goes to `<out>/test/`. Deterministic for a seed: each subject draws from its own generator.
 
-Anatomy and motion: `phantom_anatomy`; phenotypes: `phantom_subjects`; vendors and sites: `phantom_sites`;
-rendering and MR physics: `phantom_render`; the DICOM files: `dicom_writer`.
+Anatomy and motion: `anatomy`; phenotypes: `subjects`; vendors and sites: `sites`; rendering and MR physics:
+`render`; the DICOM files: `dicom_writer` (all in `cccmr_model.phantom`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cccmr_model.data.dicom_writer import Geometry, SeriesTags, make_uid, write_series
-from cccmr_model.data.phantom_anatomy import Heart, ground_truth
-from cccmr_model.data.phantom_render import Layout, Plane, add_rician, bias_field, blur, render_planes
-from cccmr_model.data.phantom_sites import SUBTYPES, VENDORS, Site, Vendor, choose, pooled_site, site_profile
-from cccmr_model.data.phantom_subjects import sample_heart
 from cccmr_model.errors import DataError
+from cccmr_model.phantom.anatomy import Heart, ground_truth
+from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, make_uid, write_series
+from cccmr_model.phantom.render import Layout, Plane, add_rician, bias_field, blur, render_planes
+from cccmr_model.phantom.sites import SUBTYPES, VENDORS, Site, Vendor, choose, pooled_site, site_profile
+from cccmr_model.phantom.subjects import sample_heart
 
 log = logging.getLogger(__name__)
 

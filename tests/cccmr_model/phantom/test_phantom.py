@@ -13,9 +13,9 @@ import pytest
 from cccmr_model.cli import main
 from cccmr_model.config import load_config
 from cccmr_model.data import load_series, preprocess_series
-from cccmr_model.data.phantom import MANIFEST_COLUMNS, SIZES, generate_cohort, subject_specs, write_subject
-from cccmr_model.data.phantom_sites import SUBTYPES, site_profile
 from cccmr_model.data.series import SeriesError
+from cccmr_model.phantom.cohort import MANIFEST_COLUMNS, SIZES, generate_cohort, subject_specs, write_subject
+from cccmr_model.phantom.sites import SUBTYPES, site_profile
 
 
 @pytest.fixture(scope="module")
