@@ -12,7 +12,6 @@ Anatomy and motion: `anatomy`; phenotypes: `subjects`; vendors and sites: `sites
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -25,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from cccmr_model.data.manifest import COLUMNS, MANIFEST_NAME, write_manifest
 from cccmr_model.errors import DataError
 from cccmr_model.phantom.anatomy import Heart, ground_truth
 from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, make_uid, write_series
 from cccmr_model.phantom.render import Layout, Plane, add_rician, bias_field, blur, render_planes
-from cccmr_model.phantom.sites import SUBTYPES, VENDORS, Site, Vendor, choose, pooled_site, site_profile
+from cccmr_model.phantom.sites import VENDORS, Site, Vendor, choose, pooled_site, site_profile
 from cccmr_model.phantom.subjects import sample_heart
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("subject_id", "label", "subtype", "cine_4ch", "cine_sax", "lge_sax")
 LGE_PHASE = 0.72  # mid-diastole
 
 
@@ -214,8 +213,8 @@ def write_subject(spec: SubjectSpec, site_dir: Path) -> dict:
     vendor = protocol.vendor
     numbers = {"cine_4ch": 3, "cine_sax": 5, "lge_sax": 14} if vendor.name != "philips" else {
         "cine_4ch": 301, "cine_sax": 501, "lge_sax": 1401}  # fmt: skip
-    row = {"subject_id": spec.subject_id, "label": spec.label, "subtype": spec.subtype or "",
-           "cine_4ch": "", "cine_sax": "", "lge_sax": ""}  # fmt: skip
+    row = dict.fromkeys(COLUMNS, "") | {"subject_id": spec.subject_id, "label": str(spec.label),
+                                        "subtype": spec.subtype or ""}  # fmt: skip
     age = int(rng.integers(18, 80))
     for name, item in series.items():
         description = vendor.descriptions[name]
@@ -317,7 +316,7 @@ def generate_cohort(
     truths: dict[str, list[dict]] = {}
     for group, items in results.items():
         items.sort(key=lambda r: r["row"]["subject_id"])
-        write_manifest(out / group / "manifest.csv", [r["row"] for r in items])
+        write_manifest(out / group / MANIFEST_NAME, [r["row"] for r in items])
         truths[group] = [r["truth"] for r in items]
     summary = {
         "seed": seed,
@@ -344,16 +343,3 @@ def _map(jobs: list, workers: int, progress) -> Iterator[dict]:
     workers = min(workers, len(jobs), os.cpu_count() or 1)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         yield from wrap(pool.map(_run, jobs, chunksize=1), "phantom subjects", total=len(jobs))
-
-
-def write_manifest(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def subtype_index(subtype: str) -> int:
-    """0..4 in the order of `SUBTYPES`; -1 for none."""
-    return SUBTYPES.index(subtype) if subtype else -1

@@ -13,8 +13,9 @@ import pytest
 from cccmr_model.cli import main
 from cccmr_model.config import load_config
 from cccmr_model.data import load_series, preprocess_series
+from cccmr_model.data.manifest import COLUMNS
 from cccmr_model.data.series import SeriesError
-from cccmr_model.phantom.cohort import MANIFEST_COLUMNS, SIZES, generate_cohort, subject_specs, write_subject
+from cccmr_model.phantom.cohort import SIZES, generate_cohort, subject_specs, write_subject
 from cccmr_model.phantom.sites import SUBTYPES, site_profile
 
 
@@ -28,7 +29,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _rows(manifest: Path) -> list[dict[str, str]]:
     with manifest.open() as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames or ()) == MANIFEST_COLUMNS
+        assert tuple(reader.fieldnames or ()) == COLUMNS
         return list(reader)
 
 
