@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,9 +38,14 @@ from cccmr_model.site.data import SiteData
 from cccmr_model.site.tasks import train_round
 from cccmr_model.wire import ARRAYS, CONFIG, TrainOrder, decode, encode
 from server.app import initial_state
-from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds, select
 from server.strategy import PhaseFedAvg
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: ours, not the `benchmarks` opacus installs
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.support.inprocess_grid import InProcessGrid, node_context  # noqa: E402
 
 
 def payload_rows(config: ExperimentConfig) -> list[dict]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -39,10 +40,15 @@ from cccmr_model.wire import decode, encode
 from client import app as client_app
 from server.app import initial_state
 from server.history import read_history
-from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 from server.validation import l2_norm, update_bound
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: ours, not the `benchmarks` opacus installs
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.support.inprocess_grid import InProcessGrid, node_context  # noqa: E402
 
 log = logging.getLogger("cccmr.bench.robust")
 

@@ -14,6 +14,7 @@ import torch
 from flwr.app import Context, Message
 from flwr.supercore.task_identity import TaskIdentity
 
+from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 from cccmr_model.config import PHASES, load_config
 from cccmr_model.engine import train_phase
 from cccmr_model.model import PHASE_GROUPS
@@ -22,7 +23,6 @@ from cccmr_model.site.data import prepare_site, site_settings
 from client import app as client_app
 from server.app import initial_state
 from server.history import read_history
-from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 

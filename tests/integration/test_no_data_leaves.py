@@ -22,6 +22,7 @@ from flwr.app import Message
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
+from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 from cccmr_model.config import load_config
 from cccmr_model.model import FIM_TERMS, PHASE_GROUPS, build_model, phase_state
 from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
@@ -31,7 +32,6 @@ from cccmr_model.wire import decode
 from client import app as client_app
 from server.app import initial_state
 from server.history import read_history
-from server.inprocess_grid import InProcessGrid, node_context
 from server.privacy import with_central_dp
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg

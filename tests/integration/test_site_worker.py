@@ -13,6 +13,7 @@ import torch
 from flwr.app import Context, Message
 from flwr.supercore.task_identity import TaskIdentity
 
+from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 from cccmr_model.channel import app_fingerprint, request
 from cccmr_model.config import PHASES, load_config
 from cccmr_model.engine import train_phase
@@ -24,7 +25,6 @@ from client import app as client_app
 from client.app import SiteWorkerError
 from server.app import initial_state
 from server.history import read_history
-from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 

@@ -9,8 +9,8 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from benchmarks.support.inprocess_grid import InProcessGrid
 from cccmr_model.wire import encode
-from server.inprocess_grid import InProcessGrid
 
 # A site: (message) -> reply content, or an Exception to send an error reply, or None to stay silent (timeout).
 Site = Callable[[Message], RecordDict | Exception | None]

@@ -13,11 +13,11 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 from cccmr_model.config import load_config
 from cccmr_model.packing import manifest_array
 from cccmr_model.wire import decode, encode
 from server.history import read_history
-from server.inprocess_grid import InProcessGrid, node_context
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 

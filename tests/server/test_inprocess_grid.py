@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from server.inprocess_grid import InProcessGrid, node_context
+from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 
 
 def echo(msg: Message, context: Context) -> Message:

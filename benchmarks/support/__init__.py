@@ -1,0 +1,5 @@
+"""Code the benchmarks and the tests share, kept out of the shipped packages (cccmr_model, server, client).
+
+- `inprocess_grid`: `InProcessGrid`, a Flower Grid that hands each message to a ClientApp in this process.
+- `synthetic`: `SyntheticCohort`, an in-memory cohort of random tensors with the data package's item layout.
+"""
