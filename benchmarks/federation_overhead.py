@@ -31,7 +31,6 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from cccmr_model.config import ExperimentConfig, load_config
 from cccmr_model.engine.datasets import LabelledSubset
-from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.release.files import is_release_key
 from cccmr_model.site.data import SiteData
@@ -46,6 +45,7 @@ if str(ROOT) not in sys.path:  # run as a script: ours, not the `benchmarks` opa
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.support.inprocess_grid import InProcessGrid, node_context  # noqa: E402
+from benchmarks.support.synthetic import SyntheticCohort  # noqa: E402
 
 
 def payload_rows(config: ExperimentConfig) -> list[dict]:

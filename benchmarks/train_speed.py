@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from cccmr_model.config import PHASES, load_config
 from cccmr_model.engine import train_phase
-from cccmr_model.engine.synthetic import SyntheticCohort
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: ours, not the `benchmarks` opacus installs
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.support.synthetic import SyntheticCohort  # noqa: E402
 
 
 def measure(

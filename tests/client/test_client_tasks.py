@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.support.synthetic import SyntheticCohort
 from cccmr_model.config import load_config
 from cccmr_model.engine.datasets import LabelledSubset
-from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.errors import CccmrError, ConfigError
 from cccmr_model.metrics import calls, confusion_counts
 from cccmr_model.model import PHASE_GROUPS, build_model

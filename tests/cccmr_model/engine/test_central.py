@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.support.synthetic import SyntheticCohort
 from cccmr_model.config import load_config
 from cccmr_model.engine import evaluate_model
 from cccmr_model.engine.central import Site, site_names, split_sites, train_phases, write_training_output
-from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.metrics import evaluation_report, markdown_table
 from cccmr_model.release import load_release
 from cccmr_model.tsne import write_fig3

@@ -10,10 +10,10 @@ import torch
 from opacus import GradSampleModule
 from torch.utils.data import default_collate
 
+from benchmarks.support.synthetic import SyntheticCohort
 from cccmr_model.config import load_config
 from cccmr_model.engine.dp_accounting import PrivacyLedger
 from cccmr_model.engine.dp_sgd import EncoderSamples, train_phase_dp
-from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.errors import CccmrError, ConfigError, TrainingError
 from cccmr_model.model import build_model, set_trainable
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.support.synthetic import SyntheticCohort
 from cccmr_model.config import load_config
 from cccmr_model.engine import train_phase
-from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.engine.train import constant_prediction, head_metrics
 from cccmr_model.model import build_model
 

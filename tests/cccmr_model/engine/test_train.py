@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.support.synthetic import SyntheticCohort
 from cccmr_model.config import load_config
 from cccmr_model.engine import evaluate_model, train_phase
 from cccmr_model.engine import train as train_module
-from cccmr_model.engine.synthetic import SyntheticCohort
 from cccmr_model.errors import CccmrError, TrainingError
 from cccmr_model.model import build_model
 
