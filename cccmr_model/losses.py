@@ -53,18 +53,6 @@ def cosine_similarity_matrix(v: Tensor, u: Tensor) -> Tensor:
     return F.normalize(v.float(), dim=1) @ F.normalize(u.float(), dim=1).T  # N, M
 
 
-def label_block_mean(sim: Tensor, labels: Tensor) -> Tensor:
-    """Average an (N, N) matrix within each (label of i, label of j) block over the C' labels present -> (C', C').
-
-    Blocks are ordered by ascending label, so the result does not depend on the order of the batch.
-    """
-    _, inverse = torch.unique(labels, sorted=True, return_inverse=True)  # N
-    onehot = F.one_hot(inverse, num_classes=int(inverse.max()) + 1).to(sim.dtype)  # N, C'
-    counts = onehot.sum(dim=0)  # C'
-    block_sums = onehot.T @ sim @ onehot  # C', C'
-    return block_sums / (counts[:, None] * counts[None, :])
-
-
 def class_block_mean(
     sim: Tensor, labels: Tensor, num_classes: int, weights: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:

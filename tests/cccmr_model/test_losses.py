@@ -7,8 +7,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from cccmr_model.losses import FixedWeighting, UncertaintyWeighting, focal_loss, fsa_loss, label_block_mean
+from cccmr_model.losses import FixedWeighting, UncertaintyWeighting, focal_loss, fsa_loss
+
+
+def label_block_mean(sim: Tensor, labels: Tensor) -> Tensor:
+    """The label-averaged block matrix by hand: an (N, N) matrix averaged per (label i, label j) block -> (C', C').
+
+    Blocks are ordered by ascending label, so the result does not depend on the order of the batch.
+    """
+    _, inverse = torch.unique(labels, sorted=True, return_inverse=True)  # N
+    onehot = F.one_hot(inverse, num_classes=int(inverse.max()) + 1).to(sim.dtype)  # N, C'
+    counts = onehot.sum(dim=0)  # C'
+    block_sums = onehot.T @ sim @ onehot  # C', C'
+    return block_sums / (counts[:, None] * counts[None, :])
 
 
 def test_focal_loss_matches_hand_computed_case() -> None:
