@@ -156,7 +156,11 @@ def train_phase(
         runner = _make_runner(phase, model, data, labels, config, dev, seed, autocast)
         if ckpt is not None:
             restore_rng_states(ckpt["rng"])
-        _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, history, autocast, path, run)
+        loop = _PhaseLoop(
+            model=model, runner=runner, optimizer=optimizer, config=config, phase=phase, epochs=epochs,
+            lr_window=lr_window, autocast=autocast, checkpoint=path, signature=run,
+        )  # fmt: skip
+        _train_epochs(loop, history)
     return PhaseResult(cpu_state(model), int(sum(h["samples"] for h in history)), _summary(history, model, phase))
 
 
@@ -166,30 +170,48 @@ def _make_runner(phase, model, data, labels, config, dev, seed, autocast):
     return EncoderRunner(phase, model, data, labels, config, dev, seed)
 
 
-def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, history, autocast, path, run) -> None:
-    steps_per_epoch = runner.steps_per_epoch()
+@dataclass(frozen=True)
+class _PhaseLoop:
+    """One phase's epoch loop: the model and how a batch trains it, the schedule, and where epochs are checkpointed."""
+
+    model: CCCMRModel
+    runner: EncoderRunner | FusionRunner
+    optimizer: torch.optim.Optimizer
+    config: ExperimentConfig
+    phase: str
+    epochs: int
+    lr_window: tuple[float, float]
+    autocast: Callable[[], AbstractContextManager]
+    checkpoint: Path | None  # None: no checkpoints
+    signature: dict  # the run a checkpoint belongs to (`_run_signature`)
+
+
+def _train_epochs(loop: _PhaseLoop, history: list[dict[str, float]]) -> None:
+    """Train the epochs after those in `history`, appending each epoch's record and checkpointing it."""
+    config, phase, epochs, optimizer = loop.config, loop.phase, loop.epochs, loop.optimizer
+    steps_per_epoch = loop.runner.steps_per_epoch()
     total_steps = steps_per_epoch * epochs
     base_lr = phase_lr(config, phase)
-    warmup = warmup_fraction(config.train.warmup_steps, total_steps, lr_window)
-    params = [p for p in model.parameters() if p.requires_grad]
+    warmup = warmup_fraction(config.train.warmup_steps, total_steps, loop.lr_window)
+    params = [p for p in loop.model.parameters() if p.requires_grad]
     clip = config.train.grad_clip_norm
     for epoch in range(len(history), epochs):
-        runner.set_modes()
+        loop.runner.set_modes()
         start = time.perf_counter()
         sums: dict[str, Tensor] = {}
         tracker = HeadTracker()
         samples, step = 0, epoch * steps_per_epoch
-        for batch in runner.epoch(epoch):
+        for batch in loop.runner.epoch(epoch):
             lr = lr_at(
-                window_progress(step, total_steps, lr_window),
+                window_progress(step, total_steps, loop.lr_window),
                 base_lr=base_lr,
                 min_lr=config.train.min_lr,
                 warmup_fraction=warmup,
             )
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast():
-                loss, terms, heads = runner.loss(batch)
+            with loop.autocast():
+                loss, terms, heads = loop.runner.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip is not None:
@@ -205,7 +227,9 @@ def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, hi
         record = {name: float(total) / samples for name, total in sums.items()}  # one sync per epoch
         record.update(tracker.metrics(phase, epoch + 1))
         record.update(samples=samples, seconds=seconds, lr=lr)
-        check_finite_epoch(record, params, f"phase {phase} epoch {epoch + 1}/{epochs}", _kept(path, len(history)))
+        check_finite_epoch(
+            record, params, f"phase {phase} epoch {epoch + 1}/{epochs}", _kept(loop.checkpoint, len(history))
+        )
         history.append(record)
         log.info(
             "phase %s epoch %d/%d: loss %.4f%s (%.1f samples/s)",
@@ -216,17 +240,17 @@ def _train_epochs(model, runner, optimizer, config, phase, epochs, lr_window, hi
             _heads_text(record, tracker.names()),
             samples / max(seconds, 1e-9),
         )
-        if path is not None:
+        if loop.checkpoint is not None:
             payload = {
-                "model": model.state_dict(),
+                "model": loop.model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "history": history,
                 "epoch": epoch + 1,
                 "step": step,
-                "run": run,
+                "run": loop.signature,
                 "config": config_to_dict(config),
             }
-            save_checkpoint(path, payload)
+            save_checkpoint(loop.checkpoint, payload)
 
 
 def check_finite_epoch(record: Mapping[str, float], params: list[Tensor], where: str, kept: str) -> None:
