@@ -18,7 +18,7 @@ import numpy as np
 
 from cccmr_model.config import load_config
 from cccmr_model.data import ingest_site
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Encoding, Geometry, Sampling, SeriesTags, write_series
 
 ROW, COL = (0.6, 0.8, 0.0), (0.48, -0.36, -0.8)
 
@@ -30,9 +30,8 @@ def _write(out: Path, slices: int, frames: int, size: int, seed: int, enhanced: 
     trigger = np.tile(np.arange(frames) * 35.0, (slices, 1)) if frames > 1 else None
     tags = SeriesTags(inversion_time=300.0 if frames == 1 else None)
     write_series(
-        out, array, geometry=geometry, pixel_spacing=(1.4, 1.4), slice_thickness=8.0, trigger_times=trigger,
-        tags=tags, enhanced=enhanced,
-    )  # fmt: skip
+        out, array, Sampling(geometry, (1.4, 1.4), 8.0, trigger), tags=tags, encoding=Encoding(enhanced=enhanced)
+    )
 
 
 def make_site(root: Path, subjects: int, quick: bool) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 from cccmr_model.data.manifest import COLUMNS, MANIFEST_NAME, write_manifest
 from cccmr_model.errors import DataError
 from cccmr_model.phantom.anatomy import Heart, ground_truth
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, make_uid, write_series
+from cccmr_model.phantom.dicom_writer import Encoding, Geometry, Sampling, SeriesTags, make_uid, write_series
 from cccmr_model.phantom.render import Layout, Plane, add_rician, bias_field, blur, render_planes
 from cccmr_model.phantom.sites import VENDORS, Site, Vendor, choose, pooled_site, site_profile
 from cccmr_model.phantom.subjects import sample_heart
@@ -234,12 +234,12 @@ def write_subject(spec: SubjectSpec, site_dir: Path) -> dict:
             inversion_time=round(protocol.inversion_time, 1) if name == "lge_sax" else None,
         )  # fmt: skip
         path = site_dir / (folder + ".dcm" if vendor.enhanced else folder)
-        write_series(
-            path, item["array"], geometry=geometry, pixel_spacing=(protocol.spacing, protocol.spacing),
-            slice_thickness=item["thickness"], trigger_times=item["trigger"], tags=tags, enhanced=vendor.enhanced,
-            rescale_slope=protocol.slope if vendor.rescale else None,
+        sampling = Sampling(geometry, (protocol.spacing, protocol.spacing), item["thickness"], item["trigger"])
+        encoding = Encoding(
+            enhanced=vendor.enhanced, rescale_slope=protocol.slope if vendor.rescale else None,
             rescale_intercept=0.0 if vendor.rescale else None, filename=vendor.filename,
         )  # fmt: skip
+        write_series(path, item["array"], sampling, tags, encoding)
         row[name] = path.relative_to(site_dir).as_posix()
     truth = ground_truth(heart, protocol.frames, LGE_PHASE)
     truth.update(

@@ -25,7 +25,7 @@ import hashlib
 import itertools
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,60 +131,73 @@ class SeriesTags:
     cardiac_number_of_images: int | None = None  # None: frames of the series when it has more than one
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Where each pixel lies and when each frame was acquired: geometry, pixel and slice spacing, trigger times."""
+
+    geometry: Geometry
+    pixel_spacing: tuple[float, float]  # mm, (row spacing, column spacing)
+    slice_thickness: float  # mm
+    trigger_times: np.ndarray | None = None  # (slices, frames) ms; None for a single-phase series
+    spacing_between_slices: float | None = None  # mm; None: the median step between the slice positions
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How the values and files are written: classic or enhanced, rescale, photometric, classic file names."""
+
+    enhanced: bool = False  # one Enhanced MR file instead of one classic file per (slice, frame)
+    rescale_slope: float | None = None  # slope and intercept None: no Rescale tags (slope 1, intercept 0)
+    rescale_intercept: float | None = None
+    photometric: str = "MONOCHROME2"
+    filename: str = "IM{index:05d}.dcm"  # classic files, formatted with the 0-based file index, slice and frame
+
+
 def write_series(
     out: str | Path,
     array: np.ndarray,
-    *,
-    geometry: Geometry,
-    pixel_spacing: tuple[float, float],
-    slice_thickness: float,
-    trigger_times: np.ndarray | None = None,
+    sampling: Sampling,
     tags: SeriesTags | None = None,
-    enhanced: bool = False,
-    rescale_slope: float | None = None,
-    rescale_intercept: float | None = None,
-    photometric: str = "MONOCHROME2",
-    spacing_between_slices: float | None = None,
-    filename: str = "IM{index:05d}.dcm",
+    encoding: Encoding | None = None,
+    *,
     extra: Mapping[str, Any] | None = None,
     per_file_extra: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Write `array` (slices, frames, rows, cols) as one MR series; returns the files written.
 
-    `out` is a directory for classic files (created; files named by `filename` with the 0-based file index) or
-    the path of the single enhanced file. `trigger_times` (slices, frames) in ms, None for a single-phase series.
-    `rescale_slope` / `rescale_intercept` None: no Rescale tags (slope 1, intercept 0). `extra` sets or, with
-    value None, deletes top-level keywords in every file; `per_file_extra` does so for one classic file index
-    (slice * frames + frame). Enhanced files keep timing in the functional groups only.
+    `out` is a directory for classic files (created; files named by `encoding.filename`) or the path of the single
+    enhanced file. `extra` sets or, with value None, deletes top-level keywords in every file; `per_file_extra`
+    does so for one classic file index (slice * frames + frame). Enhanced files keep timing in the functional
+    groups only.
     """
     array = np.asarray(array)
     if array.ndim != 4:
         raise ValueError(f"array must be (slices, frames, rows, cols), got shape {array.shape}")
-    n_slices, n_frames = array.shape[:2]
+    sampling = _checked_sampling(sampling, *array.shape[:2])
+    tags = tags or SeriesTags()
+    encoding = encoding or Encoding()
+    stored, signed = _stored_values(array, encoding.rescale_slope, encoding.rescale_intercept, encoding.photometric)
+    uids = _Uids(tags)
+    frames = array.shape[1] if sampling.trigger_times is not None else 1
+    base = _base_dataset(tags, uids, stored, signed, encoding.photometric, frames)
+    out = Path(out)
+    if encoding.enhanced:
+        return [_write_enhanced(out, base, stored, sampling, encoding, tags, extra)]
+    return _write_classic(out, base, stored, sampling, encoding, uids, extra, per_file_extra)
+
+
+def _checked_sampling(sampling: Sampling, n_slices: int, n_frames: int) -> Sampling:
+    """The sampling with float trigger times checked against the array and the slice spacing filled in."""
+    geometry, trigger_times, spacing = sampling.geometry, sampling.trigger_times, sampling.spacing_between_slices
     if geometry.positions.shape[0] != n_slices:
         raise ValueError(f"geometry has {geometry.positions.shape[0]} positions for {n_slices} slices")
     if trigger_times is not None:
         trigger_times = np.asarray(trigger_times, float)
         if trigger_times.shape != (n_slices, n_frames):
             raise ValueError(f"trigger_times must be {(n_slices, n_frames)}, got {trigger_times.shape}")
-    tags = tags or SeriesTags()
-    stored, signed = _stored_values(array, rescale_slope, rescale_intercept, photometric)
-    if spacing_between_slices is None and n_slices > 1:
-        spacing_between_slices = float(np.median(np.abs(np.diff(geometry.positions @ geometry.normal))))
-    uids = _Uids(tags)
-    base = _base_dataset(tags, uids, stored, signed, photometric, n_frames if trigger_times is not None else 1)
-    out = Path(out)
-    if enhanced:
-        return [
-            _write_enhanced(
-                out, base, stored, geometry, pixel_spacing, slice_thickness, spacing_between_slices,
-                trigger_times, tags, rescale_slope, rescale_intercept, extra,
-            )
-        ]  # fmt: skip
-    return _write_classic(
-        out, base, stored, geometry, pixel_spacing, slice_thickness, spacing_between_slices, trigger_times, uids,
-        rescale_slope, rescale_intercept, filename, extra, per_file_extra,
-    )  # fmt: skip
+    if spacing is None and n_slices > 1:
+        spacing = float(np.median(np.abs(np.diff(geometry.positions @ geometry.normal))))
+    return replace(sampling, trigger_times=trigger_times, spacing_between_slices=spacing)
 
 
 class _Uids:
@@ -306,26 +319,22 @@ def _write_classic(
     out: Path,
     ds: Dataset,
     stored: np.ndarray,
-    geometry: Geometry,
-    pixel_spacing: tuple[float, float],
-    slice_thickness: float,
-    spacing_between_slices: float | None,
-    trigger_times: np.ndarray | None,
+    sampling: Sampling,
+    encoding: Encoding,
     uids: _Uids,
-    slope: float | None,
-    intercept: float | None,
-    filename: str,
     extra: Mapping[str, Any] | None,
     per_file_extra: Mapping[int, Mapping[str, Any]] | None,
 ) -> list[Path]:
+    geometry, trigger_times = sampling.geometry, sampling.trigger_times
+    slope, intercept = encoding.rescale_slope, encoding.rescale_intercept
     ds.SOPClassUID = MRImageStorage
     ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
     ds.ImageOrientationPatient = geometry.orientation
-    ds.PixelSpacing = [float(pixel_spacing[0]), float(pixel_spacing[1])]
-    ds.SliceThickness = float(slice_thickness)
-    if spacing_between_slices is not None:
-        ds.SpacingBetweenSlices = round(float(spacing_between_slices), 4)
+    ds.PixelSpacing = [float(sampling.pixel_spacing[0]), float(sampling.pixel_spacing[1])]
+    ds.SliceThickness = float(sampling.slice_thickness)
+    if sampling.spacing_between_slices is not None:
+        ds.SpacingBetweenSlices = round(float(sampling.spacing_between_slices), 4)
     if slope is not None or intercept is not None:
         ds.RescaleSlope = float(slope if slope is not None else 1.0)
         ds.RescaleIntercept = float(intercept if intercept is not None else 0.0)
@@ -343,7 +352,7 @@ def _write_classic(
         for f in range(n_frames):
             index = s * n_frames + f
             trigger = round(float(trigger_times[s, f]), 2) if trigger_times is not None else None
-            path = out / filename.format(index=index, slice=s, frame=f)
+            path = out / encoding.filename.format(index=index, slice=s, frame=f)
             varying = {
                 "SOPInstanceUID": uids.instance(index),
                 "InstanceNumber": index + 1,
@@ -460,16 +469,13 @@ def _write_enhanced(
     out: Path,
     ds: Dataset,
     stored: np.ndarray,
-    geometry: Geometry,
-    pixel_spacing: tuple[float, float],
-    slice_thickness: float,
-    spacing_between_slices: float | None,
-    trigger_times: np.ndarray | None,
+    sampling: Sampling,
+    encoding: Encoding,
     tags: SeriesTags,
-    slope: float | None,
-    intercept: float | None,
     extra: Mapping[str, Any] | None,
 ) -> Path:
+    geometry, trigger_times = sampling.geometry, sampling.trigger_times
+    slope, intercept = encoding.rescale_slope, encoding.rescale_intercept
     n_slices, n_frames = stored.shape[:2]
     ds.SOPClassUID = EnhancedMRImageStorage
     ds.SOPInstanceUID = f"{ds.SeriesInstanceUID}.1"[:64]
@@ -510,9 +516,10 @@ def _write_enhanced(
             for pointer, label in dims
         ]
     )
-    measures = _item(PixelSpacing=[float(pixel_spacing[0]), float(pixel_spacing[1])], SliceThickness=slice_thickness)
-    if spacing_between_slices is not None:
-        measures.SpacingBetweenSlices = round(float(spacing_between_slices), 4)
+    spacing = [float(sampling.pixel_spacing[0]), float(sampling.pixel_spacing[1])]
+    measures = _item(PixelSpacing=spacing, SliceThickness=sampling.slice_thickness)
+    if sampling.spacing_between_slices is not None:
+        measures.SpacingBetweenSlices = round(float(sampling.spacing_between_slices), 4)
     shared = _item(
         PixelMeasuresSequence=DicomSequence([measures]),
         PlaneOrientationSequence=DicomSequence([_item(ImageOrientationPatient=geometry.orientation)]),

@@ -22,7 +22,7 @@ from cccmr_model.explain.saliency import (
     rank_correlation,
 )
 from cccmr_model.model import build_model
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, Sampling, SeriesTags, write_series
 from cccmr_model.release import write_release
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES
 
@@ -39,10 +39,16 @@ def _cine(out: Path, slices: int, tags: SeriesTags, frames: int = 10, size: int 
     disc = (np.hypot(yy, xx)[None] < radius[:, None, None]).astype(np.float32)  # F, R, C
     array = 200 + 600 * disc[None] + rng.normal(0, 20, (slices, frames, size, size))  # S, F, R, C
     write_series(
-        out, array.astype(np.float32), geometry=Geometry.stack([0, 0, 0], ROW, COL, slices, 8.0),
-        pixel_spacing=(3.0, 3.0), slice_thickness=8.0, trigger_times=np.tile(np.arange(frames) * 40.0, (slices, 1)),
+        out,
+        array.astype(np.float32),
+        Sampling(
+            Geometry.stack([0, 0, 0], ROW, COL, slices, 8.0),
+            (3.0, 3.0),
+            8.0,
+            np.tile(np.arange(frames) * 40.0, (slices, 1)),
+        ),
         tags=tags,
-    )  # fmt: skip
+    )
     return out
 
 

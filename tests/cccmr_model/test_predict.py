@@ -15,7 +15,7 @@ from cccmr_model.config import load_config
 from cccmr_model.data import load_series, preprocess_series
 from cccmr_model.data.localise import choose_centre
 from cccmr_model.model import build_model
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Encoding, Geometry, Sampling, SeriesTags, write_series
 from cccmr_model.predict import Predictor
 from cccmr_model.release import load_release, write_release
 
@@ -32,10 +32,12 @@ def _cine(out: Path, slices: int, frames: int = 10, size: int = 72, seed: int = 
     array = 200 + 600 * disc[None] + rng.normal(0, 20, (slices, frames, size, size))  # S, F, R, C
     trigger = np.tile(np.arange(frames) * 40.0, (slices, 1))
     write_series(
-        out, array.astype(np.float32), geometry=Geometry.stack([0, 0, 0], ROW, COL, slices, 8.0),
-        pixel_spacing=(3.0, 3.0), slice_thickness=8.0, trigger_times=trigger,
-        tags=SeriesTags(series_description="cine"), enhanced=enhanced,
-    )  # fmt: skip
+        out,
+        array.astype(np.float32),
+        Sampling(Geometry.stack([0, 0, 0], ROW, COL, slices, 8.0), (3.0, 3.0), 8.0, trigger),
+        tags=SeriesTags(series_description="cine"),
+        encoding=Encoding(enhanced=enhanced),
+    )
     return out
 
 

@@ -12,7 +12,7 @@ import pytest
 from cccmr_model.config import load_config
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.errors import ConfigError
-from cccmr_model.phantom.dicom_writer import Geometry, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, Sampling, write_series
 from cccmr_model.site.data import SiteSettings, ensure_cache, site_settings
 
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
@@ -23,7 +23,7 @@ def _cine(folder: Path, slices: int, seed: int) -> None:
     array = np.random.default_rng(seed).gamma(2.0, 80.0, (slices, 6, 20, 20)).astype(np.float32)
     geometry = Geometry.stack([-30.0, 10.0, 50.0], (0.6, 0.8, 0.0), (0.48, -0.36, -0.8), slices, 8.0)
     trigger = np.tile(np.arange(6) * 60.0, (slices, 1))
-    write_series(folder, array, geometry=geometry, pixel_spacing=(2.5, 2.5), slice_thickness=8.0, trigger_times=trigger)
+    write_series(folder, array, Sampling(geometry, (2.5, 2.5), 8.0, trigger))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from cccmr_model.channel import app_fingerprint
 from cccmr_model.cli import main
 from cccmr_model.doctor import FAIL, OK, WARN, Check, check_worker, load_site_config, run_checks
 from cccmr_model.errors import ConfigError
-from cccmr_model.phantom.dicom_writer import Geometry, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, Sampling, write_series
 from cccmr_model.site.worker import open_socket, serve
 
 
@@ -55,7 +55,7 @@ def _cine(out: Path, slices: int) -> None:
     array = rng.uniform(0, 500, (slices, 8, 32, 32)).astype(np.float32)  # S, F, R, C
     geometry = Geometry.stack([0.0, 0.0, 0.0], (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), slices, 8.0)
     trigger = np.tile(np.arange(8) * 100.0, (slices, 1))
-    write_series(out, array, geometry=geometry, pixel_spacing=(1.5, 1.5), slice_thickness=8.0, trigger_times=trigger)
+    write_series(out, array, Sampling(geometry, (1.5, 1.5), 8.0, trigger))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cccmr_model.demo.flower import offline_env
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, Sampling, SeriesTags, write_series
 from cccmr_model.processes import alive, descendants, free_port, listening, stop, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,10 +44,7 @@ def write_site(root: Path, subjects: int, seed: int) -> Path:
             geometry = Geometry.stack([-40.0, 0.0, 30.0], (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), slices, 8.0)
             trigger = np.tile(np.arange(frames) * 50.0, (slices, 1)) if frames > 1 else None
             tags = SeriesTags(series_description=description, inversion_time=300.0 if folder == "lge" else None)
-            write_series(
-                root / name / folder, array, geometry=geometry, pixel_spacing=(9.0, 9.0), slice_thickness=8.0,
-                trigger_times=trigger, tags=tags,
-            )  # fmt: skip
+            write_series(root / name / folder, array, Sampling(geometry, (9.0, 9.0), 8.0, trigger), tags=tags)
         rows.append(f"{name},{label},{'HCM' if label else ''},{name}/cine4ch,{name}/cinesax,{name}/lge")
     (root / "manifest.csv").write_text(HEADER + "\n".join(rows) + "\n")
     return root

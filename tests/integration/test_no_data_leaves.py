@@ -25,7 +25,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 from cccmr_model.config import load_config
 from cccmr_model.model import FIM_TERMS, PHASE_GROUPS, build_model, phase_state
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, Sampling, SeriesTags, write_series
 from cccmr_model.release.files import is_release_key
 from cccmr_model.sequences import SEQUENCES
 from cccmr_model.wire import decode
@@ -69,8 +69,7 @@ def write_planted_site(root: Path, site: str, subjects: int, seed: int) -> Path:
             trigger = np.tile(np.arange(frames) * 50.0, (slices, 1)) if frames > 1 else None
             tags = SeriesTags(patient_name=name, patient_id=pid, series_description=folder,
                               inversion_time=300.0 if folder == "lge" else None)  # fmt: skip
-            write_series(root / subject / folder, array, geometry=geometry, pixel_spacing=(9.0, 9.0),
-                         slice_thickness=8.0, trigger_times=trigger, tags=tags)  # fmt: skip
+            write_series(root / subject / folder, array, Sampling(geometry, (9.0, 9.0), 8.0, trigger), tags=tags)
         rows.append(f"{subject},{label},{'HCM' if label else ''},{subject}/cine4ch,{subject}/cinesax,{subject}/lge")
     (root / "manifest.csv").write_text(HEADER + "\n".join(rows) + "\n")
     return root

@@ -16,7 +16,7 @@ from cccmr_model.config import load_config
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.data import CachedDataset, ingest_site
 from cccmr_model.errors import DataError
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, Sampling, SeriesTags, write_series
 
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
 PATIENT = {"patient_name": "Doe^Jane", "patient_id": "MRN7654321"}
@@ -29,10 +29,7 @@ def _write(folder: Path, slices: int, frames: int, seed: int, **tags: object) ->
     normal_offset = Geometry.stack([-30.0, 10.0, 50.0], (0.6, 0.8, 0.0), (0.48, -0.36, -0.8), slices, 8.0)
     trigger = np.tile(np.arange(frames) * 60.0, (slices, 1)) if frames > 1 else None
     series_tags = SeriesTags(**{**PATIENT, **tags})  # type: ignore[arg-type]
-    return write_series(
-        folder, array, geometry=normal_offset, pixel_spacing=(2.5, 2.5), slice_thickness=8.0,
-        trigger_times=trigger, tags=series_tags,
-    )  # fmt: skip
+    return write_series(folder, array, Sampling(normal_offset, (2.5, 2.5), 8.0, trigger), tags=series_tags)
 
 
 def _subject(root: Path, name: str, seed: int, lge_slices: int | None = 7) -> None:

@@ -19,7 +19,7 @@ from cccmr_model.data.localise import CENTRE_FALLBACK, SAX_MOTION, choose_centre
 from cccmr_model.data.preprocess import crop_or_pad, normalise, preprocess_series, resample_inplane, zscore
 from cccmr_model.data.series import Series, load_series
 from cccmr_model.phantom.cohort import generate_cohort
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Geometry, Sampling, SeriesTags, write_series
 
 SUNNYBROOK = Path("/work/shared/data/sunnybrook-scd")
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
@@ -58,8 +58,9 @@ def test_pixel_patient_mapping_follows_ps3_3() -> None:
 def test_assemble_series_keeps_slice_origins(tmp_path: Path) -> None:
     geometry = Geometry.stack([-30.0, 10.0, 50.0], (0.6, 0.8, 0.0), (0.48, -0.36, -0.8), 3, 8.0)
     array = np.ones((3, 2, 8, 8), np.float32)
-    write_series(tmp_path / "s", array, geometry=geometry, pixel_spacing=(2.0, 2.0), slice_thickness=8.0,
-                 trigger_times=np.tile([0.0, 50.0], (3, 1)), tags=SeriesTags())  # fmt: skip
+    write_series(
+        tmp_path / "s", array, Sampling(geometry, (2.0, 2.0), 8.0, np.tile([0.0, 50.0], (3, 1))), tags=SeriesTags()
+    )
     series = load_series(tmp_path / "s")
     assert series.slice_origins is not None and series.slice_origins.shape == (3, 3)
     assert np.allclose(np.sort(series.slice_origins @ series.normal), series.slice_positions)
@@ -131,8 +132,12 @@ def _static_site(root: Path) -> None:
         still = rng.gamma(2.0, 80.0, (slices, 1, 20, 20)).repeat(frames, axis=1).astype(np.float32)  # S, F, R, C
         geometry = Geometry.stack([-30.0, 10.0, 50.0], (0.6, 0.8, 0.0), (0.48, -0.36, -0.8), slices, 8.0)
         trigger = np.tile(np.arange(frames) * 60.0, (slices, 1)) if frames > 1 else None
-        write_series(root / "s1" / name, still, geometry=geometry, pixel_spacing=(2.5, 2.5), slice_thickness=8.0,
-                     trigger_times=trigger, tags=SeriesTags(series_description=name))  # fmt: skip
+        write_series(
+            root / "s1" / name,
+            still,
+            Sampling(geometry, (2.5, 2.5), 8.0, trigger),
+            tags=SeriesTags(series_description=name),
+        )
     header = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax\n"
     (root / "manifest.csv").write_text(header + "s1,0,,s1/cine4ch,s1/cinesax,s1/lge\n")
 

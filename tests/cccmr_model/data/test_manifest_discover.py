@@ -11,7 +11,7 @@ from cccmr_model.cli import main
 from cccmr_model.config.schema import DataConfig
 from cccmr_model.data import discover_series, ingest_site, read_manifest
 from cccmr_model.errors import DataError
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Encoding, Geometry, Sampling, SeriesTags, write_series
 
 CONFIG = DataConfig(image_size=32, field_of_view_mm=64.0, frames=4, min_frames=4)
 HEADER = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax\n"
@@ -59,15 +59,22 @@ def test_manifest_rejects_unknown_columns(tmp_path: Path) -> None:
         read_manifest(tmp_path / "manifest.csv")
 
 
-def _series(out: Path, slices: int, frames: int, tags: SeriesTags, lax: bool = False, **kwargs: object) -> None:
+def _series(
+    out: Path,
+    slices: int,
+    frames: int,
+    tags: SeriesTags,
+    lax: bool = False,
+    per_file_extra: dict[int, dict[str, object]] | None = None,
+    **encoding: object,
+) -> None:
     row, col = (SAX_NORMAL, COL) if lax else (ROW, COL)
     geometry = Geometry.stack([-30.0, 10.0, 50.0], tuple(row), tuple(col), slices, 8.0)
     array = np.random.default_rng(slices * frames).gamma(2.0, 80.0, (slices, frames, 20, 20)).astype(np.float32)
     trigger = np.tile(np.arange(frames) * 60.0, (slices, 1)) if frames > 1 else None
-    write_series(
-        out, array, geometry=geometry, pixel_spacing=(2.5, 2.5), slice_thickness=8.0, trigger_times=trigger,
-        tags=tags, **kwargs,  # type: ignore[arg-type]
-    )  # fmt: skip
+    sampling = Sampling(geometry, (2.5, 2.5), 8.0, trigger)
+    encoded = Encoding(**encoding)  # type: ignore[arg-type]
+    write_series(out, array, sampling, tags, encoded, per_file_extra=per_file_extra)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pydicom.uid import HTJ2KLossless, JPEGLosslessSV1, JPEGLSLossless, RLELossl
 from cccmr_model.data import load_series
 from cccmr_model.data.series import SeriesError
 from cccmr_model.errors import DataError
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, write_series
+from cccmr_model.phantom.dicom_writer import Encoding, Geometry, Sampling, SeriesTags, write_series
 
 # An oblique short-axis-like plane: neither axis-aligned nor with z as the slice direction.
 ROW = (0.6, 0.8, 0.0)
@@ -30,12 +30,13 @@ def _synthetic(slices: int = 4, frames: int = 5, size: int = 12) -> tuple[np.nda
     return array, geometry, trigger
 
 
-def _write(folder: Path, enhanced: bool = False, **kwargs: object) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+def _write(
+    folder: Path, enhanced: bool = False, tags: SeriesTags | None = None, **encoding: object
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     array, geometry, trigger = _synthetic()
-    options = {"geometry": geometry, "pixel_spacing": (1.5, 1.25), "slice_thickness": 7.0, "trigger_times": trigger}
-    options.update(kwargs)
+    sampling = Sampling(geometry, (1.5, 1.25), 7.0, trigger)
     out = folder / "series.dcm" if enhanced else folder
-    paths = write_series(out, array, enhanced=enhanced, **options)  # type: ignore[arg-type]
+    paths = write_series(out, array, sampling, tags, Encoding(enhanced=enhanced, **encoding))  # type: ignore[arg-type]
     return array, trigger, paths
 
 
@@ -81,7 +82,7 @@ def test_oblique_classic_series_in_shuffled_file_order(tmp_path: Path) -> None:
 def test_reversed_normal_orders_slices_by_projection(tmp_path: Path) -> None:
     array, _, trigger = _synthetic()
     flipped = Geometry.stack([-40.0, 12.0, 80.0], ROW, COL, 4, -7.5)  # slices written against the normal
-    write_series(tmp_path, array, geometry=flipped, pixel_spacing=(1, 1), slice_thickness=7, trigger_times=trigger)
+    write_series(tmp_path, array, Sampling(flipped, (1, 1), 7, trigger))
     series = load_series(tmp_path)
     assert np.all(np.diff(series.slice_positions) > 0)
     assert np.array_equal(series.array, array[::-1])
@@ -108,7 +109,7 @@ def test_monochrome1_is_inverted(tmp_path: Path) -> None:
 def test_single_phase_series_has_one_frame(tmp_path: Path) -> None:
     array, geometry, _ = _synthetic(slices=6, frames=1)
     tags = SeriesTags(series_description="LGE PSIR", inversion_time=300.0)
-    write_series(tmp_path, array, geometry=geometry, pixel_spacing=(1, 1), slice_thickness=8, tags=tags)
+    write_series(tmp_path, array, Sampling(geometry, (1, 1), 8), tags=tags)
     series = load_series(tmp_path)
     assert series.array.shape == (6, 1, *array.shape[2:])
     assert np.isnan(series.trigger_times).all()

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-from cccmr_model.phantom.dicom_writer import Geometry, SeriesTags, make_uid, write_series
+from cccmr_model.phantom.dicom_writer import Encoding, Geometry, Sampling, SeriesTags, make_uid, write_series
 
 ROW = (0.8, 0.6, 0.0)
 COL = (0.0, 0.0, -1.0)
@@ -27,9 +27,12 @@ def test_classic_round_trip(tmp_path: Path) -> None:
     array, geometry, trigger = _series()
     tags = SeriesTags(patient_id="SYN42", series_description="cine_sax", manufacturer="GE MEDICAL SYSTEMS")
     paths = write_series(
-        tmp_path / "s", array, geometry=geometry, pixel_spacing=(1.4, 1.5), slice_thickness=8.0,
-        trigger_times=trigger, tags=tags, rescale_slope=0.5, rescale_intercept=-10.0,
-    )  # fmt: skip
+        tmp_path / "s",
+        array,
+        Sampling(geometry, (1.4, 1.5), 8.0, trigger),
+        tags=tags,
+        encoding=Encoding(rescale_slope=0.5, rescale_intercept=-10.0),
+    )
     assert len(paths) == 12
     series_uids = set()
     for index, path in enumerate(paths):
@@ -52,9 +55,7 @@ def test_classic_round_trip(tmp_path: Path) -> None:
 
 def test_positions_follow_the_slice_normal(tmp_path: Path) -> None:
     array, geometry, trigger = _series()
-    paths = write_series(
-        tmp_path, array, geometry=geometry, pixel_spacing=(1, 1), slice_thickness=8, trigger_times=trigger
-    )
+    paths = write_series(tmp_path, array, Sampling(geometry, (1, 1), 8, trigger))
     projected = []
     for path in paths[::4]:
         ds = pydicom.dcmread(path)
@@ -70,9 +71,12 @@ def test_enhanced_multiframe(tmp_path: Path) -> None:
     array, geometry, trigger = _series()
     path = tmp_path / "enh.dcm"
     (written,) = write_series(
-        path, array, geometry=geometry, pixel_spacing=(1.4, 1.5), slice_thickness=8.0, trigger_times=trigger,
-        enhanced=True, rescale_slope=2.0, tags=SeriesTags(manufacturer="Philips Medical Systems"),
-    )  # fmt: skip
+        path,
+        array,
+        Sampling(geometry, (1.4, 1.5), 8.0, trigger),
+        tags=SeriesTags(manufacturer="Philips Medical Systems"),
+        encoding=Encoding(enhanced=True, rescale_slope=2.0),
+    )
     assert written == path
     ds = pydicom.dcmread(path)
     assert ds.SOPClassUID == EnhancedMRImageStorage
@@ -94,12 +98,14 @@ def test_enhanced_multiframe(tmp_path: Path) -> None:
 def test_single_phase_lge_tags(tmp_path: Path) -> None:
     array, geometry, _ = _series(frames=1)
     tags = SeriesTags(inversion_time=310.0, series_description="LGE_PSIR_SAX")
-    (classic,) = write_series(tmp_path / "c", array[:1], geometry=Geometry(ROW, COL, geometry.positions[:1]),
-                              pixel_spacing=(1, 1), slice_thickness=8, tags=tags)  # fmt: skip
+    (classic,) = write_series(
+        tmp_path / "c", array[:1], Sampling(Geometry(ROW, COL, geometry.positions[:1]), (1, 1), 8), tags=tags
+    )
     ds = pydicom.dcmread(classic)
     assert float(ds.InversionTime) == 310.0 and "TriggerTime" not in ds and "CardiacNumberOfImages" not in ds
-    (enh,) = write_series(tmp_path / "e.dcm", array, geometry=geometry, pixel_spacing=(1, 1), slice_thickness=8,
-                          tags=tags, enhanced=True)  # fmt: skip
+    (enh,) = write_series(
+        tmp_path / "e.dcm", array, Sampling(geometry, (1, 1), 8), tags=tags, encoding=Encoding(enhanced=True)
+    )
     modifier = pydicom.dcmread(enh).SharedFunctionalGroupsSequence[0].MRModifierSequence[0]
     assert float(modifier.InversionTimes) == 310.0 and modifier.InversionRecovery == "YES"
 
@@ -108,15 +114,19 @@ def test_signed_monochrome1_and_planted_faults(tmp_path: Path) -> None:
     array, geometry, trigger = _series(slices=2, frames=2)
     array = array - 450.0  # negative values -> int16
     paths = write_series(
-        tmp_path, array, geometry=geometry, pixel_spacing=(1, 1), slice_thickness=8, trigger_times=trigger,
-        photometric="MONOCHROME1", per_file_extra={2: {"ImagePositionPatient": None, "Columns": 17}},
-    )  # fmt: skip
+        tmp_path,
+        array,
+        Sampling(geometry, (1, 1), 8, trigger),
+        encoding=Encoding(photometric="MONOCHROME1"),
+        per_file_extra={2: {"ImagePositionPatient": None, "Columns": 17}},
+    )
     first = pydicom.dcmread(paths[0])
     assert first.PhotometricInterpretation == "MONOCHROME1"
     inverted = -first.pixel_array.astype(float)
     assert np.corrcoef(inverted.ravel(), array[0, 0].ravel())[0, 1] > 0.999
-    (signed,) = write_series(tmp_path / "signed", array[:1, :1], geometry=Geometry(ROW, COL, geometry.positions[:1]),
-                             pixel_spacing=(1, 1), slice_thickness=8)  # fmt: skip
+    (signed,) = write_series(
+        tmp_path / "signed", array[:1, :1], Sampling(Geometry(ROW, COL, geometry.positions[:1]), (1, 1), 8)
+    )
     ds = pydicom.dcmread(signed)
     assert ds.PixelRepresentation == 1 and np.abs(ds.pixel_array - array[0, 0]).max() <= 0.5 + 1e-4
     planted = pydicom.dcmread(paths[2])
@@ -129,10 +139,9 @@ def test_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="orthonormal"):
         Geometry((1, 0, 0), (1, 0, 0), np.zeros((1, 3)))
     with pytest.raises(ValueError, match="trigger_times"):
-        write_series(tmp_path, array, geometry=geometry, pixel_spacing=(1, 1), slice_thickness=8,
-                     trigger_times=trigger[:, :2])  # fmt: skip
+        write_series(tmp_path, array, Sampling(geometry, (1, 1), 8, trigger[:, :2]))
     with pytest.raises(ValueError, match="16 bits"):
-        write_series(tmp_path, array * 1e4, geometry=geometry, pixel_spacing=(1, 1), slice_thickness=8)
+        write_series(tmp_path, array * 1e4, Sampling(geometry, (1, 1), 8))
 
 
 def test_uids_are_deterministic_and_valid() -> None:
