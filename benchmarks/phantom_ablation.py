@@ -47,8 +47,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 from benchmarks.phantom_ceiling import ROWS as CEILING_ROWS  # noqa: E402
 from benchmarks.phantom_ceiling import ceiling  # noqa: E402
-from cccmr_model.cli.ablation_cmd import MARK_COLUMNS, ROWS  # noqa: E402
 from cccmr_model.demo.plan import FULL, QUICK, DemoSize, overrides, site_names  # noqa: E402
+from cccmr_model.engine.ablation import ROWS, ablation_table  # noqa: E402
 from cccmr_model.metrics import SUBTYPE_NAMES, json_safe, markdown_table, positive_scores, report  # noqa: E402
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, LGE_SAX  # noqa: E402
 
@@ -132,8 +132,7 @@ def assemble_table(reports: Mapping[str, Mapping[str, Any] | None], title: str) 
     if not present:
         raise ValueError("assemble_table: no row has results")
     rows = {name: reports.get(name) or empty_report(present[0], "not run") for name in ROW_NAMES}
-    table = markdown_table(rows, first_column="Row", leading=ROWS, leading_columns=MARK_COLUMNS)
-    return f"{title}\n\n{table}"
+    return f"{title}\n\n{ablation_table(rows)}"
 
 
 def auc_table(aucs: Mapping[str, Mapping[str, Mapping[str, float]]], columns: Sequence[str]) -> str:
@@ -238,19 +237,18 @@ def run_central(
     """`cccmr ablation --train-split` on the pooled sites; then every row's test scores and heads' AUCs."""
     import torch
 
-    from cccmr_model.cli import ablation_cmd
     from cccmr_model.config import load_config
     from cccmr_model.demo.evaluate import open_test_set
+    from cccmr_model.engine.ablation import run_ablation
     from cccmr_model.engine.checkpoint import checkpoint_path
 
     central = out / "central"
-    args = argparse.Namespace(
-        config=config_name, overrides=items, data=[out / "data" / s for s in sites], test=[out / "data" / "test"],
-        out=central, cache=out / "cache", device="cpu", no_tsne=True, train_split=True,
-    )  # fmt: skip
-    ablation_cmd.run(args)
-    reports = json.loads((central / "ablation.json").read_text())
     config = load_config(config_name, items)
+    run_ablation(
+        [out / "data" / s for s in sites], [out / "data" / "test"], central, config, cache=out / "cache",
+        device="cpu", train_split=True, tsne=False,
+    )  # fmt: skip
+    reports = json.loads((central / "ablation.json").read_text())
     test_set, _ = open_test_set(out / "data" / "test", out / "cache" / "test" / "test", config)  # the ablation's cache
 
     def final(folder: str, phase: str) -> dict:  # the ablation's own last-epoch checkpoint (holds RNG states)

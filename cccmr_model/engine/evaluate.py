@@ -3,13 +3,14 @@
 By default the prediction is the fused path `model.predict(cine_4ch, cine_sax)`, the one a release ships; the
 ablation also scores a single cine sequence through its own head (`source="cine_4ch"` or `"cine_sax"`).
 `evaluate_heads` scores every sequence head of the full model (LGE included) in one pass, e.g. to check that the
-training set is learned.
+training set is learned. `EvalResult.report` is the report with bootstrap CIs that the tables show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from cccmr_model import metrics
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine.datasets import task_dataset
 from cccmr_model.engine.loading import model_holding, resolve_device, to_device, without_pretrained
@@ -33,6 +35,10 @@ class EvalResult:
     scores: np.ndarray  # N, C softmax probabilities
     labels: np.ndarray  # N, int
     loss: float  # mean cross-entropy
+
+    def report(self, config: ExperimentConfig) -> dict[str, Any]:
+        """The report with bootstrap CIs (the config's `evaluation` settings) of these scores, plus the loss."""
+        return {**metrics.report(config.task, self.scores, self.labels, config.evaluation), "loss": self.loss}
 
 
 def required_prefixes(source: str) -> tuple[str, ...]:

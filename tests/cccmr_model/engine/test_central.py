@@ -59,7 +59,7 @@ def test_site_names_are_unique(tmp_path) -> None:
 
 
 def test_ablation_table_has_check_mark_columns() -> None:
-    from cccmr_model.cli.ablation_cmd import MARK_COLUMNS, ROWS
+    from cccmr_model.engine.ablation import MARK_COLUMNS, ROWS
 
     y = np.array([0, 0, 1, 1, 0, 1])
     report = evaluation_report("screening", np.array([0.2, 0.4, 0.7, 0.9, 0.6, 0.3]), y, resamples=20)
@@ -78,7 +78,7 @@ def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
     import argparse
 
     from cccmr_model.cli import ablation_cmd
-    from cccmr_model.engine import central
+    from cccmr_model.engine import ablation
     from cccmr_model.splits import split_site
 
     config = load_config("tiny", [*FAST, "data.val_fraction=0.25"])
@@ -92,8 +92,8 @@ def test_ablation_trains_on_what_a_federated_site_trains_on_with_train_split(
         seen.append(train_set)
         raise StopError
 
-    monkeypatch.setattr(central, "ingest_sites", lambda roots, cache, cfg, **kwargs: sites)
-    monkeypatch.setattr(central, "train_phases", record)
+    monkeypatch.setattr(ablation, "ingest_sites", lambda roots, cache, cfg, **kwargs: sites)
+    monkeypatch.setattr(ablation, "train_phases", record)
     args = argparse.Namespace(
         config="tiny", overrides=[*FAST, "data.val_fraction=0.25"], data=[tmp_path / "a", tmp_path / "b"],
         test=[tmp_path / "t"], out=tmp_path / "out", cache=None, device="cpu", no_tsne=True, train_split=train_split,
