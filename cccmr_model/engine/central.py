@@ -1,10 +1,12 @@
 """Central (pooled) training: ingest sites, split each one, run the three phases, write the output.
 
-What `cccmr train` and `cccmr ablation` share; the federation runs the same `train_phase` per site instead.
+`train_centrally` is `cccmr train`; the pieces are what it and `cccmr ablation` share. The federation runs the
+same `train_phase` per site instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +18,11 @@ from torch import Tensor
 from cccmr_model.config import PHASES
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine.datasets import LabelledSubset, PooledDataset
+from cccmr_model.engine.evaluate import evaluate_model
 from cccmr_model.engine.train import PhaseResult, train_phase
 from cccmr_model.errors import DataError
+from cccmr_model.metrics import json_safe, markdown_table
+from cccmr_model.release import write_release
 from cccmr_model.splits import split_site
 
 log = logging.getLogger(__name__)
@@ -118,16 +123,57 @@ def train_phases(
     return results
 
 
-def write_training_output(
-    out_dir: Path,
-    *,
-    state: Mapping[str, Tensor],
-    config: ExperimentConfig,
-    metrics: Mapping[str, Any],
-    training_info: Mapping[str, Any],
-) -> Path:
-    """The one place `cccmr train` writes its result: a release folder `out_dir/release` (cine-only weights,
-    resolved config, metrics, model card, hashes)."""
-    from cccmr_model.release import write_release
+@dataclass
+class CentralTraining:
+    release: Path  # the release folder
+    table: str | None  # metrics.md's validation table (None: data.val_fraction is 0)
+    tsne: Path | None  # Fig. 3, when asked for and there is a validation set
 
-    return write_release(out_dir / "release", state=state, config=config, metrics=metrics, training_info=training_info)
+
+def train_centrally(
+    data: Sequence[Path],
+    out: Path,
+    config: ExperimentConfig,
+    *,
+    cache: Path | None = None,
+    device: str | None = None,
+    workers: int = 1,
+    tsne: bool = False,
+    allow_outside_paths: bool = False,
+) -> CentralTraining:
+    """`cccmr train`: ingest the sites (cache default `out/cache`), split each, train the three phases
+    (checkpoints in `out/checkpoints`), score the validation parts (metrics.json, metrics.md, optional Fig. 3)
+    and write the release `out/release` (cine-only weights, resolved config, metrics, model card, hashes).
+    `allow_outside_paths`: manifest series paths may leave the data root."""
+    device = device or config.train.device
+    out.mkdir(parents=True, exist_ok=True)
+    sites = ingest_sites(data, cache or out / "cache", config, workers, allow_outside_paths=allow_outside_paths)
+    train_set, val_set, site_summary = split_sites(sites, config)
+    results = train_phases(train_set, config, device=device, checkpoint_dir=out / "checkpoints")
+    state = results["fusion"].state
+
+    metrics: dict[str, Any] = {}
+    table = figure = None
+    if val_set is not None:
+        metrics["validation"] = evaluate_model(state, val_set, config, device).report(config)
+        (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False) + "\n")
+        table = markdown_table({"CC-CMR (validation)": metrics["validation"]})
+        (out / "metrics.md").write_text(table)
+        if tsne:
+            from cccmr_model.tsne import write_fig3
+
+            before, after = results["pretrain"].state, results["fim"].state
+            figure = write_fig3(before, after, val_set, config, out / "fig3_tsne.png", device)
+    else:
+        log.warning("data.val_fraction is 0: no validation metrics")
+
+    training_info = {
+        "mode": "central",
+        "sites": site_summary,
+        "phases": {
+            phase: {"epochs": config.train.phases[phase].epochs, "num_examples": r.num_examples, **r.metrics}
+            for phase, r in results.items()
+        },
+    }
+    release = write_release(out / "release", state=state, config=config, metrics=metrics, training_info=training_info)
+    return CentralTraining(release, table, figure)

@@ -8,9 +8,9 @@ import pytest
 from benchmarks.support.synthetic import SyntheticCohort
 from cccmr_model.config import load_config
 from cccmr_model.engine import evaluate_model
-from cccmr_model.engine.central import Site, site_names, split_sites, train_phases, write_training_output
+from cccmr_model.engine.central import Site, site_names, split_sites, train_phases
 from cccmr_model.metrics import evaluation_report, markdown_table
-from cccmr_model.release import load_release
+from cccmr_model.release import load_release, write_release
 from cccmr_model.tsne import write_fig3
 
 FAST = ["data.image_size=32", "data.frames=4", "data.min_frames=4", "train.batch_size=4", "train.resample_factor=1"]
@@ -39,8 +39,8 @@ def test_three_phases_then_evaluate_release_and_tsne(tmp_path) -> None:
     assert "| CC-CMR |" in markdown_table({"CC-CMR": report})
 
     info = {"mode": "central", "sites": summary, "phases": {p: {"epochs": 1} for p in seen}}
-    release_dir = write_training_output(
-        tmp_path / "out",
+    release_dir = write_release(
+        tmp_path / "out" / "release",
         state=results["fusion"].state,
         config=config,
         metrics={"validation": report},
