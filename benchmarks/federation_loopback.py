@@ -30,8 +30,8 @@ from pathlib import Path
 from cccmr_model.config import load_config
 from cccmr_model.demo.flower import app_dir, offline_env
 from cccmr_model.processes import descendants, free_port, listening, stop, wait_for
+from cccmr_model.run_folder import history_path, read_history, release_dir
 from cccmr_model.site.data import SiteSettings, prepare_site
-from server.history import read_history
 
 SITES = ("anzhen", "lanzhou")
 SMALL_IMAGES = ["data.image_size=64", "data.field_of_view_mm=223", "data.frames=8", "data.min_frames=8"]
@@ -124,8 +124,8 @@ def _measure(tmp: Path, subjects: int, overrides: list[str], superlink_state: st
         )  # fmt: skip
         total = time.monotonic() - start
         rss.stop()
-        history = read_history(run_dir / "history.jsonl")
-        if result.returncode != 0 or not (run_dir / "release").is_dir():
+        history = read_history(history_path(run_dir))
+        if result.returncode != 0 or not release_dir(run_dir).is_dir():
             output = (result.stdout + result.stderr)[-3000:]
             raise RuntimeError(f"flwr run failed (exit {result.returncode}):\n{output}")
     finally:

@@ -36,10 +36,10 @@ from cccmr_model.engine import evaluate_model
 from cccmr_model.metrics import binary_auc, json_safe
 from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.release.files import is_release_key
+from cccmr_model.run_folder import read_history
 from cccmr_model.wire import decode, encode
 from client import app as client_app
 from server.app import initial_state
-from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 from server.validation import l2_norm, update_bound

@@ -9,12 +9,12 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from cccmr_model import run_folder
 from cccmr_model.config import ExperimentConfig, config_to_dict
 from cccmr_model.engine.checkpoint import seed_everything
 from cccmr_model.model import PHASE_GROUPS, build_model
 from cccmr_model.release.files import is_release_key
-from server import history
-from server.checkpoint import check_resumable, known_sites, load_checkpoint
+from server.checkpoint import check_resumable, known_sites
 from server.polling_grid import PollingGrid
 from server.privacy import check_privacy_config, check_update_bound, with_central_dp
 from server.release import write_release
@@ -34,11 +34,11 @@ def main(grid: Grid, context: Context) -> None:
     check_update_bound(config)
     state, completed, sites = initial_state(config), 0, {}
     if settings.resume_from is not None:
-        ckpt = load_checkpoint(settings.resume_from)
+        ckpt = run_folder.load_checkpoint(settings.resume_from)
         check_resumable(ckpt, config_to_dict(config), settings.resume_from)
         state, completed = ckpt.state, ckpt.server_round
         sites = known_sites(ckpt)
-        history.truncate_after(settings.run_dir / "history.jsonl", completed)
+        run_folder.truncate_after(run_folder.history_path(settings.run_dir), completed)
         log.info("resuming after round %d from %s", completed, settings.resume_from)
     strategy = PhaseFedAvg(
         plan_rounds(config.federation.phases, PHASE_GROUPS),
@@ -49,7 +49,7 @@ def main(grid: Grid, context: Context) -> None:
         completed_rounds=completed,
         known_sites=sites,
     )
-    past = history.read_history(strategy.history_path) if completed else []
+    past = run_folder.read_history(strategy.history_path) if completed else []
     runner = with_central_dp(strategy, config, past)  # Flower's DP wrapper when privacy.central_dp.enabled
     if strategy.remaining_rounds() > 0:
         runner.start(
@@ -59,8 +59,10 @@ def main(grid: Grid, context: Context) -> None:
             timeout=config.federation.round_timeout_s,
         )
     strategy.checkpoints.wait()
-    rounds = history.read_history(strategy.history_path)
-    out = write_release(settings.run_dir / "release", strategy.global_state, config, rounds, strategy.final_evaluation)
+    rounds = run_folder.read_history(strategy.history_path)
+    out = write_release(
+        run_folder.release_dir(settings.run_dir), strategy.global_state, config, rounds, strategy.final_evaluation
+    )
     log.info("release written to %s", out)
 
 

@@ -28,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from cccmr_model import run_folder
 from cccmr_model.config import ExperimentConfig
 from cccmr_model.errors import CccmrError
 from cccmr_model.packing import MANIFEST, PACKED, PackingError, manifest_array, pack, unpack
@@ -44,7 +45,6 @@ from cccmr_model.wire import (
     encode,
     experiment_to_json,
 )
-from server import history
 from server.aggregation import aggregate
 from server.checkpoint import BackgroundCheckpoints, strategy_meta
 from server.evaluation import global_eval_metrics
@@ -140,11 +140,11 @@ class PhaseFedAvg(FedAvg):
 
     @property
     def history_path(self) -> Path:
-        return self.run_dir / "history.jsonl"
+        return run_folder.history_path(self.run_dir)
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return run_folder.checkpoint_dir(self.run_dir)
 
     def remaining_rounds(self) -> int:
         return len(self.plan) - self.completed_rounds
@@ -321,7 +321,7 @@ class PhaseFedAvg(FedAvg):
     def _end_round(self) -> None:
         rnd = self._round
         plan = rnd.plan
-        history.append_round(
+        run_folder.append_round(
             self.history_path,
             {
                 "round": plan.server_round,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cccmr_model.release.load import verify_release
-from server.history import read_history
+from cccmr_model.run_folder import read_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

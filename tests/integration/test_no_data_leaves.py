@@ -27,11 +27,11 @@ from cccmr_model.config import load_config
 from cccmr_model.model import FIM_TERMS, PHASE_GROUPS, build_model, phase_state
 from cccmr_model.phantom.dicom_writer import Geometry, Sampling, SeriesTags, write_series
 from cccmr_model.release.files import is_release_key
+from cccmr_model.run_folder import read_history
 from cccmr_model.sequences import SEQUENCES
 from cccmr_model.wire import decode
 from client import app as client_app
 from server.app import initial_state
-from server.history import read_history
 from server.privacy import with_central_dp
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from cccmr_model.release.files import METRICS_FILE
-from server.checkpoint import list_checkpoints, load_checkpoint
-from server.history import read_history
+from cccmr_model.run_folder import list_checkpoints, load_checkpoint, read_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cccmr_model.release.load import verify_release
-from server.checkpoint import load_checkpoint
-from server.history import read_history
+from cccmr_model.run_folder import load_checkpoint, read_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,11 +20,11 @@ from cccmr_model.engine import train_phase
 from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.processes import stop, wait_for
 from cccmr_model.release.files import is_release_key
+from cccmr_model.run_folder import read_history
 from cccmr_model.site.data import prepare_site, site_settings
 from client import app as client_app
 from client.app import SiteWorkerError
 from server.app import initial_state
-from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from server.history import read_history
+from cccmr_model.run_folder import read_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

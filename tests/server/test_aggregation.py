@@ -11,9 +11,9 @@ from scipy import stats
 from cccmr_model.config import load_config
 from cccmr_model.errors import ConfigError
 from cccmr_model.packing import weighted_average
+from cccmr_model.run_folder import read_history
 from cccmr_model.wire import decode, encode
 from server.aggregation import aggregate
-from server.history import read_history
 from server.privacy import check_privacy_config
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg

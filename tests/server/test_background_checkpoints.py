@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.checkpoint import BackgroundCheckpoints, CheckpointError, list_checkpoints, load_checkpoint
+from cccmr_model.run_folder import CheckpointError, list_checkpoints, load_checkpoint
+from server.checkpoint import BackgroundCheckpoints
 
 
 def test_each_round_is_written_as_it_was_when_saved(tmp_path):

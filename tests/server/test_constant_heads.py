@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cccmr_model.config import load_config
+from cccmr_model.run_folder import read_history
 from cccmr_model.wire import decode
-from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg, constant_heads
 

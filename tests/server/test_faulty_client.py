@@ -16,8 +16,8 @@ from flwr.clientapp import ClientApp
 from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 from cccmr_model.config import load_config
 from cccmr_model.packing import manifest_array
+from cccmr_model.run_folder import read_history
 from cccmr_model.wire import decode, encode
-from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 

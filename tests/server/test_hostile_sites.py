@@ -15,9 +15,9 @@ from cccmr_model.errors import ConfigError
 from cccmr_model.markdown import escape_markdown
 from cccmr_model.release.card import render_card
 from cccmr_model.release.privacy import privacy_lines
+from cccmr_model.run_folder import read_history
 from cccmr_model.wire import decode, encode
 from server.app import initial_state
-from server.history import read_history
 from server.privacy import check_update_bound
 from server.release import write_release
 from server.schedule import plan_rounds

@@ -12,8 +12,8 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from cccmr_model.config import load_config
 from cccmr_model.errors import ConfigError
+from cccmr_model.run_folder import read_history
 from cccmr_model.wire import decode
-from server.history import read_history
 from server.privacy import PhaseClientSideFixedClipping, check_privacy_config, with_central_dp
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cccmr_model.config import load_config
+from cccmr_model.run_folder import read_history
 from cccmr_model.wire import decode, encode
 from server.evaluation import release_reports
-from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 from server.validation import EVAL_METRICS, SITE_NAME_PATTERN, TRAIN_METRICS

@@ -1,4 +1,4 @@
-"""Round plan, reply checks, history file and checkpoints of the federated server."""
+"""Round plan, reply checks, checkpoint metadata and global metrics of the federated server."""
 
 from __future__ import annotations
 
@@ -9,16 +9,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cccmr_model.config import config_to_dict, load_config
-from server import history
-from server.checkpoint import (
-    CheckpointError,
-    check_resumable,
-    known_sites,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-    strategy_meta,
-)
+from cccmr_model.run_folder import load_checkpoint, save_checkpoint
+from server.checkpoint import check_resumable, known_sites, strategy_meta
 from server.evaluation import global_eval_metrics
 from server.schedule import plan_rounds, round_seed
 from server.validation import check_train_reply, update_norm
@@ -51,29 +43,6 @@ def test_check_train_reply():
     assert "num-examples" in check_train_reply(ok, {"num-examples": 0}, sent)
     assert "num-examples" in check_train_reply(ok, {"loss": 1.0}, sent)
     assert "loss is not a finite number" in check_train_reply(ok, {"num-examples": 4, "loss": float("inf")}, sent)
-
-
-def test_history_append_truncate_and_nan(tmp_path):
-    path = tmp_path / "history.jsonl"
-    for r in range(1, 5):
-        history.append_round(path, {"round": r, "loss": float("nan") if r == 2 else 0.1 * r})
-    assert history.read_history(path)[1]["loss"] is None
-    history.truncate_after(path, 2)
-    assert [r["round"] for r in history.read_history(path)] == [1, 2]
-
-
-def test_checkpoint_roundtrip_keeps_order_meta_and_the_newest(tmp_path):
-    state = {"z.w": np.arange(6, dtype=np.float32).reshape(2, 3), "a.b": np.ones(2, np.float32)}
-    for r in (1, 2, 3):
-        save_checkpoint(tmp_path, r, state, {"config": {"seed": r}}, keep=2)
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["round-0002.safetensors", "round-0003.safetensors"]
-    ckpt = load_checkpoint(tmp_path)
-    assert ckpt.server_round == 3 and ckpt.meta["config"] == {"seed": 3}
-    assert list(ckpt.state) == ["z.w", "a.b"]
-    np.testing.assert_array_equal(ckpt.state["z.w"], state["z.w"])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="no round-"):
-        load_checkpoint(tmp_path / "empty")
 
 
 def test_strategy_meta_written_with_a_checkpoint_reads_back_its_sites_and_config(tmp_path):

@@ -7,9 +7,8 @@ import pytest
 from flwr.app import Error, Message
 
 from cccmr_model.config import ExperimentConfig, load_config
+from cccmr_model.run_folder import list_checkpoints, load_checkpoint, read_history
 from cccmr_model.wire import decode
-from server.checkpoint import list_checkpoints, load_checkpoint
-from server.history import read_history
 from server.schedule import plan_rounds
 from server.strategy import FederationError, PhaseFedAvg
 
