@@ -296,13 +296,14 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
     from cccmr_model.demo.flower import FlowerSimulation
     from cccmr_model.demo.keeper import CheckpointKeeper
     from cccmr_model.demo.run import _federate, _history
+    from cccmr_model.run_folder import checkpoint_dir, checkpoint_file, release_dir
 
     times: dict[str, float] = {}
     with FlowerSimulation(out / "flower") as sim:
         for folder in runs:
             start = time.perf_counter()
             log.info("federation %s: %s", folder, "; ".join(runs[folder]))
-            with CheckpointKeeper(out / folder / "checkpoints", out / folder / "kept-checkpoints"):
+            with CheckpointKeeper(checkpoint_dir(out / folder), out / folder / "kept-checkpoints"):
                 _federate(sim, out, folder, runs[folder], len(sites))
             times[f"federated {folder}"] = round(time.perf_counter() - start, 1)
             log.info("federation %s done in %.0f s", folder, times[f"federated {folder}"])
@@ -311,12 +312,12 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
     test_set, _ = open_test_set(out / "data" / "test", out / "cache" / "test" / "test", config)
     reports, scores = {}, {}
     for folder, row in FEDERATED_RUNS.items():
-        ev = evaluate_release(row, out / folder / "release", test_set)
+        ev = evaluate_release(row, release_dir(out / folder), test_set)
         reports[row], scores[row] = {**ev.report}, ev.scores
 
     def kept(folder: str, phase: str):
         end = phase_end_rounds(_history(out / folder))[phase]
-        return checkpoint_state(out / folder / "kept-checkpoints" / f"round-{end:04d}.safetensors")
+        return checkpoint_state(checkpoint_file(out / folder / "kept-checkpoints", end))
 
     pre = kept("fused", "pretrain")
     for row, seq in zip(ROW_NAMES[:2], (CINE_4CH, CINE_SAX), strict=True):
@@ -329,7 +330,7 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
         s, labels = head_scores(kept("control", "pretrain"), test_set, config, CINE_4CH)
         controls[CONTROL_4CH] = report(config.task, s, labels, config.evaluation)
         scores[CONTROL_4CH] = positive_scores(s)
-        ev = evaluate_release(CONTROL_FUSED, out / "control" / "release", test_set)
+        ev = evaluate_release(CONTROL_FUSED, release_dir(out / "control"), test_set)
         controls[CONTROL_FUSED], scores[CONTROL_FUSED] = {**ev.report}, ev.scores
     times["federated evaluation"] = round(time.perf_counter() - start, 1)
     return {"reports": reports, "controls": controls, "scores": scores, "aucs": aucs, "test_set": test_set,

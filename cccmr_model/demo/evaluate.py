@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file
 from torch.utils.data import Dataset
 
 from cccmr_model.config.schema import ExperimentConfig
@@ -19,6 +18,7 @@ from cccmr_model.engine import evaluate_model
 from cccmr_model.errors import CccmrError
 from cccmr_model.metrics import positive_scores, report
 from cccmr_model.release import load_release
+from cccmr_model.run_folder import load_checkpoint
 
 log = logging.getLogger("cccmr.demo")
 
@@ -58,8 +58,8 @@ def evaluate_release(name: str, release_dir: Path, dataset: Dataset) -> ReleaseE
 
 
 def checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
-    """The full global model of one server checkpoint (safetensors written by the ServerApp)."""
-    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in load_file(str(path)).items()}
+    """The full global model of one server checkpoint (`cccmr_model.run_folder`), as tensors."""
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in load_checkpoint(path).state.items()}
 
 
 def phase_end_rounds(history: Sequence[Mapping[str, Any]]) -> dict[str, int]:

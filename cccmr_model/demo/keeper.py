@@ -4,12 +4,11 @@ needs the global model after the last pretrain round and after the last FIM roun
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import threading
 from pathlib import Path
 
-_NAME = re.compile(r"^round-(\d+)\.safetensors$")  # written by server.checkpoint (tmp file, then renamed)
+from cccmr_model.run_folder import CHECKPOINT_NAME, checkpoint_file
 
 
 class CheckpointKeeper:
@@ -36,7 +35,7 @@ class CheckpointKeeper:
             return
         for path in self.source.iterdir():
             kept = self.target / path.name
-            if not _NAME.match(path.name) or kept.exists():
+            if not CHECKPOINT_NAME.match(path.name) or kept.exists():  # the server's tmp files do not match
                 continue
             try:
                 os.link(path, kept)
@@ -50,7 +49,7 @@ class CheckpointKeeper:
 
     def path(self, server_round: int) -> Path | None:
         """The kept checkpoint of `server_round`, if it was seen."""
-        path = self.target / f"round-{server_round:04d}.safetensors"
+        path = checkpoint_file(self.target, server_round)
         return path if path.is_file() else None
 
     def _loop(self) -> None:

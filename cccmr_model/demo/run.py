@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cccmr_model import run_folder
 from cccmr_model.config import config_to_dict, load_config
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.console import progress
@@ -90,7 +91,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     runs = {key: overrides(size, sites, options.seed, baseline=key == BASELINE) for key in (RELEASE, BASELINE)}
     config = load_config(CONFIG_NAME, runs[RELEASE])  # the release run's resolved config (checks the overrides early)
     with FlowerSimulation(out / "flower") as sim:
-        keeper = CheckpointKeeper(out / "run" / "checkpoints", out / "run" / "kept-checkpoints")
+        keeper = CheckpointKeeper(run_folder.checkpoint_dir(out / "run"), out / "run" / "kept-checkpoints")
         with clock.step(f"federated CC-CMR: {_schedule(config)}"), keeper:
             _federate(sim, out, "run", runs[RELEASE], len(sites))
         baseline_config = load_config(CONFIG_NAME, runs[BASELINE])
@@ -100,10 +101,12 @@ def run_demo(options: DemoOptions) -> DemoResult:
     with clock.step("evaluation of both releases on the held-out test set, t-SNE, explained subjects"):
         test_set, test_counts = open_test_set(out / "data" / "test", out / "test-cache", config)
         evaluations = {
-            key: evaluate_release(NAMES[key], out / folder / "release", test_set) for key, folder in FOLDERS.items()
+            key: evaluate_release(NAMES[key], run_folder.release_dir(out / folder), test_set)
+            for key, folder in FOLDERS.items()
         }
         tsne = _tsne(keeper, out, histories, test_set, config)
-        explained = explain_examples(out / "run" / "release", out / "data" / "test", out / "figures" / "explained", out)
+        release = run_folder.release_dir(out / "run")
+        explained = explain_examples(release, out / "data" / "test", out / "figures" / "explained", out)
     with clock.step("figures"):
         fig = _figures(out / "figures", evaluations, histories, tsne.pop("figure"))
         summary = {
@@ -117,7 +120,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
             "table1": markdown_table({NAMES[k]: e.report for k, e in evaluations.items()}),
             "evaluation": {NAMES[k]: e.report for k, e in evaluations.items()},
             "releases": {k: {"path": str(e.release), "content_hash": e.content_hash} for k, e in evaluations.items()},
-            "history_paths": {key: str(out / folder / "history.jsonl") for key, folder in FOLDERS.items()},
+            "history_paths": {key: str(run_folder.history_path(out / folder)) for key, folder in FOLDERS.items()},
             "tsne": tsne,
             "explained": explained,
             "figures": {k: str(p.relative_to(out)) for k, p in fig.items()},
@@ -131,7 +134,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     md, html = write_report(out, summary, histories)
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=1) + "\n")
     log.info("demo finished in %.1f s", seconds)
-    return DemoResult(md, html, out / "run" / "release", out / "baseline" / "release", seconds)
+    return DemoResult(md, html, run_folder.release_dir(out / "run"), run_folder.release_dir(out / "baseline"), seconds)
 
 
 def _clean(out: Path) -> None:
@@ -167,7 +170,7 @@ def _phantom(data: Path, sites: list[str], size: DemoSize, options: DemoOptions)
 
 def _federate(sim: FlowerSimulation, out: Path, folder: str, items: list[str], num_sites: int) -> None:
     run_dir = out / folder
-    shown = _RoundPrinter(run_dir / "history.jsonl")
+    shown = _RoundPrinter(run_folder.history_path(run_dir))
     sim.run_app(
         {
             "config-path": CONFIG,
@@ -199,7 +202,7 @@ class _RoundPrinter:
         self.flush()
 
     def flush(self) -> None:
-        for record in _history_file(self.history)[self.seen :]:
+        for record in run_folder.read_history(self.history)[self.seen :]:
             self.seen += 1
             ev, train = record.get("evaluate_global", {}), record.get("train_global", {})
             mb = (record.get("bytes_sent", 0) + record.get("bytes_received", 0)) / 1e6
@@ -214,16 +217,11 @@ def _maybe(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _history_file(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
-
-
 def _history(run_dir: Path) -> list[dict[str, Any]]:
-    records = _history_file(run_dir / "history.jsonl")
+    path = run_folder.history_path(run_dir)
+    records = run_folder.read_history(path)
     if not records:
-        raise RuntimeError(f"{run_dir / 'history.jsonl'}: the federation wrote no rounds")
+        raise RuntimeError(f"{path}: the federation wrote no rounds")
     return records
 
 
@@ -236,7 +234,7 @@ def _tsne(keeper: CheckpointKeeper, out: Path, histories, test_set, config: Expe
     source = "checkpoints of the release run"
     if before is None:  # not kept (extreme load): the baseline ran the identical pretraining schedule
         baseline_end = phase_end_rounds(histories[BASELINE])["pretrain"]
-        before = out / "baseline" / "checkpoints" / f"round-{baseline_end:04d}.safetensors"
+        before = run_folder.checkpoint_file(run_folder.checkpoint_dir(out / "baseline"), baseline_end)
         source = "after-pretrain checkpoint from the baseline run (identical pretraining schedule)"
     if after is None:
         raise RuntimeError(f"checkpoint of round {ends['fim']} (end of the FIM) was not kept")
