@@ -94,6 +94,20 @@ def refuse_unapplied_privacy(config: ExperimentConfig, args: argparse.Namespace,
         )
 
 
+def central_training_setup(args: argparse.Namespace) -> tuple[ExperimentConfig, Path]:
+    """What `cccmr train` and `cccmr ablation` check before any work: the config (`--config`, `--set`) enables no
+    privacy they would not apply, and `--out` and `--cache` (default OUT/cache) can be written. Returns the config
+    and the cache folder."""
+    from cccmr_model.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    refuse_unapplied_privacy(config, args, "trains centrally on pooled data")
+    cache = args.cache or args.out / "cache"
+    check_writable_folder(args.out, "--out")
+    check_writable_folder(cache, "--cache")
+    return config, cache
+
+
 def check_writable_folder(path: Path, option: str) -> None:
     """Create `path` if needed and write a probe file in it, before any work; a CccmrError naming the option."""
     if path.exists() and not path.is_dir():

@@ -6,13 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cccmr_model.cli import (
-    add_config_arguments,
-    add_manifest_arguments,
-    check_writable_folder,
-    refuse_unapplied_privacy,
-)
-from cccmr_model.config import load_config
+from cccmr_model.cli import add_config_arguments, add_manifest_arguments, central_training_setup
 
 HELP = "Table 2: 4CH only, SAX only, fused w/o FIM, FIM w/o U-A, FIM w U-A, on one split, one table with CIs"
 
@@ -37,11 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cccmr_model.engine.ablation import run_ablation
 
-    config = load_config(args.config, args.overrides)
-    refuse_unapplied_privacy(config, args, "trains centrally on pooled data")
-    cache = args.cache or args.out / "cache"
-    check_writable_folder(args.out, "--out")
-    check_writable_folder(cache, "--cache")
+    config, cache = central_training_setup(args)
     result = run_ablation(
         args.data, args.test, args.out, config, cache=cache, device=args.device, train_split=args.train_split,
         tsne=not args.no_tsne, allow_outside_paths=args.allow_outside_paths,

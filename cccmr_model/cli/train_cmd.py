@@ -6,13 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cccmr_model.cli import (
-    add_config_arguments,
-    add_manifest_arguments,
-    check_writable_folder,
-    refuse_unapplied_privacy,
-)
-from cccmr_model.config import load_config
+from cccmr_model.cli import add_config_arguments, add_manifest_arguments, central_training_setup
 
 HELP = "train all three phases centrally on pooled site data and write a release with validation metrics"
 
@@ -31,11 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cccmr_model.engine.central import train_centrally
 
-    config = load_config(args.config, args.overrides)
-    refuse_unapplied_privacy(config, args, "trains centrally on pooled data")
-    cache = args.cache or args.out / "cache"
-    check_writable_folder(args.out, "--out")
-    check_writable_folder(cache, "--cache")
+    config, cache = central_training_setup(args)
     result = train_centrally(
         args.data, args.out, config, cache=cache, device=args.device, workers=args.workers, tsne=args.tsne,
         allow_outside_paths=args.allow_outside_paths,
