@@ -10,6 +10,10 @@ speaks it. No flwr here: numpy and plain types, which Flower's own calls turn in
 - Orders: the config record of a train message (`TrainOrder`) and of an evaluate message (`EvaluateOrder`), each
   with the resolved experiment config as JSON (`experiment_to_json`, read back by `experiment_from_json`). `from_config`
   raises OrderError naming a missing or mistyped field; fields it does not know (e.g. Flower's clipping norm) pass.
+- Evaluation without its own exchange: a TrainOrder with `evaluate_round` asks the site to evaluate the received
+  model (the global model after that round) before training, as an evaluate message would; the train reply's
+  metrics then carry the evaluation's metrics under `EVAL_PREFIX` (`eval:loss`, `eval:confusion`, ...).
+  `with_evaluation` adds them, `split_evaluation` takes them apart.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ CONFIG = "config"  # ConfigRecord of a message from the server: a TrainOrder or 
 SITE = "site"  # ConfigRecord of every reply: {SITE_NAME: <site name>}
 SITE_NAME = "name"
 NUM_EXAMPLES = "num-examples"  # metric: the FedAvg weight (training samples seen) or the subjects evaluated
+EVAL_PREFIX = "eval:"  # train-reply metrics: the evaluation a TrainOrder's `evaluate_round` asked for
 
 ConfigValue = int | float | str | bool  # what a Flower ConfigRecord holds (of the scalars)
 
@@ -76,7 +81,8 @@ def experiment_from_json(text: str) -> ExperimentConfig:
 @dataclass(frozen=True)
 class TrainOrder:
     """What a train message asks: train `phase` for `local_epochs` over the slice `lr_window` of the phase's
-    learning-rate schedule, seeded with `seed`, in round `server_round` of the run."""
+    learning-rate schedule, seeded with `seed`, in round `server_round` of the run. With `evaluate_round`, first
+    evaluate the received model (the global model after that round), sharing scores only when `share_scores`."""
 
     phase: str
     local_epochs: int
@@ -84,6 +90,8 @@ class TrainOrder:
     server_round: int
     seed: int
     experiment_json: str
+    evaluate_round: int | None = None
+    share_scores: bool = False
 
     def to_config(self) -> dict[str, ConfigValue]:
         return {
@@ -94,11 +102,18 @@ class TrainOrder:
             "server-round": int(self.server_round),
             "seed": int(self.seed),
             "experiment": self.experiment_json,
+            **self._evaluation_config(),
         }
+
+    def _evaluation_config(self) -> dict[str, ConfigValue]:
+        if self.evaluate_round is None:
+            return {}
+        return {"evaluate-round": int(self.evaluate_round), "share-subject-scores": bool(self.share_scores)}
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> TrainOrder:
         read = _Fields(config, "train")
+        evaluate_round = read.integer("evaluate-round") if "evaluate-round" in config else None
         return cls(
             phase=read.text("phase"),
             local_epochs=read.integer("local-epochs"),
@@ -106,6 +121,8 @@ class TrainOrder:
             server_round=read.integer("server-round"),
             seed=read.integer("seed"),
             experiment_json=read.text("experiment"),
+            evaluate_round=evaluate_round,
+            share_scores=evaluate_round is not None and read.flag("share-subject-scores"),
         )
 
 
@@ -136,6 +153,18 @@ class EvaluateOrder:
             share_scores=read.flag("share-subject-scores"),
             experiment_json=read.text("experiment"),
         )
+
+
+def with_evaluation(train: Mapping[str, object], evaluation: Mapping[str, object]) -> dict[str, object]:
+    """A train reply's metrics carrying `evaluation` under `EVAL_PREFIX`."""
+    return {**train, **{EVAL_PREFIX + k: v for k, v in evaluation.items()}}
+
+
+def split_evaluation(metrics: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """(the training metrics, the evaluation's metrics without `EVAL_PREFIX`) of a train reply."""
+    train = {k: v for k, v in metrics.items() if not k.startswith(EVAL_PREFIX)}
+    evaluation = {k.removeprefix(EVAL_PREFIX): v for k, v in metrics.items() if k.startswith(EVAL_PREFIX)}
+    return train, evaluation
 
 
 class _Fields:

@@ -9,8 +9,15 @@ server/aggregation.py) and writes the result into the global model. Sites are na
 the SuperLink registered; a reply that claims another name, or one another node holds, is refused. A
 site whose reply flags a head that predicted a constant in its last local epoch (`constant:<head>`, see
 `cccmr_model.engine.train`) is named in a warning and in the round's `constant_heads`.
-`aggregate_evaluate`, the last hook `Strategy.start` calls in a round, pools the sites' evaluation counts, then
-closes the round: one history line and one checkpoint.
+
+Evaluation has no exchange of its own but after the last round. Round t's global model, due an evaluation every
+`federation.evaluate_every` rounds, is what round t+1 sends: its train order asks the sites to evaluate it before
+training (`evaluate_round`), the message adds the cine-only groups the phase does not send, and the replies carry
+the evaluation under `eval:`, checked apart from the training part (a bad evaluation leaves out only itself).
+`aggregate_train` pools them into round t+1's history line with `evaluated_round` t. After the last round
+`configure_evaluate` sends the final evaluation (`evaluated_round` the last round; an evaluation of the round before,
+which that round's train replies carried, moves to the line's `previous_evaluation`). `aggregate_evaluate`, the
+last hook `Strategy.start` calls in a round, pools it, then closes the round: one history line and one checkpoint.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from cccmr_model.wire import (
     decode,
     encode,
     experiment_to_json,
+    split_evaluation,
 )
 from server.aggregation import aggregate
 from server.checkpoint import BackgroundCheckpoints, strategy_meta
@@ -53,6 +61,7 @@ from server.validation import (
     EVAL_METRICS,
     SITE_NAME_PATTERN,
     TRAIN_METRICS,
+    TRAIN_REPLY_METRICS,
     check_eval_metrics,
     check_train_reply,
     examples_bound,
@@ -91,8 +100,11 @@ class RoundLog:
     update_norms: dict[str, float] = field(default_factory=dict)  # site -> L2 norm of its update
     update_bound: float | None = None
     metrics_dropped: dict[str, list[str]] = field(default_factory=dict)  # site -> metric names not allow-listed
+    evaluate_round: int | None = None  # the earlier round whose model this round's train replies evaluate
     evaluate: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluate_global: dict[str, float] = field(default_factory=dict)
+    evaluated_round: int | None = None  # the round whose model `evaluate` evaluated
+    previous_evaluation: dict[str, Any] = field(default_factory=dict)  # last round: the piggy-backed evaluation
     bytes_sent: int = 0
     bytes_received: int = 0
 
@@ -159,11 +171,14 @@ class PhaseFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """Send the round's phase groups and schedule to every connected site."""
         plan = self._plan(server_round)
-        self._round = RoundLog(plan)
+        self._round = RoundLog(plan, evaluate_round=self._piggyback_round(plan))
         node_ids = self._connected_nodes(grid, first=server_round == 1)
+        sent = select(self.global_state, plan.sends)
+        if self._round.evaluate_round is not None:  # the evaluated model: the cine-only groups of the global state
+            sent.update({k: self.global_state[k] for k in self.eval_keys if k not in sent})
         content = RecordDict(
             {
-                ARRAYS: ArrayRecord(encode(select(self.global_state, plan.sends))),
+                ARRAYS: ArrayRecord(encode(sent)),
                 CONFIG: ConfigRecord(
                     TrainOrder(
                         phase=plan.phase,
@@ -172,6 +187,8 @@ class PhaseFedAvg(FedAvg):
                         server_round=plan.server_round,
                         seed=round_seed(self.config.seed, plan),
                         experiment_json=self._experiment_json,
+                        evaluate_round=self._round.evaluate_round,
+                        share_scores=self.federation.share_subject_scores,
                     ).to_config()
                 ),
             }
@@ -192,7 +209,10 @@ class PhaseFedAvg(FedAvg):
         expected = select(self.global_state, plan.trains)
         bound = update_bound(expected, self.max_update_norm, self.federation.max_update_ratio)
         self._round.update_bound = bound
-        checked = [self._check_train(site, msg, expected, bound) for site, msg in self._replies(replies)]
+        evaluations: dict[str, dict[str, Any]] = {}
+        checked = [self._check_train(site, msg, expected, bound, evaluations) for site, msg in self._replies(replies)]
+        if self._round.evaluate_round is not None and evaluations:
+            self._record_evaluation(evaluations, self._round.evaluate_round)
         accepted = self._bound_claims([item for item in checked if item is not None])
         if len(accepted) < self.min_sites:
             self.checkpoints.wait()  # the checkpoint the error points to is on disk when it is raised
@@ -217,10 +237,20 @@ class PhaseFedAvg(FedAvg):
         return self.global_arrays(), MetricRecord(train_global)
 
     def _check_train(
-        self, site: str, msg: Message, expected: Mapping[str, np.ndarray], bound: float | None
+        self,
+        site: str,
+        msg: Message,
+        expected: Mapping[str, np.ndarray],
+        bound: float | None,
+        evaluations: dict[str, dict[str, Any]],
     ) -> tuple[str, dict[str, np.ndarray], dict[str, Any]] | None:
-        """(site, arrays, allow-listed metrics) of a usable reply; None (logged, recorded) otherwise."""
-        metrics = self._allowed(site, _metrics(msg), TRAIN_METRICS)
+        """(site, arrays, allow-listed training metrics) of a usable reply; None (logged, recorded) otherwise. The
+        evaluation the reply carries, when the order asked for one, goes to `evaluations` if it passes its checks."""
+        asked = self._round.evaluate_round is not None
+        metrics, evaluation = split_evaluation(self._allowed(site, _metrics(msg), TRAIN_REPLY_METRICS if asked
+                                                             else TRAIN_METRICS))  # fmt: skip
+        if asked:
+            self._check_evaluation(site, evaluation, evaluations)
         claim = metrics.get(NUM_EXAMPLES)
         if isinstance(claim, int) and not isinstance(claim, bool):
             self._round.claims[site] = claim
@@ -271,12 +301,43 @@ class PhaseFedAvg(FedAvg):
 
     # ---- evaluation, end of round ----
 
+    def _piggyback_round(self, plan: RoundPlan) -> int | None:
+        """The round before `plan`'s when it was due an evaluation (every `evaluate_every` rounds): `plan`'s train
+        message carries its global model, so its replies evaluate it. None otherwise."""
+        previous = plan.server_round - 1
+        return previous if previous >= 1 and previous % self.federation.evaluate_every == 0 else None
+
+    def _check_evaluation(self, site: str, evaluation: dict[str, Any], evaluations: dict[str, dict[str, Any]]) -> None:
+        """Keep a train reply's evaluation in `evaluations` when it passes `check_eval_metrics`; otherwise only the
+        evaluation is left out (logged, in the history's `sites_failed`)."""
+        reason = check_eval_metrics(evaluation, self.config.num_classes)
+        if reason is None:
+            evaluations[site] = evaluation
+        else:
+            self._fail(site, f"evaluation of round {self._round.evaluate_round} rejected: {reason}")
+
+    def _record_evaluation(self, site_metrics: dict[str, dict[str, Any]], evaluated_round: int) -> dict[str, float]:
+        """Pool the sites' evaluation of round `evaluated_round`'s model into the round's history line (an earlier
+        one of this round moves to `previous_evaluation`); the pooled metrics."""
+        rnd = self._round
+        if rnd.evaluated_round is not None:
+            rnd.previous_evaluation = {"evaluated_round": rnd.evaluated_round, "evaluate": rnd.evaluate,
+                                       "evaluate_global": rnd.evaluate_global}  # fmt: skip
+        self.final_evaluation = site_metrics
+        rnd.evaluated_round = evaluated_round
+        rnd.evaluate = {s: _without_lists(m) for s, m in site_metrics.items()}
+        rnd.evaluate_global = global_eval_metrics(site_metrics, self.config.num_classes)
+        log.info("round %d: evaluation of round %d: %s", rnd.plan.server_round, evaluated_round,
+                 _short(rnd.evaluate_global))  # fmt: skip
+        return rnd.evaluate_global
+
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Send the cine-only model to every site every `evaluate_every` rounds and after the last round."""
+        """After the last round only, send the cine-only model to every site (the final evaluation); earlier
+        rounds' evaluations travel with the next round's train messages."""
         plan = self._plan(server_round)
-        if plan.server_round % self.federation.evaluate_every and plan.server_round != len(self.plan):
+        if plan.server_round != len(self.plan):
             self._round.expecting = {}
             return []
         self._round.stage_started = time.monotonic()
@@ -310,11 +371,7 @@ class PhaseFedAvg(FedAvg):
             site_metrics[site] = metrics
         result = None
         if site_metrics:
-            self.final_evaluation = site_metrics
-            self._round.evaluate = {s: _without_lists(m) for s, m in site_metrics.items()}
-            self._round.evaluate_global = global_eval_metrics(site_metrics, self.config.num_classes)
-            result = MetricRecord(self._round.evaluate_global)
-            log.info("round %d: evaluation %s", self._round.plan.server_round, _short(self._round.evaluate_global))
+            result = MetricRecord(self._record_evaluation(site_metrics, self._round.plan.server_round))
         self._end_round()
         return result
 
@@ -341,8 +398,10 @@ class PhaseFedAvg(FedAvg):
                 "update_bound": rnd.update_bound,
                 "aggregation": self.federation.aggregation,
                 "metrics_dropped": rnd.metrics_dropped,
+                "evaluated_round": rnd.evaluated_round,
                 "evaluate": rnd.evaluate,
                 "evaluate_global": rnd.evaluate_global,
+                **({"previous_evaluation": rnd.previous_evaluation} if rnd.previous_evaluation else {}),
                 "bytes_sent": rnd.bytes_sent,
                 "bytes_received": rnd.bytes_received,
                 "round_time_s": round(time.monotonic() - rnd.started, 3),
@@ -407,8 +466,10 @@ class PhaseFedAvg(FedAvg):
             )  # fmt: skip
 
     def _fail(self, site: str, reason: str) -> None:
+        """Log and record why a site's reply (or part of it) was left out; a second reason joins the first."""
         log.warning("round %d: site %s left out: %s", self._round.plan.server_round, site, reason)
-        self._round.failed[site] = reason
+        earlier = self._round.failed.get(site)
+        self._round.failed[site] = reason if earlier is None else f"{earlier}; {reason}"
 
     def _claim_name(self, node_id: int, msg: Message) -> str | None:
         """None when the reply's site name is its node's: the registered name, else one no other node holds

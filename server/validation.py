@@ -5,7 +5,8 @@ when a shape or dtype differs from the global model, when a value is NaN or infi
 what was sent) has an L2 norm above the round's bound (`update_bound`), or when an allow-listed metric has the wrong
 type; metrics that are not on the allow-list are dropped (`split_metrics`). An evaluation reply is rejected unless
 its confusion counts are non-negative integers summing to `num-examples`, and its shared scores and labels (if
-any) match them in length, range and per-class counts. The strategy bounds each claimed `num-examples` across the
+any) match them in length, range and per-class counts; the evaluation a train reply carries (`eval:`) is checked
+the same way, apart from the training part. The strategy bounds each claimed `num-examples` across the
 round's replies (`examples_bound`).
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from cccmr_model.model import FIM_TERMS
 from cccmr_model.sequences import SEQUENCES
-from cccmr_model.wire import NUM_EXAMPLES
+from cccmr_model.wire import EVAL_PREFIX, NUM_EXAMPLES
 
 HEADS = (*SEQUENCES, "fusion")
 # Every scalar metric an honest training reply carries (cccmr_model/site/tasks.py and timing.py, the engine, DP-SGD).
@@ -33,6 +34,8 @@ TRAIN_METRICS = frozenset(
     | {f"{kind}:{head}" for kind in ("acc", "auc", "constant") for head in HEADS}
 )
 EVAL_METRICS = frozenset({NUM_EXAMPLES, "loss", "confusion", "scores", "labels"})
+# A train reply may also carry the evaluation its order asked for (`eval:<evaluation metric>`, checked apart).
+TRAIN_REPLY_METRICS = TRAIN_METRICS | {EVAL_PREFIX + name for name in EVAL_METRICS}
 INT64 = 2**63
 SITE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # what a reply may call its site
 

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from cccmr_model.config.schema import ExperimentConfig
+from cccmr_model.release.files import is_release_key
 from cccmr_model.site.budget import dp_ledger_path
 from cccmr_model.site.config import SiteSettings
 from cccmr_model.site.data import prepare_site
 from cccmr_model.site.tasks import evaluate_round, train_round
-from cccmr_model.wire import EvaluateOrder, TrainOrder, decode, encode, experiment_from_json
+from cccmr_model.wire import EvaluateOrder, TrainOrder, decode, encode, experiment_from_json, with_evaluation
 
 SiteResolver = Callable[[ExperimentConfig], SiteSettings]  # the site's settings under the run's config
 
@@ -23,13 +24,20 @@ SiteResolver = Callable[[ExperimentConfig], SiteSettings]  # the site's settings
 def handle_train(
     fields: Mapping[str, Any], arrays: list[np.ndarray], resolve_site: SiteResolver
 ) -> tuple[str, dict[str, Any], list[np.ndarray]]:
-    """(site name, reply metrics, encoded trained groups) of one train message (the caller adds its timing)."""
+    """(site name, reply metrics, encoded trained groups) of one train message (the caller adds its timing). When
+    the order asks for it, the received model is first evaluated (the cine-only groups, as an evaluate message
+    sends them) and the reply's metrics carry that evaluation under `eval:`; training seeds itself afterwards."""
     order = TrainOrder.from_config(fields)
     config, site = _setup(order.experiment_json, resolve_site)
+    received, data = _received(arrays), prepare_site(site, config)
+    evaluation: dict[str, Any] = {}
+    if order.evaluate_round is not None:
+        cine_only = {k: v for k, v in received.items() if is_release_key(k)}
+        evaluation = evaluate_round(cine_only, data, config, device=site.device, share_scores=order.share_scores)
     trained, metrics = train_round(
-        _received(arrays),
+        received,
         order.phase,
-        prepare_site(site, config),
+        data,
         config,
         epochs=order.local_epochs,
         lr_window=order.lr_window,
@@ -37,7 +45,8 @@ def handle_train(
         seed=order.seed,
         ledger_path=dp_ledger_path(site.cache_path),
     )
-    return site.name, metrics, encode({k: v.detach().cpu().numpy() for k, v in trained.items()})
+    trained_arrays = encode({k: v.detach().cpu().numpy() for k, v in trained.items()})
+    return site.name, with_evaluation(metrics, evaluation), trained_arrays
 
 
 def handle_evaluate(
