@@ -466,10 +466,11 @@ class PhaseFedAvg(FedAvg):
             )  # fmt: skip
 
     def _fail(self, site: str, reason: str) -> None:
-        """Log and record why a site's reply (or part of it) was left out; a second reason joins the first."""
+        """Log and record why a site's reply (or part of it) was left out; a new reason joins the earlier ones."""
         log.warning("round %d: site %s left out: %s", self._round.plan.server_round, site, reason)
         earlier = self._round.failed.get(site)
-        self._round.failed[site] = reason if earlier is None else f"{earlier}; {reason}"
+        if earlier is None or reason not in earlier.split("; "):
+            self._round.failed[site] = reason if earlier is None else f"{earlier}; {reason}"
 
     def _claim_name(self, node_id: int, msg: Message) -> str | None:
         """None when the reply's site name is its node's: the registered name, else one no other node holds

@@ -17,7 +17,7 @@ from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 from cccmr_model.config import load_config
 from cccmr_model.packing import manifest_array
 from cccmr_model.run_folder import read_history
-from cccmr_model.wire import decode, encode
+from cccmr_model.wire import decode, encode, with_evaluation
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
 
@@ -135,8 +135,10 @@ def client_app(site: str, step: float, tamper=None) -> ClientApp:
 
     def train(msg: Message, context: Context) -> Message:
         arrays = ArrayRecord(encode(honest_update(msg, step)))
-        content = {"arrays": arrays, "metrics": MetricRecord({"num-examples": 4, "loss": 0.2}),
-                   "site": ConfigRecord({"name": site})}  # fmt: skip
+        metrics = {"num-examples": 4, "loss": 0.2}
+        if "evaluate-round" in msg.content["config"]:  # the previous round's model, evaluated before training
+            metrics = with_evaluation(metrics, {"num-examples": 2, "loss": 0.4, "confusion": [1, 0, 0, 1]})
+        content = {"arrays": arrays, "metrics": MetricRecord(metrics), "site": ConfigRecord({"name": site})}
         return Message(RecordDict(content), reply_to=msg)
 
     def evaluate(msg: Message, context: Context) -> Message:
