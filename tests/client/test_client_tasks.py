@@ -12,8 +12,12 @@ from cccmr_model.engine.datasets import LabelledSubset
 from cccmr_model.errors import CccmrError, ConfigError
 from cccmr_model.metrics import calls, confusion_counts
 from cccmr_model.model import PHASE_GROUPS, build_model
+from cccmr_model.release.files import is_release_key
+from cccmr_model.site import handlers
+from cccmr_model.site.config import SiteSettings
 from cccmr_model.site.data import SiteData, site_settings
 from cccmr_model.site.tasks import evaluate_round, full_state, train_round
+from cccmr_model.wire import EvaluateOrder, TrainOrder, decode, encode, experiment_to_json, split_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +78,26 @@ def test_site_settings_deployment_and_simulation(config, tmp_path):
         site_settings({"site": "anzhen"}, {}, config)
     with pytest.raises(ConfigError, match="partition 5"):
         site_settings({"partition-id": 5}, {"sim-data-dir": "/d"}, config)
+
+
+def test_a_train_message_asking_for_an_evaluation_evaluates_first_and_trains_as_without(config, data, tmp_path,
+                                                                                       monkeypatch):  # fmt: skip
+    """Issue 17 point 3: the evaluation of the received model rides the train reply under `eval:`; it is the
+    evaluate message's evaluation (cine-only groups) and leaves the training bit for bit as it was."""
+    monkeypatch.setattr(handlers, "prepare_site", lambda site, config: data)
+    site = SiteSettings("anzhen", tmp_path / "data", tmp_path / "cache", "cpu")
+    torch.manual_seed(0)
+    start = build_model(config).state_dict()
+    sent = {k: v.numpy() for k, v in start.items() if k.startswith(PHASE_GROUPS["fusion"] + ("encoders.cine_",))}
+    order = TrainOrder("fusion", 1, (0.0, 0.5), 1, 3, experiment_to_json(config))
+    asking = TrainOrder(**{**order.__dict__, "evaluate_round": 4, "share_scores": True})
+    _, plain, plain_arrays = handlers.handle_train(order.to_config(), encode(sent), lambda c: site)
+    _, metrics, arrays = handlers.handle_train(asking.to_config(), encode(sent), lambda c: site)
+    train, evaluation = split_evaluation(metrics)
+    assert not split_evaluation(plain)[1] and set(train) == set(plain)
+    cine = {k: v for k, v in sent.items() if is_release_key(k)}
+    _, expected, _ = handlers.handle_evaluate(EvaluateOrder("fusion", 4, True, order.experiment_json).to_config(),
+                                              encode(cine), lambda c: site)  # fmt: skip
+    assert evaluation == expected and len(evaluation["scores"]) == 4
+    for got, want in zip(decode(arrays, "test").values(), decode(plain_arrays, "test").values(), strict=True):
+        np.testing.assert_array_equal(got, want)
