@@ -17,6 +17,8 @@ from cccmr_model.wire import (
     encode,
     experiment_from_json,
     experiment_to_json,
+    split_evaluation,
+    with_evaluation,
 )
 
 
@@ -69,8 +71,11 @@ TRAIN = TrainOrder("fim", 2, (0.25, 0.5), 7, 3, '{"a": 1}')
 EVALUATE = EvaluateOrder("fusion", 9, True, '{"a": 1}')
 
 
+TRAIN_EVALUATING = TrainOrder("fim", 2, (0.25, 0.5), 7, 3, '{"a": 1}', evaluate_round=6, share_scores=True)
+
+
 def test_orders_round_trip_through_a_flower_config_record():
-    for order in (TRAIN, EVALUATE):
+    for order in (TRAIN, EVALUATE, TRAIN_EVALUATING):
         assert type(order).from_config(ConfigRecord(order.to_config())) == order
 
 
@@ -79,6 +84,14 @@ def test_order_fields_on_the_wire():
                                  "server-round": 7, "seed": 3, "experiment": '{"a": 1}'}  # fmt: skip
     assert EVALUATE.to_config() == {"phase": "fusion", "server-round": 9, "share-subject-scores": True,
                                     "experiment": '{"a": 1}'}  # fmt: skip
+    assert TRAIN_EVALUATING.to_config() == {**TRAIN.to_config(), "evaluate-round": 6, "share-subject-scores": True}
+
+
+def test_a_train_reply_carries_its_evaluation_under_eval():
+    train, evaluation = {"num-examples": 8, "loss": 0.5}, {"num-examples": 2, "loss": 0.7, "confusion": [1, 0, 0, 1]}
+    metrics = with_evaluation(train, evaluation)
+    assert metrics["eval:confusion"] == [1, 0, 0, 1] and metrics["loss"] == 0.5
+    assert split_evaluation(metrics) == (train, evaluation)
 
 
 def test_fields_an_order_does_not_know_pass_and_integer_windows_read_as_numbers():
@@ -95,6 +108,8 @@ def test_fields_an_order_does_not_know_pass_and_integer_windows_read_as_numbers(
         (TRAIN, {"local-epochs": True}, "config field 'local-epochs' must be an integer, got True"),
         (TRAIN, {"lr-window-end": "1"}, "config field 'lr-window-end' must be a number"),
         (TRAIN, {"phase": 1}, "config field 'phase' must be a string"),
+        (TRAIN_EVALUATING, {"evaluate-round": "6"}, "config field 'evaluate-round' must be an integer"),
+        (TRAIN_EVALUATING, {"share-subject-scores": None}, "config field 'share-subject-scores' is missing"),
         (EVALUATE, {"share-subject-scores": 1}, "evaluate message: config field 'share-subject-scores' must be true"),
         (EVALUATE, {"experiment": None}, "evaluate message: config field 'experiment' is missing"),
     ],
