@@ -75,6 +75,22 @@ def _phase_bands(ax, history: Sequence[Mapping[str, Any]], labels: bool) -> None
                     ha="center", va="bottom", fontsize=8)  # fmt: skip
 
 
+def evaluations(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every evaluation the history records, as {"round", "phase", "evaluate", "evaluate_global"} of the round whose
+    model it evaluated, in round order. A line holds the evaluation that arrived in its round (`evaluated_round`:
+    the round before, whose model its train messages carried, or its own after the last round; a history without
+    the field: its own), the last line possibly one more (`previous_evaluation`)."""
+    phases = {int(r["round"]): r["phase"] for r in history}
+    found: dict[int, dict[str, Any]] = {}
+    for record in history:
+        for ev in (record.get("previous_evaluation") or {}, record):
+            if ev.get("evaluate_global"):
+                n = int(ev.get("evaluated_round") or record["round"])
+                found[n] = {"round": n, "phase": phases.get(n, record["phase"]), "evaluate": ev.get("evaluate", {}),
+                            "evaluate_global": ev["evaluate_global"]}  # fmt: skip
+    return [found[n] for n in sorted(found)]
+
+
 def _sites(history: Sequence[Mapping[str, Any]], key: str) -> list[str]:
     return sorted({site for record in history for site in record.get(key, {})})
 
@@ -104,17 +120,19 @@ def rounds_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
     rounds = [int(r["round"]) for r in history]
-    train_sites, eval_sites = _sites(history, "train"), _sites(history, "evaluate")
+    evaluated = evaluations(history)  # x: the round whose model was evaluated
+    train_sites, eval_sites = _sites(history, "train"), _sites(evaluated, "evaluate")
     panels = [
-        (axes[0, 0], "training loss (objective of the round's phase)", train_sites, "train",
+        (axes[0, 0], "training loss (objective of the round's phase)", history, train_sites, "train",
          lambda m: m.get("loss")),
-        (axes[0, 1], "validation loss (cine-only prediction)", eval_sites, "evaluate", lambda m: m.get("loss")),
-        (axes[1, 0], "validation accuracy (cine-only prediction)", eval_sites, "evaluate", site_accuracy),
+        (axes[0, 1], "validation loss (cine-only prediction)", evaluated, eval_sites, "evaluate",
+         lambda m: m.get("loss")),
+        (axes[1, 0], "validation accuracy (cine-only prediction)", evaluated, eval_sites, "evaluate", site_accuracy),
     ]  # fmt: skip
-    for ax, title, sites, key, get in panels:
+    for ax, title, records, sites, key, get in panels:
         _phase_bands(ax, history, labels=True)
         for site in sites:
-            xs, ys = _series(history, lambda r, s=site, k=key, g=get: g(r[k][s]) if s in r.get(k, {}) else None)
+            xs, ys = _series(records, lambda r, s=site, k=key, g=get: g(r[k][s]) if s in r.get(k, {}) else None)
             ax.plot(xs, ys, marker="o", lw=1.5, label=site)
         ax.set_title(title, pad=14)
         ax.legend(fontsize=8, title="site", title_fontsize=8)
@@ -123,7 +141,7 @@ def rounds_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax = axes[1, 1]
     _phase_bands(ax, history, labels=True)
     for metric, style in (("auc", "-"), ("balanced_accuracy", "--"), ("sensitivity", ":"), ("specificity", "-.")):
-        xs, ys = _series(history, lambda r, m=metric: r.get("evaluate_global", {}).get(m))
+        xs, ys = _series(evaluated, lambda r, m=metric: r.get("evaluate_global", {}).get(m))
         if xs:
             ax.plot(xs, ys, marker="o", ls=style, lw=1.5, label=metric.replace("_", " "))
     ax.set_title("pooled validation metrics (all sites)", pad=14)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cccmr_model.demo.figures import site_accuracy
+from cccmr_model.demo.figures import evaluations, site_accuracy
 from cccmr_model.markdown import escape_markdown
 
 RELEASE, BASELINE = "release", "baseline"
@@ -41,12 +41,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def rounds_table(history: Sequence[Mapping[str, Any]]) -> str:
-    """One row per server round: phase, sites, training loss, pooled validation metrics, MB exchanged, seconds."""
+    """One row per server round: phase, sites, training loss, the pooled validation metrics of the round's model
+    (which the next round's replies or the final evaluation brought), MB exchanged, seconds."""
     rows = []
+    evaluated = {e["round"]: e for e in evaluations(history)}
     for r in history:
-        ev, train = r.get("evaluate_global", {}), r.get("train_global", {})
+        evaluation = evaluated.get(r["round"], {})
+        ev, train = evaluation.get("evaluate_global", {}), r.get("train_global", {})
         per_site = ", ".join(
-            f"{site} {_fmt(site_accuracy(m), 2)}" for site, m in sorted(r.get("evaluate", {}).items())
+            f"{site} {_fmt(site_accuracy(m), 2)}" for site, m in sorted(evaluation.get("evaluate", {}).items())
         )  # fmt: skip
         mb = (r.get("bytes_sent", 0) + r.get("bytes_received", 0)) / 1e6
         rows.append([r["round"], f"{r['phase']} {r['phase_round']}", ", ".join(r.get("sites_replied", [])),
@@ -85,7 +88,7 @@ def lge_verdict(evaluation: Mapping[str, Mapping[str, Any]], names: Mapping[str,
 
 def validation_trend(history: Sequence[Mapping[str, Any]]) -> str:
     """The pooled validation AUC at the first evaluated round and at the end of each phase."""
-    points = [(r["round"], r["phase"], r.get("evaluate_global", {}).get("auc")) for r in history]
+    points = [(e["round"], e["phase"], e["evaluate_global"].get("auc")) for e in evaluations(history)]
     points = [(n, phase, a) for n, phase, a in points if isinstance(a, int | float)]
     if not points:
         return "No round was evaluated on the validation splits."

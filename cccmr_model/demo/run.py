@@ -206,15 +206,16 @@ class _RoundPrinter:
             self.seen += 1
             ev, train = record.get("evaluate_global", {}), record.get("train_global", {})
             mb = (record.get("bytes_sent", 0) + record.get("bytes_received", 0)) / 1e6
+            of = record.get("evaluated_round") or record["round"]  # the round whose model was evaluated
             log.info(
                 "round %d (%s %d): sites %s, train loss %.3f, val AUC %s, %.1f MB, %.1f s",
                 record["round"], record["phase"], record["phase_round"], ",".join(record.get("sites_replied", [])),
-                train.get("loss", float("nan")), _maybe(ev.get("auc")), mb, record.get("round_time_s", 0.0),
+                train.get("loss", float("nan")), _maybe(ev.get("auc"), of), mb, record.get("round_time_s", 0.0),
             )  # fmt: skip
 
 
-def _maybe(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _maybe(value: float | None, of_round: int) -> str:
+    return "n/a" if value is None else f"{value:.3f} (round {of_round}'s model)"
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:

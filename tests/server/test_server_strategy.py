@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Error, Message
+from flwr.app import Error, Message, MetricRecord
 
 from cccmr_model.config import ExperimentConfig, load_config
 from cccmr_model.run_folder import list_checkpoints, load_checkpoint, read_history
-from cccmr_model.wire import decode
+from cccmr_model.wire import decode, split_evaluation, with_evaluation
 from server.schedule import plan_rounds
 from server.strategy import FederationError, PhaseFedAvg
 
@@ -52,6 +52,9 @@ def make_strategy(tmp_path, exp=None, state=None, completed=0) -> PhaseFedAvg:
 def honest_site(kit, name: str, step: float, num_examples: int, fail_rounds=()):
     """Trains by adding `step * server-round` to every sent trained array; evaluates with fixed counts."""
 
+    def evaluation(msg):
+        return kit.eval_reply(name, [3, 1, 0, 4], 0.5)["metrics"]
+
     def site(msg):
         config = msg.content["config"]
         if msg.metadata.message_type == "evaluate":
@@ -65,9 +68,27 @@ def honest_site(kit, name: str, step: float, num_examples: int, fail_rounds=()):
             if k.startswith(GROUPS[phase])
         }
         delta = np.float32(step * config["server-round"])
-        return kit.train_reply(name, {k: v + delta for k, v in arrays.items()}, num_examples, loss=step)
+        reply = kit.train_reply(name, {k: v + delta for k, v in arrays.items()}, num_examples, loss=step)
+        if "evaluate-round" in config:  # the evaluation of the received model, before training
+            reply["metrics"] = MetricRecord(with_evaluation(dict(reply["metrics"]), dict(evaluation(msg))))
+        return reply
 
     return site
+
+
+def piggyback(kit, site, evaluation):
+    """`site`, answering the evaluations its train messages ask for with `evaluation(msg)` (also its final one)."""
+
+    def reply(msg):
+        content = site(msg)
+        if msg.metadata.message_type == "evaluate":
+            content["metrics"] = MetricRecord(evaluation(msg))
+        elif "evaluate-round" in msg.content["config"] and not isinstance(content, Exception):
+            train, _ = split_evaluation(dict(content["metrics"]))
+            content["metrics"] = MetricRecord(with_evaluation(train, evaluation(msg)))
+        return content
+
+    return reply
 
 
 def run(strategy, grid, rounds=None):
@@ -210,6 +231,7 @@ def test_resume_continues_at_the_next_round_with_identical_weights(tmp_path, kit
     grid = kit.FakeGrid(sites)
     run(resumed, grid)
     assert grid.sent[0].content["config"]["server-round"] == 4
+    assert grid.sent[0].content["config"]["evaluate-round"] == 3  # the checkpoint's round, evaluated after resuming
     for key, value in full.global_state.items():
         np.testing.assert_array_equal(resumed.global_state[key], value)
     assert [r["round"] for r in read_history(tmp_path / "cut" / "history.jsonl")] == [1, 2, 3, 4, 5]
@@ -248,3 +270,108 @@ def test_superlink_error_reply_is_named_after_the_node_it_was_sent_to(tmp_path, 
     run(strategy, grid, rounds=1)
     failed = read_history(tmp_path / "history.jsonl")[0]["sites_failed"]
     assert failed == {"lanzhou": "error: Node Unavailable"}
+
+
+# ---- issue 17 point 3: evaluation without its own exchange ----
+
+
+def by_round(grid) -> dict[int, list[str]]:
+    """The message types sent, per server round."""
+    out: dict[int, list[str]] = {}
+    for msg in grid.sent:
+        out.setdefault(msg.content["config"]["server-round"], []).append(msg.metadata.message_type)
+    return out
+
+
+def model_evaluation(kit, name: str):
+    """Evaluation metrics that name the evaluated model: its loss is the first entry of encoders.cine_4ch.w."""
+
+    def evaluation(msg):
+        sent = decode(msg.content["arrays"].to_numpy_ndarrays(), "test")
+        return {"num-examples": 4, "loss": float(sent["encoders.cine_4ch.w"].flat[0]), "confusion": [2, 0, 1, 1]}
+
+    return piggyback(kit, honest_site(kit, name, 1.0, 2), evaluation)
+
+
+@pytest.mark.parametrize(
+    "every, evaluated, previous",
+    [(1, [None, 1, 2, 3, 5], 4), (2, [None, None, 2, None, 5], 4), (3, [None] * 3 + [3, 5], None)],
+)
+def test_a_rounds_evaluation_arrives_with_the_next_train_reply(tmp_path, kit, every, evaluated, previous):
+    strategy = make_strategy(tmp_path, exp=experiment(federation__evaluate_every=every))
+    start = strategy.global_state["encoders.cine_4ch.w"].flat[0]
+    grid = kit.FakeGrid({1: model_evaluation(kit, "anzhen"), 2: model_evaluation(kit, "lanzhou")})
+    run(strategy, grid)
+    rounds = read_history(tmp_path / "history.jsonl")
+    assert [r["evaluated_round"] for r in rounds] == evaluated
+    for record in rounds:  # the global model after the evaluated round: +1, +2, ... per round of pretrain and fim
+        if record["evaluated_round"] is not None:
+            t = min(record["evaluated_round"], 4)
+            assert record["evaluate_global"]["loss"] == pytest.approx(start + t * (t + 1) / 2, rel=1e-6)
+    assert rounds[-1].get("previous_evaluation", {}).get("evaluated_round") == previous
+    for msg in grid.sent:  # a train message that asks for an evaluation also carries the cine-only model
+        config = msg.content["config"]
+        if "evaluate-round" in config:
+            assert config["evaluate-round"] == config["server-round"] - 1
+            assert set(EVAL_KEYS) <= set(decode(msg.content["arrays"].to_numpy_ndarrays(), "test"))
+
+
+def test_a_non_final_round_makes_one_exchange_even_when_it_evaluates(tmp_path, kit):
+    strategy = make_strategy(tmp_path)  # tiny: evaluate_every 1
+    grid = kit.FakeGrid({1: model_evaluation(kit, "anzhen"), 2: model_evaluation(kit, "lanzhou")})
+    run(strategy, grid)
+    sent = by_round(grid)
+    assert [sent[r] for r in (1, 2, 3, 4)] == [["train.pretrain"] * 2] * 2 + [["train.fim"] * 2] * 2
+    assert sent[5] == ["train.fusion"] * 2 + ["evaluate"] * 2  # the last round still evaluates in its own exchange
+    rounds = read_history(tmp_path / "history.jsonl")
+    assert [sorted(r["exchange_s"]) for r in rounds] == [["train"]] * 4 + [["evaluate", "train"]]
+    train_bytes = [m.content["arrays"].count_bytes() for m in grid.sent if m.metadata.message_type != "evaluate"]
+    assert [r["bytes_sent"] for r in rounds[:4]] == [train_bytes[i] + train_bytes[i + 1] for i in range(0, 8, 2)]
+    assert all(r["sites_failed"] == {} for r in rounds)
+    final = rounds[-1]
+    assert final["evaluated_round"] == 5 and set(final["evaluate"]) == {"anzhen", "lanzhou"}
+    assert set(strategy.final_evaluation) == {"anzhen", "lanzhou"}
+    assert strategy.final_evaluation["anzhen"]["loss"] == final["evaluate"]["anzhen"]["loss"]
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ({"num-examples": 4, "loss": 0.1, "confusion": [9, 0, 0, 1]}, "sum to 10, not num-examples 4"),
+        ({"num-examples": 4, "loss": float("nan"), "confusion": [2, 0, 1, 1]}, "loss is not a finite number"),
+        ({}, "num-examples must be a positive integer"),  # asked, but no evaluation in the reply
+    ],
+)
+def test_a_malformed_piggybacked_evaluation_rejects_only_the_evaluation(tmp_path, kit, bad, reason):
+    strategy = make_strategy(tmp_path)
+    start = {k: v.copy() for k, v in strategy.global_state.items()}
+    good = {"num-examples": 4, "loss": 0.3, "confusion": [2, 0, 1, 1]}
+    grid = kit.FakeGrid({1: piggyback(kit, honest_site(kit, "anzhen", 1.0, 2), lambda m: good),
+                         2: piggyback(kit, honest_site(kit, "lanzhou", 3.0, 2), lambda m: bad)})  # fmt: skip
+    run(strategy, grid, rounds=2)
+    record = read_history(tmp_path / "history.jsonl")[1]
+    assert record["sites_replied"] == ["anzhen", "lanzhou"]  # the training update is averaged in
+    np.testing.assert_allclose(strategy.global_state["heads.cine_4ch.w"], start["heads.cine_4ch.w"] + 2 + 4, rtol=1e-6)
+    assert record["evaluated_round"] == 1 and set(record["evaluate"]) == {"anzhen"}
+    assert set(record["sites_failed"]) == {"lanzhou"}
+    assert record["sites_failed"]["lanzhou"].startswith("evaluation of round 1 rejected: ")
+    assert reason in record["sites_failed"]["lanzhou"]
+    assert record["evaluate_global"]["num-examples"] == 4 and set(strategy.final_evaluation) == {"anzhen"}
+    assert set(record["train"]["lanzhou"]) == {"num-examples", "loss"}  # no eval: metrics in the training record
+
+
+def test_an_evaluation_nobody_asked_for_is_dropped(tmp_path, kit):
+    strategy = make_strategy(tmp_path)
+    extra = {"num-examples": 4, "loss": 0.3, "confusion": [2, 0, 1, 1]}
+    site = honest_site(kit, "anzhen", 1.0, 2)
+
+    def eager(msg):
+        content = site(msg)
+        if msg.metadata.message_type != "evaluate":
+            content["metrics"] = MetricRecord(with_evaluation(dict(content["metrics"]), extra))
+        return content
+
+    run(strategy, kit.FakeGrid({1: eager, 2: honest_site(kit, "lanzhou", 1.0, 2)}), rounds=1)
+    (record,) = read_history(tmp_path / "history.jsonl")
+    assert record["evaluated_round"] is None and record["evaluate"] == {}
+    assert record["metrics_dropped"] == {"anzhen": ["'eval:confusion'", "'eval:loss'", "'eval:num-examples'"]}
