@@ -14,6 +14,8 @@ from cccmr_model.demo.report import (
     lge_verdict,
     markdown_to_html,
     render_markdown,
+    rounds_table,
+    validation_trend,
     write_report,
 )
 from cccmr_model.errors import ConfigError
@@ -23,26 +25,59 @@ TERMS = ("cls:cine_4ch", "cls:cine_sax", "cls:lge_sax", "fsa:cine_4ch|cine_sax",
          "fsa:cine_sax|lge_sax")  # fmt: skip
 
 
+def fake_evaluation(rnd: int, sites) -> dict:
+    """The evaluation of round `rnd`'s model (validation AUC 0.5 + 0.05 x rnd), as a history line holds it."""
+    return {
+        "evaluated_round": rnd,
+        "evaluate": {s: {"loss": 0.7 - 0.01 * rnd, "confusion": [2, 1, 1, 2], "num-examples": 6} for s in sites},
+        "evaluate_global": {"loss": 0.69, "auc": 0.5 + 0.05 * rnd, "balanced_accuracy": 0.6, "sensitivity": 0.5,
+                            "specificity": 0.7, "num-examples": 12},
+    }  # fmt: skip
+
+
 def fake_history(phases: dict[str, int], sites=("anzhen", "lanzhou")) -> list[dict]:
-    records, rnd = [], 0
+    """As the ServerApp writes it with evaluate_every 1: round t's line holds the evaluation of round t-1's model
+    (its train replies carried it); the last line the final evaluation and, as `previous_evaluation`, the one
+    before."""
+    records, rnd, last = [], 0, sum(phases.values())
     for phase, rounds in phases.items():
         for k in range(1, rounds + 1):
             rnd += 1
             sigma = {f"sigma:{t}": 1.0 + 0.01 * rnd * (i - 2.5) for i, t in enumerate(TERMS)} if phase == "fim" else {}
+            evaluation = (
+                fake_evaluation(rnd if rnd == last else rnd - 1, sites)
+                if rnd > 1
+                else {"evaluated_round": None, "evaluate": {}, "evaluate_global": {}}
+            )
             records.append({
                 "round": rnd, "phase": phase, "phase_round": k, "sites_replied": list(sites),
                 "train": {s: {"loss": 1.0 / rnd + i, "num-examples": 10} for i, s in enumerate(sites)},
                 "train_global": {"loss": 1.0 / rnd, **sigma},
                 "sigma": sigma,
-                "evaluate": {s: {"loss": 0.7 - 0.01 * rnd, "confusion": [2, 1, 1, 2], "num-examples": 6}
-                             for s in sites},
-                "evaluate_global": {"loss": 0.69, "auc": 0.5 + 0.05 * rnd, "balanced_accuracy": 0.6,
-                                    "sensitivity": 0.5, "specificity": 0.7, "num-examples": 12},
+                **evaluation,
+                **({"previous_evaluation": fake_evaluation(rnd - 1, sites)} if rnd == last else {}),
                 "bytes_sent": 14_000_000 if phase != "fusion" else 12_000_000,
                 "bytes_received": 9_000_000 if phase != "fusion" else 70_000,
                 "round_time_s": 1.5,
             })  # fmt: skip
     return records
+
+
+def test_evaluations_are_read_by_the_round_whose_model_was_evaluated(histories):
+    evaluated = figures.evaluations(histories[RELEASE])
+    assert [(e["round"], e["phase"]) for e in evaluated] == [(1, "pretrain"), (2, "pretrain"), (3, "fim"),
+                                                             (4, "fim"), (5, "fusion")]  # fmt: skip
+    assert [e["evaluate_global"]["auc"] for e in evaluated] == pytest.approx([0.55, 0.6, 0.65, 0.7, 0.75])
+    older = [{"round": n, "phase": "pretrain", "evaluate_global": {"auc": 0.5}} for n in (1, 2)]  # no field
+    assert [e["round"] for e in figures.evaluations(older)] == [1, 2]
+
+
+def test_the_validation_trend_and_the_rounds_table_follow_the_evaluated_round(histories):
+    trend = validation_trend(histories[RELEASE])
+    assert "round 1 (pretrain) 0.550" in trend and "end of fim (round 4) 0.700" in trend
+    assert "end of fusion (round 5) 0.750" in trend
+    rows = [line for line in rounds_table(histories[RELEASE]).splitlines() if line.startswith("| 1 ")]
+    assert "0.550" in rows[0]  # round 1's model, evaluated in round 2
 
 
 @pytest.fixture
