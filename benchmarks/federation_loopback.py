@@ -52,7 +52,7 @@ def run(
         "train.num_workers=0",
         "train.device=cpu",
         "federation.min_sites=2",
-        "federation.evaluate_every=2",  # rounds with and without an evaluation exchange
+        "federation.evaluate_every=2",  # rounds whose train replies carry an evaluation, and rounds without
         "federation.round_timeout_s=1800",
         f"federation.phases.pretrain.rounds={rounds}",
         f"federation.phases.pretrain.local_epochs={local_epochs}",
