@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-WIRE_FORMATS = ("fp32", "bf16", "int8")
+from cccmr_model.config.schema import WIRES
+
+WIRE_FORMATS = WIRES
+TAG = "__tag__"  # in the residual file: whose residuals they are (parameter names never start with "__")
 INT8_BLOCK = 256  # values per int8 scale
 
 
@@ -96,15 +99,18 @@ class ErrorFeedback:
 
     `compress(flat, layout)` adds the residuals of the same parameters to a packed update, quantises the sum and
     keeps the new residuals (sum minus what is sent). A parameter seen for the first time, or whose size changed,
-    starts from zero.
+    starts from zero. `tag` names whose residuals they are (a run): a file written under another tag is ignored
+    (and replaced at the next save), so one run's residuals never leak into the next run at the same site.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, tag: str = "") -> None:
         self.path = path
+        self.tag = tag
         self.residuals: dict[str, np.ndarray] = {}
         if path is not None and path.is_file():
             with np.load(path) as saved:
-                self.residuals = {k: saved[k].astype(np.float32) for k in saved.files}
+                if (str(saved[TAG]) if TAG in saved.files else "") == tag:
+                    self.residuals = {k: saved[k].astype(np.float32) for k in saved.files if k != TAG}
 
     def compress(self, flat: np.ndarray, layout: Sequence[tuple[str, int]]) -> Int8Blocks:
         """float32 [N] packed update whose parameters are `layout` ((name, size) in order) -> int8 of it + residual."""
@@ -132,6 +138,7 @@ class ErrorFeedback:
     def _save(self) -> None:
         if self.path is None:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, **self.residuals)
+        np.savez(tmp, **self.residuals, **{TAG: np.array(self.tag)})
         tmp.replace(self.path)

@@ -7,9 +7,11 @@ speaks it. No flwr here: numpy and plain types, which Flower's own calls turn in
 - Parameters: two arrays, in this order: the manifest and the packed values (see cccmr_model/packing.py for why).
   `ArrayRecord(encode(state))` sends them (Flower names them "0" and "1");
   `decode(record.to_numpy_ndarrays(), source)` reads them back, or raises PackingError naming `source`.
+  That is the `fp32` form; `cccmr_model/wire_codec.py` holds the lighter `federation.wire` forms (bf16, int8).
 - Orders: the config record of a train message (`TrainOrder`) and of an evaluate message (`EvaluateOrder`), each
-  with the resolved experiment config as JSON (`experiment_to_json`, read back by `experiment_from_json`). `from_config`
-  raises OrderError naming a missing or mistyped field; fields it does not know (e.g. Flower's clipping norm) pass.
+  with the resolved experiment config as JSON (`experiment_to_json`, read back by `experiment_from_json`) and the
+  wire format of the message's parameters and of the reply (`wire`, absent: fp32). `from_config` raises OrderError
+  naming a missing or mistyped field; fields it does not know (e.g. Flower's clipping norm) pass.
 - Evaluation without its own exchange: a TrainOrder with `evaluate_round` asks the site to evaluate the received
   model (the global model after that round) before training, as an evaluate message would; the train reply's
   metrics then carry the evaluation's metrics under `EVAL_PREFIX` (`eval:loss`, `eval:confusion`, ...).
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cccmr_model.config import ExperimentConfig, config_from_dict, config_to_dict
+from cccmr_model.config.schema import WIRES
 from cccmr_model.errors import CccmrError
 from cccmr_model.packing import MANIFEST, PACKED, PackingError, pack, unpack
 
@@ -78,11 +81,18 @@ def experiment_from_json(text: str) -> ExperimentConfig:
     return config_from_dict(data, source="experiment config sent by the server")
 
 
+def order_wire(config: Mapping[str, object], order: str) -> str:
+    """The wire format an order names (`wire`; fp32 when absent); OrderError when it names none of WIRES."""
+    return _Fields(config, order).wire()
+
+
 @dataclass(frozen=True)
 class TrainOrder:
     """What a train message asks: train `phase` for `local_epochs` over the slice `lr_window` of the phase's
     learning-rate schedule, seeded with `seed`, in round `server_round` of the run. With `evaluate_round`, first
-    evaluate the received model (the global model after that round), sharing scores only when `share_scores`."""
+    evaluate the received model (the global model after that round), sharing scores only when `share_scores`.
+    Parameters come and go in `wire` format; `run_key` names the run (an int8 site keeps its error feedback per
+    run)."""
 
     phase: str
     local_epochs: int
@@ -92,6 +102,8 @@ class TrainOrder:
     experiment_json: str
     evaluate_round: int | None = None
     share_scores: bool = False
+    wire: str = "fp32"
+    run_key: str = ""
 
     def to_config(self) -> dict[str, ConfigValue]:
         return {
@@ -102,6 +114,8 @@ class TrainOrder:
             "server-round": int(self.server_round),
             "seed": int(self.seed),
             "experiment": self.experiment_json,
+            "wire": self.wire,
+            "run-key": self.run_key,
             **self._evaluation_config(),
         }
 
@@ -123,18 +137,21 @@ class TrainOrder:
             experiment_json=read.text("experiment"),
             evaluate_round=evaluate_round,
             share_scores=evaluate_round is not None and read.flag("share-subject-scores"),
+            wire=read.wire(),
+            run_key=read.text("run-key") if "run-key" in config else "",
         )
 
 
 @dataclass(frozen=True)
 class EvaluateOrder:
-    """What an evaluate message asks: evaluate the sent model after round `server_round` (of `phase`); share
-    per-subject scores and labels only when `share_scores`."""
+    """What an evaluate message asks: evaluate the sent model (in `wire` format) after round `server_round` (of
+    `phase`); share per-subject scores and labels only when `share_scores`."""
 
     phase: str
     server_round: int
     share_scores: bool
     experiment_json: str
+    wire: str = "fp32"
 
     def to_config(self) -> dict[str, ConfigValue]:
         return {
@@ -142,6 +159,7 @@ class EvaluateOrder:
             "server-round": int(self.server_round),
             "share-subject-scores": bool(self.share_scores),
             "experiment": self.experiment_json,
+            "wire": self.wire,
         }
 
     @classmethod
@@ -152,6 +170,7 @@ class EvaluateOrder:
             server_round=read.integer("server-round"),
             share_scores=read.flag("share-subject-scores"),
             experiment_json=read.text("experiment"),
+            wire=read.wire(),
         )
 
 
@@ -185,11 +204,25 @@ class _Fields:
     def flag(self, key: str) -> bool:
         return self._get(key, (bool,), "true or false")
 
+    def wire(self) -> str:
+        """`wire`, one of WIRES; fp32 when absent (a sender that predates the field speaks fp32)."""
+        if "wire" not in self.config:
+            return "fp32"
+        value = self.text("wire")
+        if value not in WIRES:
+            raise OrderError(f"{self.order} message: config field 'wire' must be one of {', '.join(WIRES)}, "
+                             f"got {short(value)}")  # fmt: skip
+        return value
+
     def _get(self, key: str, kinds: tuple[type, ...], what: str):
         if key not in self.config:
             raise OrderError(f"{self.order} message: config field {key!r} is missing")
         value = self.config[key]
         if not isinstance(value, kinds) or isinstance(value, bool) != (bool in kinds):
-            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-            raise OrderError(f"{self.order} message: config field {key!r} must be {what}, got {shown}")
+            raise OrderError(f"{self.order} message: config field {key!r} must be {what}, got {short(value)}")
         return value
+
+
+def short(value: object) -> str:
+    """repr of `value`, cut to 40 characters."""
+    return repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."

@@ -2,7 +2,9 @@
 
 The strategy keeps the full global model. `configure_train` sends the groups of the round's phase (plus the
 frozen groups its forward pass needs) with the phase, local epochs, learning-rate window and seed; sites reply
-with exactly the groups they trained. `aggregate_train` rejects unusable replies (logged by site name), bounds
+with exactly the groups they trained. Parameters travel in `federation.wire` format (cccmr_model/wire_codec.py):
+with bf16 or int8 a reply is an update, which `_check_train` adds to the fp32 master copy the strategy keeps, so
+every check below sees trained weights. `aggregate_train` rejects unusable replies (logged by site name), bounds
 each reply's update norm and claimed `num-examples` (server/validation.py), aggregates the rest
 (`federation.aggregation`: FedAvg's mean weighted by `num-examples`, or Flower's median or trimmed mean; see
 server/aggregation.py) and writes the result into the global model. Sites are named by the node
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +51,11 @@ from cccmr_model.wire import (
     SITE_NAME,
     EvaluateOrder,
     TrainOrder,
-    decode,
     encode,
     experiment_to_json,
     split_evaluation,
 )
+from cccmr_model.wire_codec import decode_reply, encode_model
 from server.aggregation import aggregate
 from server.checkpoint import BackgroundCheckpoints, strategy_meta
 from server.evaluation import global_eval_metrics
@@ -146,6 +149,8 @@ class PhaseFedAvg(FedAvg):
         self.registered: dict[int, str] = {}  # node id -> the name the SuperLink registered for it
         self._round: RoundLog | None = None
         self._experiment_json = experiment_to_json(config)
+        self.wire = federation.wire
+        self.run_key = uuid.uuid4().hex  # names this run in train orders (an int8 site's error feedback)
         self.accepted: list[dict[str, np.ndarray]] = []  # the round's averaged replies, for server/privacy.py
         self.round_extras: dict[str, Any] = {}  # extra fields of the round's history line (e.g. central_dp)
         self.final_evaluation: dict[str, dict[str, Any]] = {}  # last evaluated round's site replies, for the release
@@ -178,7 +183,7 @@ class PhaseFedAvg(FedAvg):
             sent.update({k: self.global_state[k] for k in self.eval_keys if k not in sent})
         content = RecordDict(
             {
-                ARRAYS: ArrayRecord(encode(sent)),
+                ARRAYS: ArrayRecord(encode_model(sent, self.wire)),
                 CONFIG: ConfigRecord(
                     TrainOrder(
                         phase=plan.phase,
@@ -189,6 +194,8 @@ class PhaseFedAvg(FedAvg):
                         experiment_json=self._experiment_json,
                         evaluate_round=self._round.evaluate_round,
                         share_scores=self.federation.share_subject_scores,
+                        wire=self.wire,
+                        run_key=self.run_key,
                     ).to_config()
                 ),
             }
@@ -256,7 +263,7 @@ class PhaseFedAvg(FedAvg):
             self._round.claims[site] = claim
         try:
             record = msg.content.array_records.get(ARRAYS, ArrayRecord())
-            arrays = decode(record.to_numpy_ndarrays(), f"reply of {site}")
+            arrays = decode_reply(record.to_numpy_ndarrays(), self.wire, f"reply of {site}", expected)
         except PackingError as err:
             self._fail(site, f"rejected: {err}")
             return None
@@ -344,13 +351,14 @@ class PhaseFedAvg(FedAvg):
         node_ids = self._connected_nodes(grid, first=False)
         content = RecordDict(
             {
-                ARRAYS: ArrayRecord(encode({k: self.global_state[k] for k in self.eval_keys})),
+                ARRAYS: ArrayRecord(encode_model({k: self.global_state[k] for k in self.eval_keys}, self.wire)),
                 CONFIG: ConfigRecord(
                     EvaluateOrder(
                         phase=plan.phase,
                         server_round=plan.server_round,
                         share_scores=self.federation.share_subject_scores,
                         experiment_json=self._experiment_json,
+                        wire=self.wire,
                     ).to_config()
                 ),
             }

@@ -140,6 +140,7 @@ def _default_phases() -> dict[str, PhaseConfig]:
 
 PHASES = ("pretrain", "fim", "fusion")
 AGGREGATIONS = ("fedavg", "median", "trimmed_mean")  # federation.aggregation
+WIRES = ("fp32", "bf16", "int8")  # federation.wire (cccmr_model/compression.py)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ class FederationConfig:
     max_examples_ratio: float = 10.0  # without max_num_examples: this x the lower median of the round's claims
     aggregation: str = "fedavg"  # fedavg | median | trimmed_mean (server/aggregation.py)
     trim_fraction: float = 0.2  # trimmed_mean: fraction cut at each end, per coordinate
+    wire: str = "fp32"  # fp32 | bf16 | int8: how parameters cross the network (cccmr_model/wire_codec.py)
 
     def __post_init__(self) -> None:
         _require(len(self.sites) >= 1, "sites must list at least one site")
@@ -226,6 +228,7 @@ class FederationConfig:
         _require(self.max_examples_ratio >= 1, "max_examples_ratio must be at least 1")
         _require(self.aggregation in AGGREGATIONS, f"aggregation must be one of {', '.join(AGGREGATIONS)}")
         _require(0.0 <= self.trim_fraction < 0.5, "trim_fraction must be in [0, 0.5)")
+        _require(self.wire in WIRES, f"wire must be one of {', '.join(WIRES)}")
         _require(
             self.aggregation == "fedavg" or self.min_sites >= 3,
             f"aggregation {self.aggregation} needs min_sites >= 3: with two replies a median or trimmed mean is "

@@ -16,7 +16,8 @@ from cccmr_model.site.budget import dp_ledger_path
 from cccmr_model.site.config import SiteSettings
 from cccmr_model.site.data import prepare_site
 from cccmr_model.site.tasks import evaluate_round, train_round
-from cccmr_model.wire import EvaluateOrder, TrainOrder, decode, encode, experiment_from_json, with_evaluation
+from cccmr_model.wire import EvaluateOrder, TrainOrder, experiment_from_json, with_evaluation
+from cccmr_model.wire_codec import decode_model, encode_update, residual_path
 
 SiteResolver = Callable[[ExperimentConfig], SiteSettings]  # the site's settings under the run's config
 
@@ -29,13 +30,14 @@ def handle_train(
     sends them) and the reply's metrics carry that evaluation under `eval:`; training seeds itself afterwards."""
     order = TrainOrder.from_config(fields)
     config, site = _setup(order.experiment_json, resolve_site)
-    received, data = _received(arrays), prepare_site(site, config)
+    received = decode_model(arrays, order.wire, "message from the server")  # float32 (bf16-rounded with bf16, int8)
+    tensors, data = _tensors(received), prepare_site(site, config)
     evaluation: dict[str, Any] = {}
     if order.evaluate_round is not None:
-        cine_only = {k: v for k, v in received.items() if is_release_key(k)}
+        cine_only = {k: v for k, v in tensors.items() if is_release_key(k)}
         evaluation = evaluate_round(cine_only, data, config, device=site.device, share_scores=order.share_scores)
     trained, metrics = train_round(
-        received,
+        tensors,
         order.phase,
         data,
         config,
@@ -45,7 +47,9 @@ def handle_train(
         seed=order.seed,
         ledger_path=dp_ledger_path(site.cache_path),
     )
-    trained_arrays = encode({k: v.detach().cpu().numpy() for k, v in trained.items()})
+    numpy = {k: v.detach().cpu().numpy() for k, v in trained.items()}
+    residuals = residual_path(site.cache_path)  # int8's error feedback
+    trained_arrays = encode_update(numpy, received, order.wire, residuals=residuals, run_key=order.run_key)
     return site.name, with_evaluation(metrics, evaluation), trained_arrays
 
 
@@ -55,15 +59,16 @@ def handle_evaluate(
     """(site name, reply metrics, no arrays) of one evaluate message: the cine-only model on the validation split."""
     order = EvaluateOrder.from_config(fields)
     config, site = _setup(order.experiment_json, resolve_site)
+    received = _tensors(decode_model(arrays, order.wire, "message from the server"))
     metrics = evaluate_round(
-        _received(arrays), prepare_site(site, config), config, device=site.device, share_scores=order.share_scores
+        received, prepare_site(site, config), config, device=site.device, share_scores=order.share_scores
     )
     return site.name, metrics, []
 
 
-def _received(arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    """The message's parameters as tensors (views into the packed buffer)."""
-    return {k: torch.from_numpy(v) for k, v in decode(arrays, "message from the server").items()}
+def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The received parameters as tensors (views into the decoded buffer)."""
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 def _setup(experiment_json: str, resolve_site: SiteResolver) -> tuple[ExperimentConfig, SiteSettings]:

@@ -79,3 +79,15 @@ def test_error_feedback_sends_the_whole_update_over_rounds(tmp_path) -> None:
     np.testing.assert_array_equal(again.residuals["b"], feedback.residuals["b"])
     with pytest.raises(ValueError, match="the layout covers 10 values, the update has 317"):
         feedback.compress(update, [("a", 10)])
+
+
+def test_error_feedback_of_another_run_is_not_used(tmp_path) -> None:
+    path = tmp_path / "wire" / "residual.npz"  # the folder is made on the first save
+    update = np.full(300, 1e-3, np.float32)
+    update[0] = 1.0
+    first = ErrorFeedback(path, tag="run-a")
+    first.compress(update, [("a", 300)])
+    assert np.abs(first.residuals["a"]).max() > 0
+    np.testing.assert_array_equal(ErrorFeedback(path, tag="run-a").residuals["a"], first.residuals["a"])
+    assert ErrorFeedback(path, tag="run-b").residuals == {}  # a new run at the same site starts from zero
+    assert ErrorFeedback(path).residuals == {}

@@ -17,6 +17,7 @@ from cccmr_model.wire import (
     encode,
     experiment_from_json,
     experiment_to_json,
+    order_wire,
     split_evaluation,
     with_evaluation,
 )
@@ -81,9 +82,10 @@ def test_orders_round_trip_through_a_flower_config_record():
 
 def test_order_fields_on_the_wire():
     assert TRAIN.to_config() == {"phase": "fim", "local-epochs": 2, "lr-window-start": 0.25, "lr-window-end": 0.5,
-                                 "server-round": 7, "seed": 3, "experiment": '{"a": 1}'}  # fmt: skip
+                                 "server-round": 7, "seed": 3, "experiment": '{"a": 1}', "wire": "fp32",
+                                 "run-key": ""}  # fmt: skip
     assert EVALUATE.to_config() == {"phase": "fusion", "server-round": 9, "share-subject-scores": True,
-                                    "experiment": '{"a": 1}'}  # fmt: skip
+                                    "experiment": '{"a": 1}', "wire": "fp32"}  # fmt: skip
     assert TRAIN_EVALUATING.to_config() == {**TRAIN.to_config(), "evaluate-round": 6, "share-subject-scores": True}
 
 
@@ -92,6 +94,15 @@ def test_a_train_reply_carries_its_evaluation_under_eval():
     metrics = with_evaluation(train, evaluation)
     assert metrics["eval:confusion"] == [1, 0, 0, 1] and metrics["loss"] == 0.5
     assert split_evaluation(metrics) == (train, evaluation)
+
+
+def test_orders_carry_the_wire_format_and_one_without_it_is_fp32():
+    train = TrainOrder("fim", 2, (0.25, 0.5), 7, 3, "{}", wire="int8", run_key="r1")
+    assert TrainOrder.from_config(ConfigRecord(train.to_config())) == train
+    evaluate = EvaluateOrder("fusion", 9, True, "{}", wire="bf16")
+    assert EvaluateOrder.from_config(evaluate.to_config()).wire == "bf16"
+    older = {k: v for k, v in train.to_config().items() if k not in ("wire", "run-key")}
+    assert TrainOrder.from_config(older).wire == "fp32" and order_wire({}, "train") == "fp32"
 
 
 def test_fields_an_order_does_not_know_pass_and_integer_windows_read_as_numbers():
@@ -112,6 +123,9 @@ def test_fields_an_order_does_not_know_pass_and_integer_windows_read_as_numbers(
         (TRAIN_EVALUATING, {"share-subject-scores": None}, "config field 'share-subject-scores' is missing"),
         (EVALUATE, {"share-subject-scores": 1}, "evaluate message: config field 'share-subject-scores' must be true"),
         (EVALUATE, {"experiment": None}, "evaluate message: config field 'experiment' is missing"),
+        (TRAIN, {"wire": "fp16"}, "train message: config field 'wire' must be one of fp32, bf16, int8, got 'fp16'"),
+        (EVALUATE, {"wire": 8}, "evaluate message: config field 'wire' must be a string, got 8"),
+        (TRAIN, {"run-key": 1}, "config field 'run-key' must be a string"),
     ],
 )
 def test_a_missing_or_mistyped_field_is_named(order, change, message):
