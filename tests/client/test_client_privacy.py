@@ -12,6 +12,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from cccmr_model.site.budget import dp_ledger_path
 from cccmr_model.wire import decode, encode
+from cccmr_model.wire_codec import decode_model, decode_update, encode_model, encode_update
 from client.privacy import clip_update_mod
 
 
@@ -71,6 +72,43 @@ def test_a_reply_with_arrays_not_received_is_replaced_by_an_error():
     app = make_app({"fusion.w": np.ones((4,), np.float32), "secret.features": np.ones((2,), np.float32)})
     reply = app(message("train.fusion", 1.0), context())
     assert reply.has_error() and "not a subset" in reply.error.reason
+
+
+def wire_app(step: np.ndarray) -> ClientApp:
+    """A site that adds `step` to the received `fusion.w` and replies in the order's wire format, as client/app.py."""
+    app = ClientApp(mods=[clip_update_mod])
+
+    @app.train("fusion")
+    def train(msg: Message, context: Context) -> Message:
+        wire = msg.content["config"]["wire"]
+        received = decode_model(msg.content["arrays"].to_numpy_ndarrays(), wire, "message from the server")
+        arrays = ArrayRecord(encode_update({"fusion.w": received["fusion.w"] + step}, received, wire))
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 3})}), reply_to=msg)
+
+    return app
+
+
+@pytest.mark.parametrize("wire", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("clip", [0.05, 1.5, 100.0])
+def test_the_update_as_sent_is_clipped_in_every_wire_format(wire, clip):
+    """Central DP clips after quantising: the update the server decodes has norm <= the clipping norm (fp32: up to
+    float32 rounding of received + clipped update, as Flower's own clipping)."""
+    rng = np.random.default_rng(3)
+    received = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in RECEIVED.items()}
+    step = rng.normal(scale=2.0, size=4).astype(np.float32)
+    config = ConfigRecord({"phase": "fusion", "wire": wire, KEY_CLIPPING_NORM: clip})
+    arrays = ArrayRecord(encode_model(received, wire))
+    msg = Message(RecordDict({"arrays": arrays, "config": config}), dst_node_id=1, message_type="train.fusion")
+    reply = wire_app(step)(msg, context())
+    sent = reply.content["arrays"].to_numpy_ndarrays()
+    down = decode_model(encode_model(received, wire), wire, "down")["fusion.w"]
+    if wire == "fp32":
+        update = decode(sent, "reply")["fusion.w"].astype(np.float64) - down
+    else:
+        update = decode_update(sent, wire, "reply")["fusion.w"].astype(np.float64)
+    norm, unclipped = np.linalg.norm(update), np.linalg.norm(step.astype(np.float64))
+    assert norm <= clip * (1 + 1e-6 if wire == "fp32" else 1)
+    assert norm == pytest.approx(min(clip, unclipped), rel=1e-2)  # bf16 and int8 round the update
 
 
 def test_ledger_lives_in_the_site_cache(tmp_path):

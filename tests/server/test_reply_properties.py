@@ -1,10 +1,11 @@
 """Property test (issue 16, point 7): random malformed training and evaluation replies, mixed with honest ones.
 
 Each round has 1-3 honest sites and at most as many hostile ones (so that the lower median of the claimed
-`num-examples` is an honest claim). Every hostile reply carries at least one defect drawn from the lists below, on
-top of random junk. Whatever is drawn: no exception escapes the strategy, the global model is exactly the
-`num-examples`-weighted mean of the honest updates, no honest site is blamed, the evaluation pools the honest
-sites only, and the release's reports can be computed from it.
+`num-examples` is an honest claim), in a drawn `federation.wire` format (fp32 weights, or bf16 / int8 updates).
+Every hostile reply carries at least one defect drawn from the lists below, on top of random junk. Whatever is
+drawn: no exception escapes the strategy, the global model is exactly (bf16, int8: up to the rounding of the
+updates) the `num-examples`-weighted mean of the honest updates added to the fp32 master, no honest site is blamed,
+the evaluation pools the honest sites only, and the release's reports can be computed from it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cccmr_model.config import load_config
+from cccmr_model.config.schema import WIRES
 from cccmr_model.run_folder import read_history
-from cccmr_model.wire import decode, encode
+from cccmr_model.wire import encode
+from cccmr_model.wire_codec import decode_model, encode_difference
 from server.evaluation import release_reports
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
@@ -28,10 +31,11 @@ from server.validation import EVAL_METRICS, SITE_NAME_PATTERN, TRAIN_METRICS
 GROUPS = {"pretrain": ("encoders.", "heads."), "fim": ("encoders.", "heads.", "uncertainty."), "fusion": ("fusion.",)}
 SHAPES = {"encoders.cine_4ch.w": (4, 3), "heads.cine_4ch.w": (2,), "uncertainty.s": (6,), "fusion.w": (3, 2)}
 TRAINED = ("encoders.cine_4ch.w", "heads.cine_4ch.w")
-CONFIG = load_config("tiny", ["federation.phases.pretrain.rounds=1", "evaluation.bootstrap_resamples=20"])
+SETTINGS = ["federation.phases.pretrain.rounds=1", "evaluation.bootstrap_resamples=20"]
+CONFIGS = {wire: load_config("tiny", [*SETTINGS, f"federation.wire={wire}"]) for wire in WIRES}
 SHARED = ("error", "silent", "name_taken", "name_bad", "no_metrics")
 TRAIN_DEFECTS = ("nan", "shape", "extra_key", "missing_key", "huge", "weight", "metric_list", "metric_nan", "count",
-                 "wire", *SHARED)  # fmt: skip
+                 "wire", "encoding", *SHARED)  # fmt: skip
 EVAL_DEFECTS = ("negative", "sum", "length", "float_counts", "label_range", "labels_off", "scores_length", "loss",
                 "score_range", "half_shared", *SHARED)  # fmt: skip
 ALLOWED = sorted(TRAIN_METRICS - {"num-examples"})
@@ -97,11 +101,12 @@ def rounds(draw) -> dict:
             "wrong_name": draw(st.booleans()),
         }
         hostile.append(site)
-    return {"honest": honest, "hostile": hostile}
+    return {"honest": honest, "hostile": hostile, "wire": draw(st.sampled_from(WIRES))}
 
 
 def train_content(site: dict, msg) -> RecordDict | Exception | None:
-    sent = decode(msg.content["arrays"].to_numpy_ndarrays(), "test")
+    wire = msg.content["config"]["wire"]
+    sent = decode_model(msg.content["arrays"].to_numpy_ndarrays(), wire, "test")
     arrays = {k: v + np.float32(site["step"]) for k, v in sent.items() if k.startswith(GROUPS["pretrain"])}
     metrics = {"num-examples": site["n"], **site["metrics"], **site["junk"]}
     defect, d = site.get("train_defect"), site.get("draws", {})
@@ -127,7 +132,31 @@ def train_content(site: dict, msg) -> RecordDict | Exception | None:
         metrics["num-examples"] = d["count"]
     elif defect == "wire":
         records["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    return _content(site, defect, arrays, metrics, records)
+    if defect == "encoding":
+        records["arrays"] = ArrayRecord(misencoded(arrays, sent, wire, d["index"]))
+    return _content(site, defect, arrays, metrics, {"arrays": ArrayRecord(reply_arrays(arrays, sent, wire)), **records})
+
+
+def reply_arrays(arrays: dict, sent: dict, wire: str) -> list[np.ndarray]:
+    """The reply as client/app.py encodes it: the weights (fp32) or their update against what was sent."""
+    if wire == "fp32":
+        return encode(arrays)
+    same = {k: v - sent[k] if k in sent and sent[k].shape == v.shape else v for k, v in arrays.items()}
+    return encode_difference(same, wire)
+
+
+def misencoded(arrays: dict, sent: dict, wire: str, index: int) -> list[np.ndarray]:
+    """A reply not in the round's wire format: the same reply in another format, a value short, a wrong dtype,
+    unusable int8 scales, or the manifest alone."""
+    good = reply_arrays(arrays, sent, wire)
+    other = {"fp32": "bf16", "bf16": "int8", "int8": "bf16"}[wire]
+    variants = [
+        reply_arrays(arrays, sent, other),
+        [*good[:-1], good[-1][:-1]] if wire != "int8" else [good[0], good[1][:-1], good[2]],
+        [*good[:-1], -good[-1] - 1] if wire == "int8" else [good[0], good[1].astype(np.float64)],
+        good[:1],
+    ]
+    return variants[index % len(variants)]
 
 
 def eval_content(site: dict) -> RecordDict | Exception | None:
@@ -171,7 +200,7 @@ def _content(site: dict, defect, arrays, metrics: dict, records: dict) -> Record
         return None
     content = RecordDict({"site": ConfigRecord({"name": site["name"]})})
     if arrays is not None:
-        content["arrays"] = records.get("arrays", ArrayRecord(encode(arrays)))
+        content["arrays"] = records["arrays"]
     if defect != "no_metrics":
         content["metrics"] = MetricRecord(metrics)
     elif site["draws"]["wrong_name"]:
@@ -193,9 +222,10 @@ def test_malformed_replies_never_escape_never_averaged_and_the_round_completes(k
     rng = np.random.default_rng(0)
     start = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
     sites = {i + 1: make_site(s) for i, s in enumerate([*honest, *hostile])}
+    config = CONFIGS[drawn["wire"]]
     with tempfile.TemporaryDirectory() as tmp:
-        plan = plan_rounds(CONFIG.federation.phases, GROUPS)[:1]  # the last round: evaluated in its own exchange
-        strategy = PhaseFedAvg(plan, {k: v.copy() for k, v in start.items()}, config=CONFIG,
+        plan = plan_rounds(config.federation.phases, GROUPS)[:1]  # the last round: evaluated in its own exchange
+        strategy = PhaseFedAvg(plan, {k: v.copy() for k, v in start.items()}, config=config,
                                run_dir=Path(tmp), eval_keys=["fusion.w"])  # fmt: skip
         strategy.expected_sites = len(sites)  # the first round waits for this many nodes
         strategy.start(grid=kit.FakeGrid(sites), initial_arrays=strategy.global_arrays(), num_rounds=1,
@@ -207,13 +237,14 @@ def test_malformed_replies_never_escape_never_averaged_and_the_round_completes(k
     assert not set(record["sites_failed"]) & set(names), record["sites_failed"]
     assert len(record["sites_failed"]) >= len(hostile)
     weights = np.array([s["n"] for s in honest], dtype=np.float64)
+    rounding = max(abs(s["step"]) for s in honest) * 2.0**-7 if drawn["wire"] != "fp32" else 0.0  # bf16, int8
     for key in TRAINED:
-        updates = [start[key].astype(np.float64) + np.float32(s["step"]) for s in honest]
+        updates = [start[key].astype(np.float64) + np.float32(s["step"]) for s in honest]  # on the fp32 master
         expected = np.tensordot(weights / weights.sum(), np.stack(updates), axes=1)
-        np.testing.assert_allclose(strategy.global_state[key], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(strategy.global_state[key], expected, rtol=1e-5, atol=1e-6 + rounding)
     for key in ("uncertainty.s", "fusion.w"):
         np.testing.assert_array_equal(strategy.global_state[key], start[key])
     assert sorted(record["evaluate"]) == names and sorted(strategy.final_evaluation) == names
     assert record["evaluate_global"]["num-examples"] == sum(s["eval"]["num-examples"] for s in honest)
-    reports = release_reports(strategy.final_evaluation, CONFIG)
+    reports = release_reports(strategy.final_evaluation, config)
     assert sorted(reports["sites"]) == names
