@@ -2,7 +2,8 @@
 
 `PhaseClientSideFixedClipping` is Flower's `DifferentialPrivacyClientSideFixedClipping` fitted to `PhaseFedAvg`:
 - `configure_train` puts the clipping norm into every train message (PhaseFedAvg builds its own ConfigRecord, so
-  the config that Flower's wrapper fills never reaches the sites); `client.privacy.clip_update_mod` clips there;
+  the config that Flower's wrapper fills never reaches the sites); `client.privacy.clip_update_mod` clips there,
+  with `federation.wire` bf16 or int8 the update as quantised (what is sent);
 - the server verifies the clipping: a reply whose update norm exceeds the clipping norm is rejected like any
   faulty reply (`federation.max_update_norm` is lowered to it), so one site that does not clip cannot weaken the
   guarantee;
