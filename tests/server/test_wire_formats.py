@@ -14,7 +14,7 @@ from benchmarks.support.inprocess_grid import InProcessGrid, node_context
 from cccmr_model.compression import INT8_BLOCK, round_bf16
 from cccmr_model.config import load_config
 from cccmr_model.run_folder import read_history
-from cccmr_model.wire import encode
+from cccmr_model.wire import encode, with_evaluation
 from cccmr_model.wire_codec import decode_model, encode_update
 from client.privacy import clip_update_mod
 from server.privacy import with_central_dp
@@ -42,17 +42,19 @@ def make_strategy(tmp_path, wire: str, sets=()) -> tuple[PhaseFedAvg, object]:
 
 
 def site(kit, name: str, step: float, wire_of_reply: str | None = None):
-    """Decodes what it receives, adds `step` to the trained groups and replies as client/app.py encodes it (in
-    `wire_of_reply` instead of the round's format when given)."""
+    """Decodes what it receives, adds `step` to the trained groups and replies as the site's handler encodes it (in
+    `wire_of_reply` instead of the round's format when given); answers an evaluation riding a train message."""
 
     def reply(msg):
         if msg.metadata.message_type == "evaluate":
             return kit.eval_reply(name, [1, 0, 0, 1], 0.5)
-        wire = msg.content["config"]["wire"]
-        received = decode_model(msg.content["arrays"].to_numpy_ndarrays(), wire, "test")
+        config = msg.content["config"]
+        received = decode_model(msg.content["arrays"].to_numpy_ndarrays(), config["wire"], "test")
         trained = {k: v + np.float32(step) for k, v in received.items() if k.startswith(GROUPS["pretrain"])}
+        evaluation = {"num-examples": 2, "loss": 0.5, "confusion": [1, 0, 0, 1]} if "evaluate-round" in config else {}
         content = kit.train_reply(name, {}, 10)
-        content["arrays"] = ArrayRecord(encode_update(trained, received, wire_of_reply or wire))
+        content["metrics"] = MetricRecord(with_evaluation({"num-examples": 10}, evaluation))
+        content["arrays"] = ArrayRecord(encode_update(trained, received, wire_of_reply or config["wire"]))
         return content
 
     return reply
@@ -98,6 +100,26 @@ def test_the_server_sends_bf16_and_keeps_its_fp32_master(tmp_path, kit, wire):
         expected = start[key] + np.float32(0.01)  # the update on the fp32 master, not on the rounded copy sent
         np.testing.assert_allclose(strategy.global_state[key], expected, atol=0.01 / 127 + 1e-6)
         assert np.abs(strategy.global_state[key] - round_bf16(expected.ravel()).reshape(expected.shape)).max() > 1e-4
+
+
+@pytest.mark.parametrize("wire", ["bf16", "int8"])
+def test_an_evaluation_riding_a_train_message_gets_the_bf16_model(tmp_path, kit, wire):
+    config = load_config("tiny", [*ONE_ROUND, "federation.phases.pretrain.rounds=2", f"federation.wire={wire}"])
+    strategy = PhaseFedAvg(plan_rounds(config.federation.phases, GROUPS), start_state(), config=config,
+                           run_dir=tmp_path, eval_keys=["fusion.w"])  # fmt: skip
+    strategy.expected_sites = 1
+    grid = kit.FakeGrid({1: site(kit, "a", 0.01)})
+    strategy.start(grid=grid, initial_arrays=strategy.global_arrays(), num_rounds=2, timeout=5)
+    strategy.checkpoints.wait()
+    records = read_history(strategy.history_path)
+    assert [r["sites_failed"] for r in records] == [{}, {}]
+    assert records[1]["evaluated_round"] == 2  # the final evaluation, its own exchange
+    assert records[1]["previous_evaluation"]["evaluated_round"] == 1  # round 1's rode round 2's train message
+    assert records[1]["previous_evaluation"]["evaluate"]["a"]["num-examples"] == 2
+    second = grid.sent[1]
+    assert second.content["config"]["evaluate-round"] == 1
+    sent = decode_model(second.content["arrays"].to_numpy_ndarrays(), wire, "test")
+    assert set(sent) == {*PRETRAIN, "fusion.w"} and second.content["arrays"].to_numpy_ndarrays()[1].dtype == np.uint16
 
 
 def test_a_reply_in_the_wrong_format_is_refused_in_one_line_naming_the_site(tmp_path, kit):
