@@ -8,24 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.support.synthetic import SyntheticCohort
 from cccmr_model.config import load_config
 from cccmr_model.engine import train_phase
 from cccmr_model.engine.train import constant_prediction, head_metrics
 from cccmr_model.model import build_model
 
-FAST = ["data.image_size=32", "data.frames=4", "data.min_frames=4", "train.batch_size=4", "train.resample_factor=1"]
 SEQUENCE_HEADS = ("cine_4ch", "cine_sax", "lge_sax")
-
-
-@pytest.fixture(scope="module")
-def config():
-    return load_config("tiny", FAST)
-
-
-@pytest.fixture(scope="module")
-def cohort(config):
-    return SyntheticCohort(8, config.data, seed=1)
 
 
 def test_head_metrics_accuracy_and_auc() -> None:
@@ -56,11 +44,11 @@ def test_phase_metrics_carry_every_head(config, cohort) -> None:
     assert {k for k in fused.metrics if k.startswith(("acc:", "auc:"))} == {"acc:fusion", "auc:fusion"}
 
 
-def test_a_constant_head_is_warned_about_and_flagged(config, cohort, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_constant_head_is_warned_about_and_flagged(fast, config, cohort, caplog: pytest.LogCaptureFixture) -> None:
     state = build_model(config).state_dict()
     state["heads.cine_4ch.weight"] = torch.zeros_like(state["heads.cine_4ch.weight"])  # logits = bias: constant
     state["heads.cine_4ch.bias"] = torch.tensor([2.0, -2.0])
-    frozen = load_config("tiny", [*FAST, "train.lr=1e-12", "train.min_lr=0"])  # the head stays as it is
+    frozen = load_config("tiny", [*fast, "train.lr=1e-12", "train.min_lr=0"])  # the head stays as it is
     with caplog.at_level(logging.WARNING, logger="cccmr_model.engine.train"):
         result = train_phase(state, "pretrain", cohort, frozen, epochs=2, seed=0)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -13,19 +13,6 @@ from cccmr_model.engine import train as train_module
 from cccmr_model.errors import CccmrError, TrainingError
 from cccmr_model.model import build_model
 
-# Smaller than tiny.yaml: 32 px, 4 frames, batches of 4, no resampling, so each call takes a second or two.
-FAST = ["data.image_size=32", "data.frames=4", "data.min_frames=4", "train.batch_size=4", "train.resample_factor=1"]
-
-
-@pytest.fixture(scope="module")
-def config():
-    return load_config("tiny", FAST)
-
-
-@pytest.fixture(scope="module")
-def cohort(config):
-    return SyntheticCohort(8, config.data, seed=1)
-
 
 @pytest.fixture(scope="module")
 def pretrained(config, cohort):
@@ -53,8 +40,8 @@ def test_fusion_leaves_frozen_parameters_unchanged(config, cohort, pretrained) -
     assert result.num_examples == 2 * len(cohort)
 
 
-def test_fim_trains_sigmas_and_encoders_not_fusion(config, cohort, pretrained) -> None:
-    cosine = load_config("tiny", [*FAST, "train.warmup_steps=0"])  # the lr check below reads the cosine alone
+def test_fim_trains_sigmas_and_encoders_not_fusion(fast, config, cohort, pretrained) -> None:
+    cosine = load_config("tiny", [*fast, "train.warmup_steps=0"])  # the lr check below reads the cosine alone
     result = train_phase(pretrained.state, "fim", cohort, cosine, epochs=1, seed=0, lr_window=(0.0, 0.5))
     changed = {k for k in result.state if not torch.equal(result.state[k], pretrained.state[k])}
     assert "uncertainty.log_sigma" in changed
@@ -64,7 +51,7 @@ def test_fim_trains_sigmas_and_encoders_not_fusion(config, cohort, pretrained) -
 
 
 @pytest.mark.parametrize(("phase", "epochs"), [("pretrain", 2), ("fusion", 3)])
-def test_resumed_run_equals_uninterrupted_run(config, cohort, pretrained, tmp_path, monkeypatch, phase, epochs):
+def test_resumed_run_equals_uninterrupted_run(fast, config, cohort, pretrained, tmp_path, monkeypatch, phase, epochs):
     start = pretrained.state if phase == "fusion" else None
     whole = train_phase(start, phase, cohort, config, epochs=epochs, seed=3)
 
@@ -89,7 +76,7 @@ def test_resumed_run_equals_uninterrupted_run(config, cohort, pretrained, tmp_pa
     assert _equal(done.state, whole.state)  # a finished checkpoint is returned as is
     with pytest.raises(CccmrError, match="another run"):
         train_phase(start, phase, cohort, config, epochs=epochs, seed=4, checkpoint_dir=tmp_path)
-    other = load_config("tiny", [*FAST, "train.lr=1e-4"])
+    other = load_config("tiny", [*fast, "train.lr=1e-4"])
     with pytest.raises(CccmrError, match="another run"):  # changed settings never resume a stale checkpoint
         train_phase(start, phase, cohort, other, epochs=epochs, seed=3, checkpoint_dir=tmp_path)
 
@@ -123,8 +110,8 @@ def test_evaluate_fused_and_single_sequence(config, cohort, pretrained) -> None:
     assert np.allclose(again.scores, result.scores)
 
 
-def test_subtyping_uses_patients_with_a_subtype(cohort) -> None:
-    config = load_config("tiny", [*FAST, "task=subtyping"])
+def test_subtyping_uses_patients_with_a_subtype(fast, cohort) -> None:
+    config = load_config("tiny", [*fast, "task=subtyping"])
     result = train_phase(None, "fusion", cohort, config, epochs=1, seed=0)
     evaluated = evaluate_model(result.state, cohort, config, "cpu")
     assert evaluated.scores.shape == ((cohort.subtypes >= 0).sum(), 5)
