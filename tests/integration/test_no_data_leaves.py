@@ -29,7 +29,7 @@ from cccmr_model.phantom.dicom_writer import Geometry, Sampling, SeriesTags, wri
 from cccmr_model.release.files import is_release_key
 from cccmr_model.run_folder import read_history
 from cccmr_model.sequences import SEQUENCES
-from cccmr_model.wire import decode
+from cccmr_model.wire import decode, split_evaluation
 from client import app as client_app
 from server.app import initial_state
 from server.privacy import with_central_dp
@@ -153,8 +153,11 @@ def test_replies_and_logs_hold_only_parameters_and_aggregate_metrics(privacy, tm
             assert set(arrays) == set(phase_state(model_state, phase)), phase
             for key, array in arrays.items():
                 assert tuple(array.shape) == tuple(model_state[key].shape), key
-            assert set(metrics) <= TRAIN_METRICS, set(metrics) - TRAIN_METRICS
-            assert all(isinstance(v, int | float) for v in metrics.values())
+            train, evaluation = split_evaluation(dict(metrics))  # a round's evaluation rides the next train reply
+            assert set(train) <= TRAIN_METRICS, set(train) - TRAIN_METRICS
+            assert all(isinstance(v, int | float) for v in train.values())
+            assert set(evaluation) <= EVAL_METRICS, set(evaluation) - EVAL_METRICS
+            assert not evaluation or len(evaluation["confusion"]) == config.num_classes**2
             assert ("dp_epsilon" in metrics) == (privacy == "dp")
         else:
             assert kind == "evaluate" and not content.array_records
@@ -164,7 +167,7 @@ def test_replies_and_logs_hold_only_parameters_and_aggregate_metrics(privacy, tm
     strings, pixels = secrets_of(planted_sites)
     assert len(pixels) == 10 and all(len(set(p)) > 8 for p in pixels)  # real, varied pixel bytes were found
     wire = [wire_bytes(reply) for _, _, reply in grid.replies]
-    assert len(wire) == 2 * 2 * len(phases)
+    assert len(wire) == 2 * (len(phases) + 1)  # a train reply per site and phase, and the final evaluation
     assert all(b"num-examples" in blob for blob in wire)  # positive controls: metric names and array bytes are
     first_arrays = grid.replies[0][2].content.array_records["arrays"].to_numpy_ndarrays()
     first = next(iter(decode(first_arrays, "r").values())).tobytes()
