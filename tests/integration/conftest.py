@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cccmr_model.config import ExperimentConfig, load_config
 from cccmr_model.demo.flower import offline_env
 from cccmr_model.phantom.dicom_writer import Geometry, Sampling, SeriesTags, write_series
 from cccmr_model.processes import alive, descendants, free_port, listening, stop, wait_for
@@ -57,6 +58,18 @@ def phantom_sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for seed, site in enumerate(("anzhen", "lanzhou")):
         write_site(root / site, 6, seed)
     return root
+
+
+@pytest.fixture
+def one_round_per_phase() -> tuple[ExperimentConfig, dict[str, int]]:
+    """The equivalence tests' run: site anzhen alone, one round per phase holding all of that phase's epochs, and
+    the same epochs for central training; (config, epochs per phase)."""
+    epochs = {"pretrain": 2, "fim": 1, "fusion": 2}
+    sets = ["train.resample_factor=1", "federation.sites=[anzhen]"]
+    for phase, e in epochs.items():
+        sets += [f"train.phases.{phase}.epochs={e}", f"federation.phases.{phase}.rounds=1"]
+        sets += [f"federation.phases.{phase}.local_epochs={e}"]
+    return load_config("tiny", sets), epochs
 
 
 def flower_env(home: Path) -> dict[str, str]:

@@ -15,7 +15,7 @@ from flwr.app import Context, Message
 from flwr.supercore.task_identity import TaskIdentity
 
 from benchmarks.support.inprocess_grid import InProcessGrid, node_context
-from cccmr_model.config import PHASES, load_config
+from cccmr_model.config import PHASES
 from cccmr_model.engine import train_phase
 from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.release.files import is_release_key
@@ -42,13 +42,8 @@ def task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
-def test_one_site_one_round_per_phase_equals_central_training(tmp_path, phantom_sites):
-    epochs = {"pretrain": 2, "fim": 1, "fusion": 2}
-    sets = ["train.resample_factor=1", "federation.sites=[anzhen]"]
-    for phase, e in epochs.items():
-        sets += [f"train.phases.{phase}.epochs={e}", f"federation.phases.{phase}.rounds=1"]
-        sets += [f"federation.phases.{phase}.local_epochs={e}"]
-    config = load_config("tiny", sets)
+def test_one_site_one_round_per_phase_equals_central_training(tmp_path, phantom_sites, one_round_per_phase):
+    config, epochs = one_round_per_phase
     node_config = {"site": "anzhen", "data-path": str(phantom_sites / "anzhen"), "cache-path": str(tmp_path / "c")}
 
     start = initial_state(config)

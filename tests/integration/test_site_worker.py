@@ -62,15 +62,12 @@ def start_worker(processes, site: Path, socket: Path, log: str):
     return worker
 
 
-def test_a_federation_through_the_worker_equals_central_training(tmp_path, phantom_sites, processes):
+def test_a_federation_through_the_worker_equals_central_training(
+    tmp_path, phantom_sites, processes, one_round_per_phase
+):
     socket = tmp_path / "run" / "worker.sock"
     worker = start_worker(processes, site_file(tmp_path, phantom_sites / "anzhen", socket), socket, "worker.out")
-    epochs = {"pretrain": 2, "fim": 1, "fusion": 2}
-    sets = ["train.resample_factor=1", "federation.sites=[anzhen]"]
-    for phase, e in epochs.items():
-        sets += [f"train.phases.{phase}.epochs={e}", f"federation.phases.{phase}.rounds=1"]
-        sets += [f"federation.phases.{phase}.local_epochs={e}"]
-    config = load_config("tiny", sets)
+    config, epochs = one_round_per_phase
     node_config = {"site": "anzhen", "worker-socket": str(socket)}  # the SuperNode only knows where the worker is
     start = initial_state(config)
     strategy = PhaseFedAvg(plan_rounds(config.federation.phases, PHASE_GROUPS), start, config=config,
