@@ -4,6 +4,7 @@ same seed per message, so the two give the same weights). No Flower types here."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,9 +34,12 @@ def handle_train(
     received = decode_model(arrays, order.wire, "message from the server")  # float32 (bf16-rounded with bf16, int8)
     tensors, data = _tensors(received), prepare_site(site, config)
     evaluation: dict[str, Any] = {}
+    timing: dict[str, float] = {}
     if order.evaluate_round is not None:
         cine_only = {k: v for k, v in tensors.items() if is_release_key(k)}
+        started = time.perf_counter()
         evaluation = evaluate_round(cine_only, data, config, device=site.device, share_scores=order.share_scores)
+        timing["evaluate_seconds"] = time.perf_counter() - started
     trained, metrics = train_round(
         tensors,
         order.phase,
@@ -50,7 +54,7 @@ def handle_train(
     numpy = {k: v.detach().cpu().numpy() for k, v in trained.items()}
     residuals = residual_path(site.cache_path)  # int8's error feedback
     trained_arrays = encode_update(numpy, received, order.wire, residuals=residuals, run_key=order.run_key)
-    return site.name, with_evaluation(metrics, evaluation), trained_arrays
+    return site.name, with_evaluation({**metrics, **timing}, evaluation), trained_arrays
 
 
 def handle_evaluate(

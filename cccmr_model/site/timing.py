@@ -1,7 +1,8 @@
 """Where a site's time goes in one round, as two aggregate metrics of the training reply (seconds, no data):
 `startup_seconds`, from the start of this ClientApp process (SuperNodes run every message in a fresh one) to the
 handler's first line, and `task_seconds`, the handler itself (set-up, training, packing the reply). The engine adds
-`train_seconds`, its epoch loops alone. The server's round time minus these is the federation's own overhead."""
+`train_seconds`, its epoch loops alone, and a train message that also evaluates the received model adds
+`evaluate_seconds`. The server's round time minus these is the federation's own overhead."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SITES = ("anzhen", "lanzhou")
 HEADER = "subject_id,label,subtype,cine_4ch,cine_sax,lge_sax\n"
 TRAIN_METRICS = {"num-examples", "loss", "lr", "epochs", "samples_per_s", "cls:fusion"}
-TRAIN_METRICS |= {"train_seconds", "task_seconds", "startup_seconds"}
+TRAIN_METRICS |= {"train_seconds", "task_seconds", "startup_seconds", "evaluate_seconds"}
 TRAIN_METRICS |= {f"cls:{s}" for s in SEQUENCES} | set(FIM_TERMS) | {f"sigma:{t}" for t in FIM_TERMS}
 TRAIN_METRICS |= {"dp_epsilon", "dp_delta", "dp_steps", "dp_stopped"}
 # Per-head training accuracy, AUC and constant-prediction flags: aggregates over the site's training subjects.
