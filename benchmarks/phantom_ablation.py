@@ -1,7 +1,8 @@
 """Table 2 on a phantom cohort, centralized and federated, scored on one held-out phantom test set with bootstrap CIs.
 
 `python benchmarks/phantom_ablation.py --out DIR [--seed S | --seeds 0 1 2] [--subjects N] [--test-subjects N]
-[--mode central|federated|both] [--config tiny] [--set key=value ...] [--no-control] [--no-ceiling] [--reuse]`
+[--mode central|federated|both] [--config tiny] [--set key=value ...] [--no-control] [--no-ceiling] [--reuse]
+[--wires fp32 bf16 int8]`
 
 1. a phantom DICOM cohort (`DIR/data`: one export per site and a held-out `test` export), as `cccmr demo` writes it;
 2. central: `cccmr ablation --train-split` on the pooled sites (its five rows; `DIR/central`): the same training
@@ -22,7 +23,9 @@ settings and wall times) and `DIR/phantom-ablation.json`. `--seeds 0 1 2` runs a
 generated with that seed) into `DIR/seed-S/` (the same per-seed files) and writes one summary over the seeds to
 `DIR/phantom-ablation.md` / `.json`: per row the test AUC as mean ± SD (min–max), central | federated |
 federated − central, next to the ceiling; `--reuse` takes a seed whose `DIR/seed-S/phantom-ablation.json` exists
-from there instead of rerunning it. `run(quick)` gives rows for `python -m benchmarks`.
+from there instead of rerunning it. `--wires fp32 bf16 int8` runs only the release federation once per wire
+format and seed and compares them (`benchmarks/phantom_wire.py`, `DIR/phantom-wire.md`). `run(quick)` gives rows
+for `python -m benchmarks`.
 """
 
 from __future__ import annotations
@@ -671,6 +674,25 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
+def compare_wires(
+    out: Path, seeds: Sequence[int], wires: Sequence[str], size: DemoSize, sites: int, extra: Sequence[str]
+) -> dict[str, Any]:
+    """`phantom_wire.run_wires` with this benchmark's release federation and cohorts."""
+    from benchmarks.phantom_wire import run_wires
+    from cccmr_model.demo.run import DemoOptions, _phantom
+
+    names = site_names(sites)
+
+    def runs_for_seed(seed: int) -> list[str]:  # as `benchmark` runs FIM w U-A
+        items = federated_overrides(size, names, seed)["fim-ua"]
+        return [*items, f"evaluation.bootstrap_resamples={BOOTSTRAP}", *extra]
+
+    def cohort_for_seed(seed_dir: Path, seed: int) -> None:
+        _phantom(seed_dir / "data", names, size, DemoOptions(out=seed_dir, seed=seed))
+
+    return run_wires(Path(out), seeds, wires, runs_for_seed, cohort_for_seed, len(names))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
@@ -686,10 +708,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="--seeds: take finished seeds from their JSON")
     parser.add_argument("--no-control", action="store_true", help="skip the compute-matched no-FIM control")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the learnability ceiling")
+    parser.add_argument("--wires", nargs="+", choices=("fp32", "bf16", "int8"),
+                        help="only the release federation, once per wire format (first = reference)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     base = QUICK if args.quick else BENCH
     size = dataclasses.replace(base, subjects=args.subjects, test_subjects=args.test_subjects)
+    if args.wires:
+        compare_wires(args.out, args.seeds or [args.seed], args.wires, size, args.sites, args.overrides)
+        print((Path(args.out) / "phantom-wire.md").read_text())
+        return 0
     kwargs = {"size": size, "mode": args.mode, "config_name": args.config, "extra": args.overrides,
               "sites": args.sites, "control": not args.no_control, "ceiling_rows": not args.no_ceiling}  # fmt: skip
     if args.seeds:
