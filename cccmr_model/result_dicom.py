@@ -121,6 +121,8 @@ def write_result_page(out: Path, reference: Dataset, pixels: np.ndarray) -> Path
     )
     image.PatientOrientation = ""  # Type 2: present, empty
     image.BurnedInAnnotation = "NO"
+    # An unpaired organ: says that the General Series' Laterality (Type 2C, paired structures) does not apply.
+    image.BodyPartExamined = reference.get("BodyPartExamined") or "HEART"
     image.SoftwareVersions = __version__
     path = out / PAGE_FILE
     image.save_as(path, enforce_file_format=True)

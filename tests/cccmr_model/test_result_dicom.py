@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import highdicom as hd
@@ -67,6 +69,20 @@ def test_dicom_out_single_subject(study, tmp_path: Path, capsys) -> None:
     assert main([*argv, "--cine-sax", str(study["cine_sax"]), "--dicom-out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
     _check_result(out, study["cine_sax"], result["p_cardiomyopathy"], result["release_content_hash"])
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) not installed")
+def test_dicom_out_passes_dciodvfy(study, tmp_path: Path) -> None:
+    """David Clunie's IOD checker (dicom3tools): no errors. Warnings about our private coding scheme 99CCCMR stay."""
+    out = tmp_path / "dicom"
+    argv = ["predict", "--release", str(study["release"]), "--cine-4ch", str(study["cine_4ch"])]
+    assert main([*argv, "--cine-sax", str(study["cine_sax"]), "--dicom-out", str(out)]) == 0
+    for name, iod in (("result_page.dcm", "SCImage"), ("result_sr.dcm", "Comprehensive3DSR")):
+        checked = subprocess.run(["dciodvfy", "-new", str(out / name)], capture_output=True, text=True, timeout=60)
+        lines = (checked.stdout + checked.stderr).splitlines()
+        assert lines and lines[0] == iod, lines
+        assert not [line for line in lines if line.startswith("Error")], lines
+        assert all("99CCCMR" in line for line in lines if line.startswith("Warning")), lines
 
 
 def test_dicom_out_batch_per_subject(study, tmp_path: Path, caplog) -> None:
