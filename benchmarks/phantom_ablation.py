@@ -311,23 +311,30 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
             times[f"federated {folder}"] = round(time.perf_counter() - start, 1)
             log.info("federation %s done in %.0f s", folder, times[f"federated {folder}"])
     start = time.perf_counter()
-    config = load_config(config_name, runs["fused"])
+    first = "fused" if "fused" in runs else next(iter(runs))  # every run pretrains alike: rows 1-2 from any
+    config = load_config(config_name, runs[first])
     test_set, _ = open_test_set(out / "data" / "test", out / "cache" / "test" / "test", config)
     reports, scores = {}, {}
     for folder, row in FEDERATED_RUNS.items():
-        ev = evaluate_release(row, release_dir(out / folder), test_set)
-        reports[row], scores[row] = {**ev.report}, ev.scores
+        if folder in runs:
+            ev = evaluate_release(row, release_dir(out / folder), test_set)
+            reports[row], scores[row] = {**ev.report}, ev.scores
 
     def kept(folder: str, phase: str):
         end = phase_end_rounds(_history(out / folder))[phase]
         return checkpoint_state(checkpoint_file(out / folder / "kept-checkpoints", end))
 
-    pre = kept("fused", "pretrain")
+    pre = kept(first, "pretrain")
     for row, seq in zip(ROW_NAMES[:2], (CINE_4CH, CINE_SAX), strict=True):
         s, labels = head_scores(pre, test_set, config, seq)
         reports[row], scores[row] = report(config.task, s, labels, config.evaluation), positive_scores(s)
-    aucs = sequence_aucs({"after pretraining": pre, "after the FIM (w U-A)": kept("fim-ua", "fim")}, test_set, config)
-    reports, scores = {r: reports[r] for r in ROW_NAMES}, {r: scores[r] for r in ROW_NAMES}  # Table 2's order
+    states = {
+        "after pretraining": pre,
+        **({"after the FIM (w U-A)": kept("fim-ua", "fim")} if "fim-ua" in runs else {}),
+    }
+    aucs = sequence_aucs(states, test_set, config)
+    reports = {r: reports[r] for r in ROW_NAMES if r in reports}  # Table 2's order
+    scores = {r: scores[r] for r in ROW_NAMES if r in scores}
     controls = {}
     if "control" in runs:
         s, labels = head_scores(kept("control", "pretrain"), test_set, config, CINE_4CH)
@@ -367,6 +374,7 @@ def cohort_ceiling(out: Path, names: Sequence[str], config) -> dict[str, Any] | 
 def benchmark(
     out: Path, *, size: DemoSize, mode: str = "both", config_name: str = "tiny", extra: Sequence[str] = (),
     seed: int = 0, sites: int = 2, control: bool = True, ceiling_rows: bool = True,
+    federated_runs: Sequence[str] = tuple(FEDERATED_RUNS),
 ) -> dict[str, Any]:  # fmt: skip
     """Generate the cohort, run the modes and the ceiling, write the Markdown and JSON; returns the summary."""
     from cccmr_model.demo.run import DemoOptions, _phantom
@@ -383,7 +391,8 @@ def benchmark(
     times["phantom cohort"] = round(time.perf_counter() - started, 1)
     common = [f"evaluation.bootstrap_resamples={BOOTSTRAP}", *extra]
     central_items = [*central_overrides(size, seed), *common]
-    fed_runs = {k: [*v, *common] for k, v in federated_overrides(size, names, seed, control).items()}
+    chosen = {*federated_runs, *(("control",) if control else ())}
+    fed_runs = {k: [*v, *common] for k, v in federated_overrides(size, names, seed, control).items() if k in chosen}
     control_items = [*central_overrides(long_pretrain(size), seed), *common] if control else None
     cohort_rows = None
     if ceiling_rows:
@@ -674,6 +683,18 @@ def run(quick: bool) -> list[dict]:
     return rows
 
 
+def with_schedule(size: DemoSize, items: Sequence[str]) -> DemoSize:
+    """`size` with `PHASE=ROUNDSxEPOCHS` items applied (e.g. `pretrain=15x1`)."""
+    rounds, epochs = dict(size.rounds), dict(size.local_epochs)
+    for item in items:
+        phase, _, value = item.partition("=")
+        r, _, e = value.partition("x")
+        if phase not in rounds or not (r.isdigit() and e.isdigit()):
+            raise SystemExit(f"--schedule {item!r}: expected PHASE=ROUNDSxEPOCHS with PHASE one of {sorted(rounds)}")
+        rounds[phase], epochs[phase] = int(r), int(e)
+    return dataclasses.replace(size, rounds=rounds, local_epochs=epochs)
+
+
 def compare_wires(
     out: Path, seeds: Sequence[int], wires: Sequence[str], size: DemoSize, sites: int, extra: Sequence[str]
 ) -> dict[str, Any]:
@@ -708,18 +729,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="--seeds: take finished seeds from their JSON")
     parser.add_argument("--no-control", action="store_true", help="skip the compute-matched no-FIM control")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the learnability ceiling")
+    parser.add_argument(
+        "--federated-runs",
+        nargs="+",
+        choices=tuple(FEDERATED_RUNS),
+        default=list(FEDERATED_RUNS),
+        help="federated mode: only these of the three runs (their rows; the rest read n/a)",
+    )
+    parser.add_argument(
+        "--schedule",
+        action="append",
+        default=[],
+        metavar="PHASE=ROUNDSxEPOCHS",
+        help="override one phase's rounds x local epochs (central epochs follow), e.g. pretrain=15x1",
+    )
     parser.add_argument("--wires", nargs="+", choices=("fp32", "bf16", "int8"),
                         help="only the release federation, once per wire format (first = reference)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     base = QUICK if args.quick else BENCH
-    size = dataclasses.replace(base, subjects=args.subjects, test_subjects=args.test_subjects)
+    size = with_schedule(dataclasses.replace(base, subjects=args.subjects, test_subjects=args.test_subjects),
+                         args.schedule)  # fmt: skip
     if args.wires:
         compare_wires(args.out, args.seeds or [args.seed], args.wires, size, args.sites, args.overrides)
         print((Path(args.out) / "phantom-wire.md").read_text())
         return 0
     kwargs = {"size": size, "mode": args.mode, "config_name": args.config, "extra": args.overrides,
-              "sites": args.sites, "control": not args.no_control, "ceiling_rows": not args.no_ceiling}  # fmt: skip
+              "sites": args.sites, "control": not args.no_control, "ceiling_rows": not args.no_ceiling,
+              "federated_runs": args.federated_runs}  # fmt: skip
     if args.seeds:
         payload = run_seeds(args.out, args.seeds, reuse=args.reuse, **kwargs)
         times = payload["summary"]["times"]

@@ -248,3 +248,12 @@ def test_ceiling_reads_the_central_caches_and_never_fails_the_run(tmp_path, monk
 
     monkeypatch.setattr(pab, "ceiling", broken)
     assert pab.cohort_ceiling(tmp_path, ["anzhen", "lanzhou"], None) is None
+
+
+def test_schedule_override_changes_only_the_named_phase() -> None:
+    size = pab.with_schedule(pab.BENCH, ["pretrain=15x1"])
+    assert size.rounds == {**pab.BENCH.rounds, "pretrain": 15}
+    assert size.local_epochs == {**pab.BENCH.local_epochs, "pretrain": 1}
+    assert "train.phases.pretrain.epochs=15" in pab.central_overrides(size, 0)  # central epochs follow
+    with pytest.raises(SystemExit, match="PHASE=ROUNDSxEPOCHS"):
+        pab.with_schedule(pab.BENCH, ["warmup=3x1"])
