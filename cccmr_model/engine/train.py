@@ -142,9 +142,9 @@ def train_phase(
     set_trainable(model, phase)
     optimizer = make_optimizer(model, config, phase, dev)
     autocast = autocast_for(dev, config)
-    run = _run_signature(phase, epochs, lr_window, seed, len(labels), config, start_state)
-
     path = checkpoint_path(checkpoint_dir, phase) if checkpoint_dir is not None else None
+    # Hashing the start weights costs about a second at the default size: only where epochs are checkpointed.
+    run = _run_signature(phase, epochs, lr_window, seed, len(labels), config, start_state) if path else None
     ckpt = load_checkpoint(path, run) if path is not None else None
     history: list[dict[str, float]] = []
     if ckpt is not None:
@@ -183,7 +183,7 @@ class _PhaseLoop:
     lr_window: tuple[float, float]
     autocast: Callable[[], AbstractContextManager]
     checkpoint: Path | None  # None: no checkpoints
-    signature: dict  # the run a checkpoint belongs to (`_run_signature`)
+    signature: dict | None  # the run a checkpoint belongs to (`_run_signature`; None: no checkpoints)
 
 
 def _train_epochs(loop: _PhaseLoop, history: list[dict[str, float]]) -> None:
