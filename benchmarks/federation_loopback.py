@@ -7,9 +7,10 @@ round); the images are 64 x 64 x 8 frames so that a 2-core CPU trains about a mi
 not depend on the image size). Both sites train at the same time, one thread each.
 
 With `--worker` each site also runs its warm `cccmr site-worker` (one thread), and its SuperNode forwards every
-message to it (`start-supernode.sh --worker-socket`); `--wire fp32|bf16|int8` sets `federation.wire`;
-`--link-mbit R` rate-limits the SuperLink's Fleet port on loopback with `tc` (HTB, needs CAP_NET_ADMIN): 2 x R in
-each direction, shared by the two sites, so each site gets about R while both transfer (they do, in step).
+message to it (`start-supernode.sh --worker-socket`); `--wire fp32|bf16|int8` sets `federation.wire` (default:
+`configs/default.yaml`'s, bf16); `--link-mbit R` rate-limits the SuperLink's Fleet port on loopback with `tc` (HTB,
+needs CAP_NET_ADMIN): 2 x R in each direction, shared by the two sites, so each site gets about R while both
+transfer (they do, in step).
 
 Per round, from the history: the round's wall time (from one round's start to the next, so aggregation,
 evaluation and the checkpoint count), the slower site's pure training time (`train_seconds`: the engine's epoch
@@ -55,7 +56,7 @@ def run(
     keep: Path | None = None,
     superlink_state: str = "file",
     worker: bool = False,
-    wire: str = "fp32",
+    wire: str | None = None,
     link_mbit: float | None = None,
 ) -> list[dict]:
     subjects = subjects or (8 if quick else 20)
@@ -68,7 +69,6 @@ def run(
         "federation.min_sites=2",
         "federation.evaluate_every=2",  # rounds whose train replies carry an evaluation, and rounds without
         "federation.round_timeout_s=1800",
-        f"federation.wire={wire}",
         f"federation.phases.pretrain.rounds={rounds}",
         f"federation.phases.pretrain.local_epochs={local_epochs}",
         f"federation.phases.fim.rounds={rounds}",
@@ -76,6 +76,9 @@ def run(
         "federation.phases.fusion.rounds=1",
         "federation.phases.fusion.local_epochs=5",
     ]
+    if wire is not None:
+        overrides.append(f"federation.wire={wire}")
+    wire = load_config("default", overrides).federation.wire
     tmp = Path(tempfile.mkdtemp(prefix="cccmr-fl-", dir="/tmp"))
     try:
         rows = _measure(tmp, subjects, overrides, superlink_state, worker, link_mbit)
@@ -336,7 +339,7 @@ def main() -> None:
         help="the SuperLink's state and object store: SQLite file (default) or memory",
     )
     parser.add_argument("--worker", action="store_true", help="a warm cccmr site-worker per site")
-    parser.add_argument("--wire", choices=("fp32", "bf16", "int8"), default="fp32", help="federation.wire")
+    parser.add_argument("--wire", choices=("fp32", "bf16", "int8"), help="federation.wire (default: the config's)")
     parser.add_argument("--link-mbit", type=float, help="rate-limit each site's link on loopback (tc)")
     parser.add_argument("--keep", type=Path, help="copy the run folder (logs, history, release) here")
     args = parser.parse_args()

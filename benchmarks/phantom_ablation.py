@@ -111,7 +111,10 @@ def long_pretrain(size: DemoSize) -> DemoSize:
 
 def federated_overrides(size: DemoSize, sites: list[str], seed: int, control: bool = False) -> dict[str, list[str]]:
     """Config overrides of the three federations (rows 3, 4, 5), built on the demo's; optionally the control."""
-    extra = {"control": [*overrides(long_pretrain(size), sites, seed, baseline=True), "name=phantom-ablation-control"]}
+    extra = {}
+    if control:
+        long = overrides(long_pretrain(size), sites, seed, baseline=True)
+        extra["control"] = [*long, "name=phantom-ablation-control"]
     return {
         "fused": [*overrides(size, sites, seed, baseline=True), "name=phantom-ablation-fused"],
         "fim-fixed": [
@@ -120,7 +123,7 @@ def federated_overrides(size: DemoSize, sites: list[str], seed: int, control: bo
             "name=phantom-ablation-fim-fixed",
         ],
         "fim-ua": [*overrides(size, sites, seed, baseline=False), "name=phantom-ablation-fim-ua"],
-        **(extra if control else {}),
+        **extra,
     }
 
 

@@ -31,9 +31,14 @@ INT8_BLOCK = 256  # values per int8 scale
 
 def to_bf16(values: np.ndarray) -> np.ndarray:
     """float32 [N] -> bf16 bits as uint16 [N], rounded to nearest even (NaN stays NaN)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    rounding = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-    rounded = ((bits + rounding) >> np.uint32(16)).astype(np.uint16)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    bits = values.view(np.uint32)
+    work = bits >> np.uint32(16)  # one temporary, updated in place: a model is ~84 M values
+    work &= np.uint32(1)
+    work += np.uint32(0x7FFF)
+    work += bits  # bits + 0x7FFF + lsb: rounds to nearest, ties to even
+    work >>= np.uint32(16)
+    rounded = work.astype(np.uint16)
     nan = np.isnan(values)
     if nan.any():
         rounded[nan] = np.uint16(0x7FC0)

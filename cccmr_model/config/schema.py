@@ -212,7 +212,7 @@ class FederationConfig:
     max_examples_ratio: float = 10.0  # without max_num_examples: this x the lower median of the round's claims
     aggregation: str = "fedavg"  # fedavg | median | trimmed_mean (server/aggregation.py)
     trim_fraction: float = 0.2  # trimmed_mean: fraction cut at each end, per coordinate
-    wire: str = "fp32"  # fp32 | bf16 | int8: how parameters cross the network (cccmr_model/wire_codec.py)
+    wire: str = "bf16"  # fp32 | bf16 | int8: how parameters cross the network (cccmr_model/wire_codec.py)
 
     def __post_init__(self) -> None:
         _require(len(self.sites) >= 1, "sites must list at least one site")

@@ -255,5 +255,6 @@ def test_schedule_override_changes_only_the_named_phase() -> None:
     assert size.rounds == {**pab.BENCH.rounds, "pretrain": 15}
     assert size.local_epochs == {**pab.BENCH.local_epochs, "pretrain": 1}
     assert "train.phases.pretrain.epochs=15" in pab.central_overrides(size, 0)  # central epochs follow
+    assert "control" not in pab.federated_overrides(size, ["anzhen", "lanzhou"], 0)  # no control: epochs may differ
     with pytest.raises(SystemExit, match="PHASE=ROUNDSxEPOCHS"):
         pab.with_schedule(pab.BENCH, ["warmup=3x1"])
