@@ -30,7 +30,8 @@ the local Runtime API (--host, default 127.0.0.1).
   --state-dir DIR        FLWR_HOME of this SuperNode (default: \$CCCMR_STATE_DIR or ./supernode-state/NAME)
   --isolation MODE       subprocess (default) or process (Docker: a separate flower-superexec runs ClientApps)
   --log-file FILE        append all output to FILE instead of stderr
-  --insecure             NO TLS and NO authentication: local tests on 127.0.0.1 only (loud warning)
+  --insecure             NO TLS and NO authentication: local tests only; --superlink and --host must be
+                         loopback addresses (loud warning)
   --print-command        print the flower-supernode command line and exit without starting it
   -h, --help             this help
 
@@ -83,6 +84,11 @@ fi
 for a in ${extra[@]+"${extra[@]}"}; do
     case "$a" in --insecure|--root-certificates|--auth-supernode-*|--node-config) die "pass $a through this script's own options" ;; esac
 done
+if [ "$insecure" -eq 1 ]; then  # unencrypted, unauthenticated: never across a network, in either direction
+    cccmr_is_loopback "${superlink%:*}" \
+        || die "--insecure connects to a SuperLink on loopback only (127.0.0.1, ::1 or localhost), not '$superlink'"
+    cccmr_is_loopback "$host" || die "--insecure serves its Runtime API on loopback only, not on '$host'"
+fi
 
 state_dir="${state_dir:-./supernode-state/$site}"
 mkdir -p "$state_dir"

@@ -254,6 +254,27 @@ def test_superlink_insecure_refuses_a_network_address(tmp_path, run_script, fake
     assert not Path(f"{fake_flower}.args").exists()
 
 
+@pytest.mark.parametrize(
+    ("superlink", "host"),
+    [("superlink.example.org:9092", "127.0.0.1"), ("10.0.0.5:9092", "127.0.0.1"), ("127.0.0.1:9092", "0.0.0.0")],
+)
+def test_supernode_insecure_refuses_a_network_address(tmp_path, run_script, fake_flower, superlink, host) -> None:
+    """Issue 16 point 12 for the SuperNode side: plain text never leaves the host, towards the SuperLink or in."""
+    args = _insecure_supernode(tmp_path, "--host", host)
+    args[args.index("127.0.0.1:8000")] = superlink
+    result = run_script("start-supernode.sh", *args, FLOWER_SUPERNODE=str(fake_flower))
+    assert result.returncode == 2 and "loopback only" in result.stderr, result.stderr
+    assert not Path(f"{fake_flower}.args").exists()
+
+
+def test_supernode_insecure_accepts_loopback_superlinks(tmp_path, run_script, fake_flower) -> None:
+    for superlink in ("localhost:9092", "[::1]:9092", "127.0.0.2:9092"):
+        args = _insecure_supernode(tmp_path, "--print-command")
+        args[args.index("127.0.0.1:8000")] = superlink
+        result = run_script("start-supernode.sh", *args, FLOWER_SUPERNODE=str(fake_flower))
+        assert result.returncode == 0, (superlink, result.stderr)
+
+
 def _insecure_supernode(tmp_path: Path, *more: str | Path) -> list[str | Path]:
     return [
         "--superlink", "127.0.0.1:8000", "--site", "alpha", "--data-path", tmp_path / "data",
