@@ -38,10 +38,11 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.support.site_worker import wait_for_socket, write_site_file
 from cccmr_model.config import load_config
 from cccmr_model.demo.flower import app_dir, offline_env
 from cccmr_model.processes import descendants, free_port, listening, stop, wait_for
-from cccmr_model.run_folder import history_path, read_history, release_dir
+from cccmr_model.run_folder import bytes_per_site, history_path, read_history, release_dir
 from cccmr_model.site.data import SiteSettings, prepare_site
 
 SITES = ("anzhen", "lanzhou")
@@ -187,8 +188,7 @@ def round_rows(history: list[dict], subjects: int) -> list[dict]:
         setup = max(s["task_seconds"] - s["train_seconds"] - s.get("evaluate_seconds", 0.0) for s in sites)
         exchange = rnd["exchange_s"]
         overhead = wall - train
-        down = rnd["bytes_sent"] / max(1, len(rnd["sites_sent"]))
-        up = rnd.get("bytes_received", 0) / max(1, len(rnd["train"]))
+        down, up = bytes_per_site(rnd)
         evaluates = site_evaluate > 0 or "evaluate" in exchange
         modelled = {}
         for mbit in LINK_RATES_MBIT:
@@ -238,18 +238,13 @@ def _start_worker(
     env: dict[str, str],
 ) -> None:
     """Start `cccmr site-worker` for `site` (the env's one thread) and wait for its socket."""
-    site_file = tmp / f"{site}-site.toml"
     socket.parent.mkdir(parents=True, exist_ok=True)
-    site_file.write_text(
-        f'site = "{site}"\ndata-path = "{data}"\ncache-path = "{tmp / f"cache-{site}"}"\n'
-        f'worker-socket = "{socket}"\nsuperlink = "{address}"\nroot-certificate = "{certs / "ca.crt"}"\n'
-        f'private-key = "{keys / site}"\n'
-    )
+    site_file = write_site_file(tmp / f"{site}-site.toml", site=site, data=data, cache=tmp / f"cache-{site}",
+                                socket=socket, superlink=address, root_certificate=certs / "ca.crt",
+                                private_key=keys / site)  # fmt: skip
+    log = tmp / f"{site}-worker.out"
     cccmr = Path(sys.executable).parent / "cccmr"
-    process = _start(started, tmp / f"{site}-worker.out", env, [cccmr, "site-worker", "--site-config", site_file])
-    wait_for(lambda: socket.exists() or process.poll() is not None, 180, f"{site}'s site worker")
-    if process.poll() is not None:
-        raise RuntimeError(f"{site}'s site worker exited: {(tmp / f'{site}-worker.out').read_text()[-2000:]}")
+    wait_for_socket(_start(started, log, env, [cccmr, "site-worker", "--site-config", site_file]), socket, log)
 
 
 def _limit_port(port: int, mbit: float) -> bool:

@@ -295,22 +295,39 @@ def _fixed(config):
     return dataclasses.replace(config, train=dataclasses.replace(config.train, uncertainty_weighting=False))
 
 
+def federate_keeping_checkpoints(sim, out: Path, folder: str, items: Sequence[str], num_sites: int) -> None:
+    """One federation on the simulation `sim` into `out/folder`, every round's checkpoint kept (`kept_state`)."""
+    from cccmr_model.demo.keeper import CheckpointKeeper
+    from cccmr_model.demo.run import _federate
+    from cccmr_model.run_folder import checkpoint_dir
+
+    with CheckpointKeeper(checkpoint_dir(out / folder), out / folder / "kept-checkpoints"):
+        _federate(sim, out, folder, list(items), num_sites)
+
+
+def kept_state(run_dir: Path, phase: str) -> dict:
+    """The global model at the end of `phase` of a run federated by `federate_keeping_checkpoints`."""
+    from cccmr_model.demo.evaluate import checkpoint_state, phase_end_rounds
+    from cccmr_model.demo.run import _history
+    from cccmr_model.run_folder import checkpoint_file
+
+    end = phase_end_rounds(_history(run_dir))[phase]
+    return checkpoint_state(checkpoint_file(run_dir / "kept-checkpoints", end))
+
+
 def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], config_name: str) -> dict[str, Any]:
     """The three federations on one simulation SuperLink, then rows 1-5 on the test set."""
     from cccmr_model.config import load_config
-    from cccmr_model.demo.evaluate import checkpoint_state, evaluate_release, open_test_set, phase_end_rounds
+    from cccmr_model.demo.evaluate import evaluate_release, open_test_set
     from cccmr_model.demo.flower import FlowerSimulation
-    from cccmr_model.demo.keeper import CheckpointKeeper
-    from cccmr_model.demo.run import _federate, _history
-    from cccmr_model.run_folder import checkpoint_dir, checkpoint_file, release_dir
+    from cccmr_model.run_folder import release_dir
 
     times: dict[str, float] = {}
     with FlowerSimulation(out / "flower") as sim:
         for folder in runs:
             start = time.perf_counter()
             log.info("federation %s: %s", folder, "; ".join(runs[folder]))
-            with CheckpointKeeper(checkpoint_dir(out / folder), out / folder / "kept-checkpoints"):
-                _federate(sim, out, folder, runs[folder], len(sites))
+            federate_keeping_checkpoints(sim, out, folder, runs[folder], len(sites))
             times[f"federated {folder}"] = round(time.perf_counter() - start, 1)
             log.info("federation %s done in %.0f s", folder, times[f"federated {folder}"])
     start = time.perf_counter()
@@ -324,8 +341,7 @@ def run_federated(out: Path, sites: list[str], runs: Mapping[str, list[str]], co
             reports[row], scores[row] = {**ev.report}, ev.scores
 
     def kept(folder: str, phase: str):
-        end = phase_end_rounds(_history(out / folder))[phase]
-        return checkpoint_state(checkpoint_file(out / folder / "kept-checkpoints", end))
+        return kept_state(out / folder, phase)
 
     pre = kept(first, "pretrain")
     for row, seq in zip(ROW_NAMES[:2], (CINE_4CH, CINE_SAX), strict=True):

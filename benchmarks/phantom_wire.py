@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cccmr_model.metrics import json_safe
+from cccmr_model.run_folder import bytes_per_site
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, LGE_SAX
 
 log = logging.getLogger("cccmr.bench.wire")
@@ -38,13 +39,11 @@ def run_folder_name(wire: str) -> str:
 
 def wire_run(seed_dir: Path, seed: int, wire: str, items: Sequence[str], num_sites: int) -> dict[str, Any]:
     """Federate FIM w U-A with `wire` (unless its release exists), then score it: AUCs and bytes per round."""
-    from benchmarks.phantom_ablation import sequence_aucs
+    from benchmarks.phantom_ablation import federate_keeping_checkpoints, kept_state, sequence_aucs
     from cccmr_model.config import load_config
-    from cccmr_model.demo.evaluate import checkpoint_state, evaluate_release, open_test_set, phase_end_rounds
+    from cccmr_model.demo.evaluate import evaluate_release, open_test_set
     from cccmr_model.demo.flower import FlowerSimulation
-    from cccmr_model.demo.keeper import CheckpointKeeper
-    from cccmr_model.demo.run import _federate
-    from cccmr_model.run_folder import checkpoint_dir, checkpoint_file, history_path, read_history, release_dir
+    from cccmr_model.run_folder import history_path, read_history, release_dir
 
     folder = run_folder_name(wire)
     run_dir = seed_dir / folder
@@ -53,20 +52,16 @@ def wire_run(seed_dir: Path, seed: int, wire: str, items: Sequence[str], num_sit
     if not release_dir(run_dir).is_dir():
         start = time.perf_counter()
         log.info("seed %d, wire %s: federating into %s", seed, wire, run_dir)
-        keeper = CheckpointKeeper(checkpoint_dir(run_dir), run_dir / "kept-checkpoints")
-        with FlowerSimulation(seed_dir / "flower") as sim, keeper:
-            _federate(sim, seed_dir, folder, list(items), num_sites)
+        with FlowerSimulation(seed_dir / "flower") as sim:
+            federate_keeping_checkpoints(sim, seed_dir, folder, items, num_sites)
         seconds = round(time.perf_counter() - start, 1)
     config = load_config("tiny", items)
     test_set, _ = open_test_set(seed_dir / "data" / "test", seed_dir / "cache" / "test" / "test", config)
     history = read_history(history_path(run_dir))
-    ends = phase_end_rounds(history)
-
-    def kept(phase: str) -> dict:
-        return checkpoint_state(checkpoint_file(run_dir / "kept-checkpoints", ends[phase]))
+    pretrained, after_fim = kept_state(run_dir, "pretrain"), kept_state(run_dir, "fim")
 
     release = evaluate_release(RELEASE, release_dir(run_dir), test_set).report["metrics"]["auc"]["value"]
-    aucs = sequence_aucs({"pretraining": kept("pretrain"), "the FIM (w U-A)": kept("fim")}, test_set, config)
+    aucs = sequence_aucs({"pretraining": pretrained, "the FIM (w U-A)": after_fim}, test_set, config)
     rows: dict[str, float] = {RELEASE: release}
     for name, (stage, seq) in HEADS.items():
         rows[name] = aucs[stage][seq]["value"]
@@ -76,10 +71,9 @@ def wire_run(seed_dir: Path, seed: int, wire: str, items: Sequence[str], num_sit
 
 def round_bytes(history: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
     """(MB down, MB up) per site, mean over the pretrain and FIM rounds (what a training round sends)."""
-    chosen = [r for r in history if r["phase"] in ("pretrain", "fim")]
-    down = [r["bytes_sent"] / max(1, len(r["sites_sent"])) for r in chosen]
-    up = [r.get("bytes_received", 0) / max(1, len(r["train"])) for r in chosen]
-    return sum(down) / len(down) / 1e6, sum(up) / len(up) / 1e6
+    per_round = [bytes_per_site(r) for r in history if r["phase"] in ("pretrain", "fim")]
+    down, up = (sum(values) / len(per_round) / 1e6 for values in zip(*per_round, strict=True))
+    return down, up
 
 
 def aggregate(runs: Sequence[Mapping[str, Any]], wires: Sequence[str]) -> dict[str, Any]:

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.support.site_worker import wait_for_socket, write_site_file
 from cccmr_model.channel import app_fingerprint, request
 from cccmr_model.config import load_config
-from cccmr_model.processes import stop, wait_for
+from cccmr_model.processes import stop
 from cccmr_model.wire import EvaluateOrder, TrainOrder, decode, encode, experiment_to_json
 
 CCCMR = str(Path(sys.executable).parent / "cccmr")
@@ -41,18 +42,12 @@ def rss_mb(pid: int) -> float:
 
 def start_worker(work: Path, data: Path) -> tuple[subprocess.Popen, Path]:
     socket = work / "worker.sock"
-    site = work / "site.toml"
-    site.write_text(
-        f'site = "anzhen"\ndata-path = "{data}"\ncache-path = "{work / "cache"}"\nworker-socket = "{socket}"\n'
-        'superlink = "127.0.0.1:9092"\nroot-certificate = "unused.crt"\nprivate-key = "unused.key"\n'
-    )
+    site = write_site_file(work / "site.toml", site="anzhen", data=data, cache=work / "cache", socket=socket)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    log = (work / "worker.log").open("w")
-    worker = subprocess.Popen([CCCMR, "site-worker", "--site-config", str(site)], env=env, stdout=log,
+    log = work / "worker.log"
+    worker = subprocess.Popen([CCCMR, "site-worker", "--site-config", str(site)], env=env, stdout=log.open("w"),
                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    wait_for(lambda: socket.exists() or worker.poll() is not None, 120, "the site worker's socket")
-    if worker.poll() is not None:
-        raise RuntimeError(f"site worker exited: {(work / 'worker.log').read_text()[-2000:]}")
+    wait_for_socket(worker, socket, log, timeout_s=120)
     return worker, socket
 
 

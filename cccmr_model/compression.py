@@ -22,9 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cccmr_model.config.schema import WIRES
-
-WIRE_FORMATS = WIRES
 TAG = "__tag__"  # in the residual file: whose residuals they are (parameter names never start with "__")
 INT8_BLOCK = 256  # values per int8 scale
 

@@ -72,6 +72,12 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def bytes_per_site(record: Mapping[str, Any]) -> tuple[float, float]:
+    """(bytes sent to each site, bytes received from each replying site) in one history line's round."""
+    down = record["bytes_sent"] / max(1, len(record["sites_sent"]))
+    return down, record.get("bytes_received", 0) / max(1, len(record["train"]))
+
+
 def truncate_after(path: Path, server_round: int) -> None:
     """Keep only the records of rounds up to and including `server_round`."""
     kept = [r for r in read_history(path) if r["round"] <= server_round]

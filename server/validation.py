@@ -26,8 +26,8 @@ from cccmr_model.wire import EVAL_PREFIX, NUM_EXAMPLES
 HEADS = (*SEQUENCES, "fusion")
 # Every scalar metric an honest training reply carries (cccmr_model/site/tasks.py and timing.py, the engine, DP-SGD).
 TRAIN_METRICS = frozenset(
-    {NUM_EXAMPLES, "loss", "lr", "epochs", "samples_per_s", "train_seconds", "task_seconds", "startup_seconds"}
-    | {"evaluate_seconds"}
+    {NUM_EXAMPLES, "loss", "lr", "epochs", "samples_per_s"}
+    | {"train_seconds", "task_seconds", "startup_seconds", "evaluate_seconds"}
     | {"dp_epsilon", "dp_delta", "dp_steps", "dp_stopped", "cls:fusion"}
     | {f"cls:{seq}" for seq in SEQUENCES}
     | set(FIM_TERMS)

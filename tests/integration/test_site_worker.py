@@ -14,6 +14,7 @@ from flwr.app import Context, Message
 from flwr.supercore.task_identity import TaskIdentity
 
 from benchmarks.support.inprocess_grid import InProcessGrid, node_context
+from benchmarks.support.site_worker import write_site_file
 from cccmr_model.channel import app_fingerprint, request
 from cccmr_model.config import PHASES, load_config
 from cccmr_model.engine import train_phase
@@ -46,12 +47,7 @@ def handlers(msg: Message, context: Context) -> Message:
 
 
 def site_file(tmp_path: Path, data: Path, socket: Path) -> Path:
-    path = tmp_path / "site.toml"
-    path.write_text(
-        f'site = "anzhen"\ndata-path = "{data}"\ncache-path = "{tmp_path / "cache"}"\nworker-socket = "{socket}"\n'
-        'superlink = "127.0.0.1:9092"\nroot-certificate = "ca.crt"\nprivate-key = "site.key"\n'
-    )
-    return path
+    return write_site_file(tmp_path / "site.toml", site="anzhen", data=data, cache=tmp_path / "cache", socket=socket)
 
 
 def start_worker(processes, site: Path, socket: Path, log: str):
