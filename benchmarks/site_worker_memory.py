@@ -23,11 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.support.site_worker import wait_for_socket, write_site_file
-from cccmr_model.channel import app_fingerprint, request
-from cccmr_model.config import load_config
-from cccmr_model.processes import stop
-from cccmr_model.wire import EvaluateOrder, TrainOrder, decode, encode, experiment_to_json
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.support.site_worker import wait_for_socket, write_site_file  # noqa: E402
+from cccmr_model.channel import app_fingerprint, request  # noqa: E402
+from cccmr_model.config import load_config  # noqa: E402
+from cccmr_model.processes import stop  # noqa: E402
+from cccmr_model.wire import EvaluateOrder, TrainOrder, decode, encode, experiment_to_json  # noqa: E402
 
 CCCMR = str(Path(sys.executable).parent / "cccmr")
 
