@@ -10,7 +10,15 @@ from pathlib import Path
 
 from cccmr_model.cli import check_writable_file, check_writable_folder
 from cccmr_model.errors import CccmrError
-from cccmr_model.predict import Prediction, Predictor, SubjectHook, SubjectInputs, predict_manifest, write_predictions
+from cccmr_model.predict import (
+    PRECISIONS,
+    Prediction,
+    Predictor,
+    SubjectHook,
+    SubjectInputs,
+    predict_manifest,
+    write_predictions,
+)
 from cccmr_model.release import Release, load_release
 from cccmr_model.sequences import CINE_4CH, CINE_SAX
 
@@ -28,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="batch mode: CSV of results, one row per subject")
     parser.add_argument("--json", action="store_true", help="print the single-subject result as JSON")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; the saliency maps are always fp32",
+    )  # fmt: skip
     parser.add_argument(
         "--explain", type=Path, metavar="DIR",
         help="write saliency overlays (HiResCAM; PNG at ED and ES, GIF over the cycle) and explanation.json"
@@ -56,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     release = load_release(args.release)
     log.info("release %s (%s, %s), content hash %s", args.release, release.config.name, release.config.task,
              release.content_hash[:12])  # fmt: skip
-    predictor = Predictor(release, args.device)
+    predictor = Predictor(release, args.device, args.precision)
     after = _outputs_hook(args, release)
     if single:
         inputs = predictor.read_subject(args.cine_4ch, args.cine_sax)

@@ -201,8 +201,35 @@ def test_predict_on_cuda_matches_cpu(release_dir: Path, subject) -> None:
         pytest.skip("no CUDA device")
     release = load_release(release_dir)
     cpu = Predictor(release, "cpu").predict_files(subject["cine_4ch"], subject["cine_sax"])
-    gpu = Predictor(load_release(release_dir), "cuda").predict_files(subject["cine_4ch"], subject["cine_sax"])
-    assert np.allclose(cpu.probabilities, gpu.probabilities, atol=1e-4)
+    gpu = Predictor(load_release(release_dir), "cuda")
+    assert gpu.bf16  # the default on CUDA
+    bf16 = gpu.predict_files(subject["cine_4ch"], subject["cine_sax"])
+    fp32 = Predictor(load_release(release_dir), "cuda", "fp32").predict_files(subject["cine_4ch"], subject["cine_sax"])
+    assert np.allclose(cpu.probabilities, fp32.probabilities, atol=1e-4)
+    assert np.allclose(cpu.probabilities, bf16.probabilities, atol=0.02)
+
+
+def test_bf16_autocast_scores_like_fp32(release_dir: Path, subject) -> None:
+    """The bf16 path that CUDA takes by default, run under CPU autocast: the same model, the same call."""
+    release = load_release(release_dir)
+    assert not Predictor(release, "cpu").bf16  # auto: fp32 on the CPU
+    fp32 = Predictor(release, "cpu", "fp32").predict_files(subject["cine_4ch"], subject["cine_sax"])
+    predictor = Predictor(load_release(release_dir), "cpu", "bf16")
+    inputs = predictor.read_subject(subject["cine_4ch"], subject["cine_sax"])
+    four, sax = inputs.cine_4ch.array[None], inputs.cine_sax.array[None]
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):  # proves autocast reaches the model's matmuls
+        logits = predictor.module.model.predict(torch.from_numpy(four), torch.from_numpy(sax))
+    assert logits.dtype == torch.bfloat16
+    bf16 = predictor.predict_inputs(inputs)
+    assert bf16.probabilities != fp32.probabilities  # it did run in bf16
+    assert np.allclose(bf16.probabilities, fp32.probabilities, atol=0.02)
+    assert bf16.call == fp32.call or abs(fp32.p_cardiomyopathy - fp32.threshold) < 0.02
+
+
+def test_unknown_precision_is_refused(release_dir: Path, subject, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["predict", "--release", str(release_dir), "--cine-4ch", "a", "--cine-sax", "b", "--precision", "fp8"])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
 
 
 def test_non_finite_probability_is_refused(tmp_path: Path, subject, capsys) -> None:
