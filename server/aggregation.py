@@ -7,6 +7,12 @@ own strategies for consortia of three or more sites.
 - `trimmed_mean`: per coordinate, the mean after dropping the `trim_fraction` largest and smallest values
   (Flower's `FedTrimmedAvg` with `beta = trim_fraction`); unweighted.
 
+`federation.server_lr` scales the server's step (FedOpt's server learning rate, Reddi et al. 2021: global +=
+server_lr x (aggregate - global)). FedAvg over K sites with E local epochs takes about 1/K of the sequential
+optimizer steps that central training over the same epochs takes (each round is one step of K times the batch,
+roughly); a server step of K gives back the distance (benchmarks/federation_gap.py measures it). 1.0 is plain
+FedAvg, bit for bit.
+
 A round trains one phase's parameter groups (encoders and heads, + uncertainty, or fusion) and the aggregation
 applies to exactly those, coordinate by coordinate. Each reply arrives packed into one flat buffer
 (`cccmr_model.packing`), so Flower's strategy sees one array per site: the same numbers array by array.
@@ -23,7 +29,7 @@ from flwr.serverapp.strategy import FedMedian, FedTrimmedAvg
 from cccmr_model.config.schema import AGGREGATIONS
 from cccmr_model.packing import weighted_average
 
-__all__ = ["AGGREGATIONS", "aggregate"]
+__all__ = ["AGGREGATIONS", "aggregate", "server_step"]
 
 _KEY = "packed"
 
@@ -43,6 +49,16 @@ def aggregate(buffers: Sequence[np.ndarray], weights: Sequence[float], method: s
     if arrays is None:
         raise ValueError(f"{method}: Flower's strategy aggregated nothing from {len(buffers)} replies")
     return arrays[_KEY].numpy().astype(buffers[0].dtype, copy=False)
+
+
+def server_step(start: np.ndarray, aggregated: np.ndarray, server_lr: float) -> np.ndarray:
+    """The new global buffer [P]: `start + server_lr * (aggregated - start)`; `aggregated` itself at 1.0."""
+    if server_lr == 1.0:
+        return aggregated
+    step = aggregated - start.astype(aggregated.dtype, copy=False)  # P
+    step *= np.asarray(server_lr, dtype=step.dtype)
+    step += start
+    return step
 
 
 def _as_reply(buffer: np.ndarray) -> Message:

@@ -41,11 +41,17 @@ CLIP_TOLERANCE = 1e-3  # relative slack for float32 rounding of a clipped update
 
 def check_privacy_config(config: ExperimentConfig) -> None:
     """Refuse a run the sites would refuse later (DP-SGD with FIM rounds), and central DP over a robust aggregate
-    (its noise is calibrated to the clipped mean's sensitivity, not a median's)."""
+    or with a server step other than 1 (its noise is calibrated to the clipped mean's sensitivity, not a median's
+    nor a scaled mean's)."""
     if config.privacy.central_dp.enabled and config.federation.aggregation != "fedavg":
         raise ConfigError(
             f"privacy.central_dp.enabled with federation.aggregation {config.federation.aggregation}: central DP's "
             "noise is calibrated to the mean of clipped updates; use federation.aggregation=fedavg with central DP"
+        )
+    if config.privacy.central_dp.enabled and config.federation.server_lr != 1.0:
+        raise ConfigError(
+            f"privacy.central_dp.enabled with federation.server_lr {config.federation.server_lr}: Flower adds the "
+            "noise after the server step, calibrated to the unscaled mean; use federation.server_lr=1 with central DP"
         )
     if config.privacy.dp_sgd.enabled and config.federation.phases["fim"].rounds > 0:
         raise ConfigError(

@@ -56,7 +56,7 @@ from cccmr_model.wire import (
     split_evaluation,
 )
 from cccmr_model.wire_codec import decode_reply, encode_model
-from server.aggregation import aggregate
+from server.aggregation import aggregate, server_step
 from server.checkpoint import BackgroundCheckpoints, strategy_meta
 from server.evaluation import global_eval_metrics
 from server.schedule import RoundPlan, round_seed, select
@@ -233,6 +233,8 @@ class PhaseFedAvg(FedAvg):
         names = list(expected)  # every accepted reply holds exactly these, in any order: pack them alike
         buffers = [pack({k: a[k] for k in names})[PACKED] for a in self.accepted]
         averaged = aggregate(buffers, weights, self.federation.aggregation, self.federation.trim_fraction)
+        if self.federation.server_lr != 1.0:
+            averaged = server_step(pack(expected)[PACKED], averaged, self.federation.server_lr)
         for key, value in unpack({MANIFEST: manifest_array(expected), PACKED: averaged}, "average").items():
             self.global_state[key] = value.astype(self.global_state[key].dtype, copy=False)
         contents = [RecordDict({METRICS: MetricRecord(m)}) for _, _, m in accepted]

@@ -212,6 +212,7 @@ class FederationConfig:
     max_examples_ratio: float = 10.0  # without max_num_examples: this x the lower median of the round's claims
     aggregation: str = "fedavg"  # fedavg | median | trimmed_mean (server/aggregation.py)
     trim_fraction: float = 0.2  # trimmed_mean: fraction cut at each end, per coordinate
+    server_lr: float = 1.0  # global += server_lr x (aggregate - global); FedOpt's server step (server/aggregation.py)
     wire: str = "bf16"  # fp32 | bf16 | int8: how parameters cross the network (cccmr_model/wire_codec.py)
 
     def __post_init__(self) -> None:
@@ -228,6 +229,7 @@ class FederationConfig:
         _require(self.max_examples_ratio >= 1, "max_examples_ratio must be at least 1")
         _require(self.aggregation in AGGREGATIONS, f"aggregation must be one of {', '.join(AGGREGATIONS)}")
         _require(0.0 <= self.trim_fraction < 0.5, "trim_fraction must be in [0, 0.5)")
+        _require(0.0 < self.server_lr <= 10.0, "server_lr must be in (0, 10]")
         _require(self.wire in WIRES, f"wire must be one of {', '.join(WIRES)}")
         _require(
             self.aggregation == "fedavg" or self.min_sites >= 3,

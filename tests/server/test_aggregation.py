@@ -13,7 +13,7 @@ from cccmr_model.errors import ConfigError
 from cccmr_model.packing import weighted_average
 from cccmr_model.run_folder import read_history
 from cccmr_model.wire import decode, encode
-from server.aggregation import aggregate
+from server.aggregation import aggregate, server_step
 from server.privacy import check_privacy_config
 from server.schedule import plan_rounds
 from server.strategy import PhaseFedAvg
@@ -120,3 +120,32 @@ def test_central_dp_over_a_robust_aggregate_is_refused() -> None:
     with pytest.raises(ConfigError, match="central DP's noise is calibrated to the mean"):
         check_privacy_config(config)
     check_privacy_config(load_config("tiny", [*THREE, "privacy.central_dp.enabled=true"]))  # fedavg: fine
+
+
+def test_server_step_scales_the_mean_displacement() -> None:
+    start = np.array([1.0, -2.0, 0.5], dtype=np.float32)
+    mean = np.array([1.5, -2.0, 0.0], dtype=np.float32)
+    assert server_step(start, mean, 1.0) is mean  # plain FedAvg, bit for bit
+    np.testing.assert_allclose(server_step(start, mean, 2.0), [2.0, -2.0, -0.5])
+    np.testing.assert_allclose(server_step(start, mean, 0.5), [1.25, -2.0, 0.25])
+    assert server_step(start, mean, 2.0).dtype == np.float32
+
+
+@pytest.mark.parametrize(("server_lr", "expected_step"), [(1.0, 0.2), (2.0, 0.4)])
+def test_server_lr_scales_the_round_step_of_the_trained_groups_only(tmp_path, kit, server_lr, expected_step) -> None:
+    strategy, start = make_strategy(tmp_path, f"federation.server_lr={server_lr}")
+    record = run_round(strategy, kit.FakeGrid({1: site("a", 0.1), 2: site("b", 0.3)}))
+    assert record["sites_replied"] == ["a", "b"]
+    for key in TRAINED:
+        np.testing.assert_allclose(strategy.global_state[key], start[key] + np.float32(expected_step), rtol=1e-5)
+    for key in ("uncertainty.s", "fusion.w"):
+        np.testing.assert_array_equal(strategy.global_state[key], start[key])
+
+
+def test_server_lr_out_of_range_and_with_central_dp_is_refused() -> None:
+    for value in ("0", "-1", "11"):
+        with pytest.raises(ConfigError, match=r"server_lr must be in \(0, 10\]"):
+            load_config("tiny", [f"federation.server_lr={value}"])
+    config = load_config("tiny", ["federation.server_lr=2", "privacy.central_dp.enabled=true"])
+    with pytest.raises(ConfigError, match=r"federation\.server_lr 2\.0: Flower adds the noise after the server step"):
+        check_privacy_config(config)
