@@ -14,11 +14,13 @@ and LGE heads on the test set. Variants, each changing one thing:
 - `sliced`: the pooled subjects, but as 5 calls of 3 epochs, each with a fresh optimizer and its slice of the
   schedule: a federation of one site (the round mechanics without averaging);
 - `fedavg`: 2 sites, 5 rounds x 3 local epochs, FedAvg (what the federation does);
-- `fedavg-srvlr2`: the same, with the server's step doubled: global += 2 x (average - global), the number of sites
-  (FedOpt's server learning rate, Reddi et al. 2021);
+- `fedavg-srvlr<K>` (e.g. `fedavg-srvlr2`): the same, with the server's step scaled: global += K x (average -
+  global) (`federation.server_lr`, FedOpt's server learning rate, Reddi et al. 2021);
+- `fedavg-lr<K>` (e.g. `fedavg-lr2`): FedAvg with the sites' learning rate K times `train.lr`;
 - `fedavg-15x1`: 15 rounds x 1 local epoch.
 
-Writes `DIR/federation-gap.md` and `.json` (per seed and variant: each head's test AUC, the wall time).
+Writes `DIR/federation-gap.md` and `.json` (per seed and variant: each head's test AUC, the wall time); a variant
+already in `DIR/seed-S/federation-gap.json` is taken from there, so later calls add variants to one table.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ log = logging.getLogger("federation_gap")
 PHASE = "pretrain"
 ROUNDS, LOCAL_EPOCHS = BENCH.rounds[PHASE], BENCH.local_epochs[PHASE]  # 5 x 3, the benchmark's schedule
 HEADS = (CINE_4CH, CINE_SAX, LGE_SAX)
-VARIANTS = ("central", "central-bs16", "sliced", "fedavg", "fedavg-srvlr2", "fedavg-15x1")
+VARIANTS = ("central", "central-bs16", "sliced", "fedavg", "fedavg-srvlr2", "fedavg-lr2", "fedavg-15x1")
+SCALED = ("fedavg-srvlr", "fedavg-lr")  # + a number: the server step or the sites' learning rate scaled by it
 
 
 def cohort(seed_dir: Path, seed: int, names: Sequence[str]) -> None:
@@ -115,11 +118,30 @@ def train_variant(variant: str, sites: Sequence, pooled, config) -> dict:
         return fedavg(start, [pooled], config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=1.0)
     if variant == "fedavg":
         return fedavg(start, sites, config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=1.0)
-    if variant == "fedavg-srvlr2":
-        return fedavg(start, sites, config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=float(len(sites)))
+    if variant.startswith("fedavg-srvlr"):
+        factor = float(variant.removeprefix("fedavg-srvlr"))
+        return fedavg(start, sites, config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=factor)
+    if variant.startswith("fedavg-lr"):
+        factor = float(variant.removeprefix("fedavg-lr"))
+        fast = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=factor * config.train.lr))
+        return fedavg(start, sites, fast, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=1.0)
     if variant == "fedavg-15x1":
         return fedavg(start, sites, config, rounds=epochs, local_epochs=1, server_lr=1.0)
     raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+def variant_name(text: str) -> str:
+    """argparse type: a listed variant or a scaled one (`fedavg-srvlr1.5`, `fedavg-lr3`)."""
+    for prefix in SCALED:
+        if text.startswith(prefix):
+            try:
+                if float(text.removeprefix(prefix)) > 0:
+                    return text
+            except ValueError:
+                pass
+    if text in VARIANTS:
+        return text
+    raise argparse.ArgumentTypeError(f"unknown variant {text!r}; choose from {', '.join(VARIANTS)} (or another K)")
 
 
 def head_aucs(state: Mapping[str, Any], test_set, config) -> dict[str, float]:
@@ -144,13 +166,14 @@ def run_seed(out: Path, seed: int, variants: Sequence[str], extra: Sequence[str]
     sites = site_train_sets(seed_dir, names, config)
     pooled = PooledDataset(list(sites))
     test_set, _ = open_test_set(seed_dir / "data" / "test", seed_dir / "cache" / "test" / "test", config)
-    rows = {}
-    for variant in variants:
+    kept = seed_dir / "federation-gap.json"
+    rows = json.loads(kept.read_text()) if kept.is_file() else {}  # variants run before on this cohort are kept
+    for variant in (v for v in variants if v not in rows):
         started = time.perf_counter()
         state = train_variant(variant, sites, pooled, config)
         rows[variant] = {**head_aucs(state, test_set, config), "seconds": round(time.perf_counter() - started, 1)}
         log.info("seed %d %s: %s", seed, variant, rows[variant])
-        (seed_dir / "federation-gap.json").write_text(json.dumps(json_safe(rows), indent=1) + "\n")
+        kept.write_text(json.dumps(json_safe(rows), indent=1) + "\n")
     return rows
 
 
@@ -179,14 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", type=variant_name, default=list(VARIANTS), help=", ".join(VARIANTS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value config override")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     per_seed = {seed: run_seed(args.out, seed, args.variants, args.overrides) for seed in args.seeds}
     (args.out / "federation-gap.json").write_text(json.dumps(json_safe(per_seed), indent=1) + "\n")
-    (args.out / "federation-gap.md").write_text(render(per_seed, args.variants))
+    shown = [v for v in per_seed[args.seeds[0]] if all(v in rows for rows in per_seed.values())]
+    (args.out / "federation-gap.md").write_text(render(per_seed, shown))
     print((args.out / "federation-gap.md").read_text())
     return 0
 
