@@ -17,6 +17,14 @@ SITE_NAMES = ("anzhen", "lanzhou")  # the paper's two hospitals; further sites a
 MAX_SITES = 6
 
 
+def server_lr(sites: int) -> float:
+    """The demo's server step (`federation.server_lr`) for `sites` sites. FedAvg over K sites takes about 1/K of
+    central training's optimizer steps; a step of 2 gives part of them back on the two-site phantom
+    (benchmarks/README.md, "Why the single heads end below central"), 3 overshot there, so 3+ sites keep 2.
+    One site: plain FedAvg (the federated == central tests)."""
+    return 1.0 if sites == 1 else 2.0
+
+
 @dataclass(frozen=True)
 class DemoSize:
     """Cohort and schedule of one demo mode."""
@@ -64,6 +72,7 @@ def overrides(size: DemoSize, sites: list[str], seed: int, *, baseline: bool) ->
         f"train.resample_factor={size.resample_factor}",
         "federation.share_subject_scores=true",  # per-subject scores (no IDs) give a pooled validation AUC
         "federation.round_timeout_s=600",
+        f"federation.server_lr={server_lr(len(sites))}",
     ]
     for phase, rounds in size.rounds.items():
         rounds = 0 if baseline and phase == "fim" else rounds
