@@ -9,9 +9,9 @@ own strategies for consortia of three or more sites.
 
 `federation.server_lr` scales the server's step (FedOpt's server learning rate, Reddi et al. 2021: global +=
 server_lr x (aggregate - global)). FedAvg over K sites with E local epochs takes about 1/K of the sequential
-optimizer steps that central training over the same epochs takes (each round is one step of K times the batch,
-roughly); a server step of K gives back the distance (benchmarks/federation_gap.py measures it). 1.0 is plain
-FedAvg, bit for bit.
+optimizer steps that central training over the same epochs takes (each round is about one step of K times the
+batch); on the two-site phantom a step of 2 gave part of them back and 3 overshot (benchmarks/federation_gap.py).
+1.0 is plain FedAvg, bit for bit.
 
 A round trains one phase's parameter groups (encoders and heads, + uncertainty, or fusion) and the aggregation
 applies to exactly those, coordinate by coordinate. Each reply arrives packed into one flat buffer

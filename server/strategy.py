@@ -407,6 +407,7 @@ class PhaseFedAvg(FedAvg):
                 "update_norms": rnd.update_norms,
                 "update_bound": rnd.update_bound,
                 "aggregation": self.federation.aggregation,
+                "server_lr": self.federation.server_lr,
                 "metrics_dropped": rnd.metrics_dropped,
                 "evaluated_round": rnd.evaluated_round,
                 "evaluate": rnd.evaluate,

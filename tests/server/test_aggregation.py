@@ -135,7 +135,7 @@ def test_server_step_scales_the_mean_displacement() -> None:
 def test_server_lr_scales_the_round_step_of_the_trained_groups_only(tmp_path, kit, server_lr, expected_step) -> None:
     strategy, start = make_strategy(tmp_path, f"federation.server_lr={server_lr}")
     record = run_round(strategy, kit.FakeGrid({1: site("a", 0.1), 2: site("b", 0.3)}))
-    assert record["sites_replied"] == ["a", "b"]
+    assert record["sites_replied"] == ["a", "b"] and record["server_lr"] == server_lr
     for key in TRAINED:
         np.testing.assert_allclose(strategy.global_state[key], start[key] + np.float32(expected_step), rtol=1e-5)
     for key in ("uncertainty.s", "fusion.w"):
