@@ -17,6 +17,7 @@ and LGE heads on the test set. Variants, each changing one thing:
 - `fedavg-srvlr<K>` (e.g. `fedavg-srvlr2`): the same, with the server's step scaled: global += K x (average -
   global) (`federation.server_lr`, FedOpt's server learning rate, Reddi et al. 2021);
 - `fedavg-lr<K>` (e.g. `fedavg-lr2`): FedAvg with the sites' learning rate K times `train.lr`;
+- `fedavg-mom<B>` (e.g. `fedavg-mom0.5`): FedAvg with server momentum B (FedAvgM, Hsu et al. 2019);
 - `fedavg-15x1`: 15 rounds x 1 local epoch.
 
 Writes `DIR/federation-gap.md` and `.json` (per seed and variant: each head's test AUC, the wall time); a variant
@@ -51,7 +52,11 @@ PHASE = "pretrain"
 ROUNDS, LOCAL_EPOCHS = BENCH.rounds[PHASE], BENCH.local_epochs[PHASE]  # 5 x 3, the benchmark's schedule
 HEADS = (CINE_4CH, CINE_SAX, LGE_SAX)
 VARIANTS = ("central", "central-bs16", "sliced", "fedavg", "fedavg-srvlr2", "fedavg-lr2", "fedavg-15x1")
-SCALED = ("fedavg-srvlr", "fedavg-lr")  # + a number: the server step or the sites' learning rate scaled by it
+SCALED = (
+    "fedavg-srvlr",
+    "fedavg-lr",
+    "fedavg-mom",
+)  # + a number: the server step or the sites' learning rate scaled by it
 
 
 def cohort(seed_dir: Path, seed: int, names: Sequence[str]) -> None:
@@ -70,14 +75,19 @@ def site_train_sets(seed_dir: Path, names: Sequence[str], config) -> list:
     return [split_sites([site], config)[0] for site in sites]
 
 
-def fedavg(global_state: dict, sites: Sequence, config, *, rounds: int, local_epochs: int, server_lr: float) -> dict:
-    """`rounds` rounds of local `train_phase` at every site from the global model, then the weighted mean."""
+def fedavg(
+    global_state: dict, sites: Sequence, config, *, rounds: int, local_epochs: int, server_lr: float,
+    momentum: float = 0.0,
+) -> dict:  # fmt: skip
+    """`rounds` rounds of local `train_phase` at every site from the global model, then the weighted mean; the
+    server step is `server_lr` x (mean - global), plus `momentum` x the previous step (FedAvgM, Hsu et al. 2019)."""
     import torch
 
     from cccmr_model.engine import train_phase
     from cccmr_model.model import phase_state
 
     state = dict(global_state)
+    velocity: dict = {}
     for k in range(1, rounds + 1):
         window = ((k - 1) / rounds, k / rounds)
         updates, weights = [], []
@@ -91,7 +101,8 @@ def fedavg(global_state: dict, sites: Sequence, config, *, rounds: int, local_ep
         for name in updates[0]:
             mean = sum(w * u[name].double() for w, u in zip(weights, updates, strict=True)) / total
             old = state[name].double()
-            state[name] = (old + server_lr * (mean - old)).to(state[name].dtype)
+            velocity[name] = server_lr * (mean - old) + momentum * velocity.get(name, 0.0)
+            state[name] = (old + velocity[name]).to(state[name].dtype)
         log.info("round %d/%d done", k, rounds)
     return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
@@ -121,6 +132,9 @@ def train_variant(variant: str, sites: Sequence, pooled, config) -> dict:
     if variant.startswith("fedavg-srvlr"):
         factor = float(variant.removeprefix("fedavg-srvlr"))
         return fedavg(start, sites, config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=factor)
+    if variant.startswith("fedavg-mom"):
+        factor = float(variant.removeprefix("fedavg-mom"))
+        return fedavg(start, sites, config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=1.0, momentum=factor)
     if variant.startswith("fedavg-lr"):
         factor = float(variant.removeprefix("fedavg-lr"))
         fast = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=factor * config.train.lr))

@@ -39,11 +39,14 @@ def test_fedavg_is_the_weighted_mean_scaled_by_the_server_step(monkeypatch) -> N
         torch.testing.assert_close(out["encoders.w"], torch.full((3,), 2 * server_lr * mean_step))
         torch.testing.assert_close(out["fusion.w"], torch.ones(2))
     assert calls == [("a", 3, (0.0, 0.5), 7), ("b", 3, (0.0, 0.5), 7), ("a", 3, (0.5, 1.0), 8), ("b", 3, (0.5, 1.0), 8)]
+    momentum = federation_gap.fedavg(start, sites, config, rounds=2, local_epochs=3, server_lr=1.0, momentum=0.5)
+    torch.testing.assert_close(momentum["encoders.w"], torch.full((3,), 2.5 * mean_step))  # m, then m + 0.5 m
 
 
 def test_variant_names() -> None:
     assert federation_gap.variant_name("fedavg-srvlr1.5") == "fedavg-srvlr1.5"
     assert federation_gap.variant_name("fedavg-lr3") == "fedavg-lr3"
+    assert federation_gap.variant_name("fedavg-mom0.5") == "fedavg-mom0.5"
     assert federation_gap.variant_name("sliced") == "sliced"
     for bad in ("fedavg-srvlr0", "fedavg-lrx", "median"):
         with pytest.raises(argparse.ArgumentTypeError, match="unknown variant"):
