@@ -52,11 +52,8 @@ PHASE = "pretrain"
 ROUNDS, LOCAL_EPOCHS = BENCH.rounds[PHASE], BENCH.local_epochs[PHASE]  # 5 x 3, the benchmark's schedule
 HEADS = (CINE_4CH, CINE_SAX, LGE_SAX)
 VARIANTS = ("central", "central-bs16", "sliced", "fedavg", "fedavg-srvlr2", "fedavg-lr2", "fedavg-15x1")
-SCALED = (
-    "fedavg-srvlr",
-    "fedavg-lr",
-    "fedavg-mom",
-)  # + a number: the server step or the sites' learning rate scaled by it
+# Variants with a number after the prefix -> what the number scales (see the module docstring).
+SCALED = {"fedavg-srvlr": "server_lr", "fedavg-mom": "momentum", "fedavg-lr": "train.lr"}
 
 
 def cohort(seed_dir: Path, seed: int, names: Sequence[str]) -> None:
@@ -76,13 +73,11 @@ def site_train_sets(seed_dir: Path, names: Sequence[str], config) -> list:
 
 
 def fedavg(
-    global_state: dict, sites: Sequence, config, *, rounds: int, local_epochs: int, server_lr: float,
-    momentum: float = 0.0,
+    global_state: dict, sites: Sequence, config, *, rounds: int = ROUNDS, local_epochs: int = LOCAL_EPOCHS,
+    server_lr: float = 1.0, momentum: float = 0.0,
 ) -> dict:  # fmt: skip
     """`rounds` rounds of local `train_phase` at every site from the global model, then the weighted mean; the
     server step is `server_lr` x (mean - global), plus `momentum` x the previous step (FedAvgM, Hsu et al. 2019)."""
-    import torch
-
     from cccmr_model.engine import train_phase
     from cccmr_model.model import phase_state
 
@@ -104,13 +99,30 @@ def fedavg(
             velocity[name] = server_lr * (mean - old) + momentum * velocity.get(name, 0.0)
             state[name] = (old + velocity[name]).to(state[name].dtype)
         log.info("round %d/%d done", k, rounds)
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    return state
+
+
+def scaled(variant: str) -> tuple[str, float] | None:
+    """(what it scales, by how much) for a scaled variant such as `fedavg-srvlr2`; None for any other name."""
+    for prefix, knob in SCALED.items():
+        if variant.startswith(prefix):
+            try:
+                factor = float(variant.removeprefix(prefix))
+            except ValueError:
+                return None
+            return (knob, factor) if factor > 0 else None
+    return None
+
+
+def with_train(config, **changes):
+    """`config` with `changes` to its train section."""
+    import dataclasses
+
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
 
 
 def train_variant(variant: str, sites: Sequence, pooled, config) -> dict:
     """The pretraining phase's final weights under `variant` (see the module docstring)."""
-    import dataclasses
-
     import torch
 
     from cccmr_model.engine import train_phase
@@ -118,42 +130,30 @@ def train_variant(variant: str, sites: Sequence, pooled, config) -> dict:
 
     start = {k: torch.from_numpy(v.copy()) for k, v in initial_state(config).items()}
     epochs = ROUNDS * LOCAL_EPOCHS
-    if variant == "central":
-        return train_phase(start, PHASE, pooled, config, epochs=epochs, seed=config.seed).state
-    if variant == "central-bs16":
-        wide = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, batch_size=2 * config.train.batch_size)
-        )
-        return train_phase(start, PHASE, pooled, wide, epochs=epochs, seed=config.seed).state
+    if variant in ("central", "central-bs16"):
+        batch = config.train.batch_size * (2 if variant == "central-bs16" else 1)
+        return train_phase(
+            start, PHASE, pooled, with_train(config, batch_size=batch), epochs=epochs, seed=config.seed
+        ).state
     if variant == "sliced":
-        return fedavg(start, [pooled], config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=1.0)
+        return fedavg(start, [pooled], config)
     if variant == "fedavg":
-        return fedavg(start, sites, config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=1.0)
-    if variant.startswith("fedavg-srvlr"):
-        factor = float(variant.removeprefix("fedavg-srvlr"))
-        return fedavg(start, sites, config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=factor)
-    if variant.startswith("fedavg-mom"):
-        factor = float(variant.removeprefix("fedavg-mom"))
-        return fedavg(start, sites, config, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=1.0, momentum=factor)
-    if variant.startswith("fedavg-lr"):
-        factor = float(variant.removeprefix("fedavg-lr"))
-        fast = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=factor * config.train.lr))
-        return fedavg(start, sites, fast, rounds=ROUNDS, local_epochs=LOCAL_EPOCHS, server_lr=1.0)
+        return fedavg(start, sites, config)
     if variant == "fedavg-15x1":
-        return fedavg(start, sites, config, rounds=epochs, local_epochs=1, server_lr=1.0)
+        return fedavg(start, sites, config, rounds=epochs, local_epochs=1)
+    knob, factor = scaled(variant) or (None, 0.0)
+    if knob == "server_lr":
+        return fedavg(start, sites, config, server_lr=factor)
+    if knob == "momentum":
+        return fedavg(start, sites, config, momentum=factor)
+    if knob == "train.lr":
+        return fedavg(start, sites, with_train(config, lr=factor * config.train.lr))
     raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
 def variant_name(text: str) -> str:
-    """argparse type: a listed variant or a scaled one (`fedavg-srvlr1.5`, `fedavg-lr3`)."""
-    for prefix in SCALED:
-        if text.startswith(prefix):
-            try:
-                if float(text.removeprefix(prefix)) > 0:
-                    return text
-            except ValueError:
-                pass
-    if text in VARIANTS:
+    """argparse type: a listed variant or a scaled one (`fedavg-srvlr1.5`, `fedavg-lr3`, `fedavg-mom0.5`)."""
+    if text in VARIANTS or scaled(text) is not None:
         return text
     raise argparse.ArgumentTypeError(f"unknown variant {text!r}; choose from {', '.join(VARIANTS)} (or another K)")
 
