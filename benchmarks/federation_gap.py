@@ -9,16 +9,19 @@ each site's validation fifth held out), in-process and without Flower, with the 
 (`train_phase` with the round's `lr_window` and seed, FedAvg weighted by `num-examples`), and scores the 4CH, SAX
 and LGE heads on the test set. Variants, each changing one thing:
 
+A variant is a base and optional modifiers joined by `-` (`fedavg-srvlr2-wu20`):
+
 - `central`: one call over the pooled training subjects, 15 epochs (what `cccmr ablation --train-split` does);
-- `central-bs16`: the same with twice the batch, i.e. as many optimizer steps as one site takes in the federation;
 - `sliced`: the pooled subjects, but as 5 calls of 3 epochs, each with a fresh optimizer and its slice of the
   schedule: a federation of one site (the round mechanics without averaging);
 - `fedavg`: 2 sites, 5 rounds x 3 local epochs, FedAvg (what the federation does);
-- `fedavg-srvlr<K>` (e.g. `fedavg-srvlr2`): the same, with the server's step scaled: global += K x (average -
-  global) (`federation.server_lr`, FedOpt's server learning rate, Reddi et al. 2021);
-- `fedavg-lr<K>` (e.g. `fedavg-lr2`): FedAvg with the sites' learning rate K times `train.lr`;
-- `fedavg-mom<B>` (e.g. `fedavg-mom0.5`): FedAvg with server momentum B (FedAvgM, Hsu et al. 2019);
-- `fedavg-15x1`: 15 rounds x 1 local epoch.
+- `srvlr<K>` (fedavg): the server's step scaled, global += K x (average - global) (`federation.server_lr`,
+  FedOpt's server learning rate, Reddi et al. 2021);
+- `mom<B>` (fedavg): server momentum B (FedAvgM, Hsu et al. 2019);
+- `<R>x<E>` (fedavg, sliced): R rounds x E local epochs instead of 5 x 3;
+- `lr<K>`: the learning rate K times `train.lr`;
+- `bs<N>`: batch size N (`train.batch_size`; `central-bs16` takes as many optimizer steps as one site does);
+- `wu<N>`: N warm-up steps (`train.warmup_steps`).
 
 Writes `DIR/federation-gap.md` and `.json` (per seed and variant: each head's test AUC, the wall time); a variant
 already in `DIR/seed-S/federation-gap.json` is taken from there, so later calls add variants to one table.
@@ -29,9 +32,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +57,57 @@ PHASE = "pretrain"
 ROUNDS, LOCAL_EPOCHS = BENCH.rounds[PHASE], BENCH.local_epochs[PHASE]  # 5 x 3, the benchmark's schedule
 HEADS = (CINE_4CH, CINE_SAX, LGE_SAX)
 VARIANTS = ("central", "central-bs16", "sliced", "fedavg", "fedavg-srvlr2", "fedavg-lr2", "fedavg-15x1")
-# Variants with a number after the prefix -> what the number scales (see the module docstring).
-SCALED = {"fedavg-srvlr": "server_lr", "fedavg-mom": "momentum", "fedavg-lr": "train.lr"}
+BASES = ("central", "sliced", "fedavg")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant's settings (see the module docstring); the defaults are the benchmark's federation."""
+
+    base: str
+    server_lr: float = 1.0
+    momentum: float = 0.0
+    rounds: int = ROUNDS
+    local_epochs: int = LOCAL_EPOCHS
+    lr_factor: float = 1.0
+    batch_size: int | None = None  # None: the config's
+    warmup_steps: int | None = None
+
+
+# Modifier prefix -> (Variant field, number type, bases it applies to). "srvlr" is tried before "lr".
+MODIFIERS: dict[str, tuple[str, type, tuple[str, ...]]] = {
+    "srvlr": ("server_lr", float, ("fedavg",)),
+    "mom": ("momentum", float, ("fedavg",)),
+    "lr": ("lr_factor", float, BASES),
+    "bs": ("batch_size", int, BASES),
+    "wu": ("warmup_steps", int, BASES),
+}
+SCHEDULE = re.compile(r"(\d+)x(\d+)")
+
+
+def parse_variant(name: str) -> Variant:
+    """The settings of a variant name such as `fedavg-srvlr2-wu20`; ValueError for anything else."""
+    base, *parts = name.split("-")
+    if base not in BASES:
+        raise ValueError(f"unknown variant {name!r}: it must start with one of {', '.join(BASES)}")
+    changes: dict[str, Any] = {}
+    for part in parts:
+        schedule = SCHEDULE.fullmatch(part)
+        if schedule and base != "central" and int(schedule[1]) > 0 and int(schedule[2]) > 0:
+            changes.update(rounds=int(schedule[1]), local_epochs=int(schedule[2]))
+            continue
+        prefix = next((p for p in MODIFIERS if part.startswith(p)), None)
+        if prefix is None or base not in MODIFIERS[prefix][2]:
+            raise ValueError(f"unknown variant {name!r}: {part!r} does not apply to {base}")
+        field, kind, _ = MODIFIERS[prefix]
+        try:
+            value = kind(part.removeprefix(prefix))
+        except ValueError:
+            raise ValueError(f"unknown variant {name!r}: {part!r} needs a number after {prefix}") from None
+        if value < 0 or (value == 0 and field != "warmup_steps"):
+            raise ValueError(f"unknown variant {name!r}: {part!r} is out of range")
+        changes[field] = value
+    return Variant(base, **changes)
 
 
 def cohort(seed_dir: Path, seed: int, names: Sequence[str]) -> None:
@@ -102,18 +156,6 @@ def fedavg(
     return state
 
 
-def scaled(variant: str) -> tuple[str, float] | None:
-    """(what it scales, by how much) for a scaled variant such as `fedavg-srvlr2`; None for any other name."""
-    for prefix, knob in SCALED.items():
-        if variant.startswith(prefix):
-            try:
-                factor = float(variant.removeprefix(prefix))
-            except ValueError:
-                return None
-            return (knob, factor) if factor > 0 else None
-    return None
-
-
 def with_train(config, **changes):
     """`config` with `changes` to its train section."""
     import dataclasses
@@ -128,34 +170,29 @@ def train_variant(variant: str, sites: Sequence, pooled, config) -> dict:
     from cccmr_model.engine import train_phase
     from server.app import initial_state
 
+    settings = parse_variant(variant)
     start = {k: torch.from_numpy(v.copy()) for k, v in initial_state(config).items()}
-    epochs = ROUNDS * LOCAL_EPOCHS
-    if variant in ("central", "central-bs16"):
-        batch = config.train.batch_size * (2 if variant == "central-bs16" else 1)
-        return train_phase(
-            start, PHASE, pooled, with_train(config, batch_size=batch), epochs=epochs, seed=config.seed
-        ).state
-    if variant == "sliced":
-        return fedavg(start, [pooled], config)
-    if variant == "fedavg":
-        return fedavg(start, sites, config)
-    if variant == "fedavg-15x1":
-        return fedavg(start, sites, config, rounds=epochs, local_epochs=1)
-    knob, factor = scaled(variant) or (None, 0.0)
-    if knob == "server_lr":
-        return fedavg(start, sites, config, server_lr=factor)
-    if knob == "momentum":
-        return fedavg(start, sites, config, momentum=factor)
-    if knob == "train.lr":
-        return fedavg(start, sites, with_train(config, lr=factor * config.train.lr))
-    raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    config = with_train(
+        config,
+        lr=settings.lr_factor * config.train.lr,
+        batch_size=settings.batch_size or config.train.batch_size,
+        warmup_steps=config.train.warmup_steps if settings.warmup_steps is None else settings.warmup_steps,
+    )
+    if settings.base == "central":
+        return train_phase(start, PHASE, pooled, config, epochs=ROUNDS * LOCAL_EPOCHS, seed=config.seed).state
+    return fedavg(
+        start, [pooled] if settings.base == "sliced" else sites, config, rounds=settings.rounds,
+        local_epochs=settings.local_epochs, server_lr=settings.server_lr, momentum=settings.momentum,
+    )  # fmt: skip
 
 
 def variant_name(text: str) -> str:
-    """argparse type: a listed variant or a scaled one (`fedavg-srvlr1.5`, `fedavg-lr3`, `fedavg-mom0.5`)."""
-    if text in VARIANTS or scaled(text) is not None:
-        return text
-    raise argparse.ArgumentTypeError(f"unknown variant {text!r}; choose from {', '.join(VARIANTS)} (or another K)")
+    """argparse type: a variant name that `parse_variant` reads."""
+    try:
+        parse_variant(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}; for example {', '.join(VARIANTS)}") from None
+    return text
 
 
 def head_aucs(state: Mapping[str, Any], test_set, config) -> dict[str, float]:

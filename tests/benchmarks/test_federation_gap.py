@@ -43,12 +43,16 @@ def test_fedavg_is_the_weighted_mean_scaled_by_the_server_step(monkeypatch) -> N
     torch.testing.assert_close(momentum["encoders.w"], torch.full((3,), 2.5 * mean_step))  # m, then m + 0.5 m
 
 
-def test_variant_names() -> None:
-    assert federation_gap.variant_name("fedavg-srvlr1.5") == "fedavg-srvlr1.5"
-    assert federation_gap.variant_name("fedavg-lr3") == "fedavg-lr3"
-    assert federation_gap.variant_name("fedavg-mom0.5") == "fedavg-mom0.5"
-    assert federation_gap.variant_name("sliced") == "sliced"
-    for bad in ("fedavg-srvlr0", "fedavg-lrx", "median"):
+def test_variant_names_are_a_base_and_modifiers() -> None:
+    Variant = federation_gap.Variant
+    assert federation_gap.parse_variant("fedavg") == Variant("fedavg")
+    assert federation_gap.parse_variant("fedavg-srvlr1.5") == Variant("fedavg", server_lr=1.5)
+    assert federation_gap.parse_variant("fedavg-lr3") == Variant("fedavg", lr_factor=3.0)
+    assert federation_gap.parse_variant("fedavg-mom0.5-wu0") == Variant("fedavg", momentum=0.5, warmup_steps=0)
+    assert federation_gap.parse_variant("central-bs16") == Variant("central", batch_size=16)
+    assert federation_gap.parse_variant("sliced-15x1") == Variant("sliced", rounds=15, local_epochs=1)
+    assert federation_gap.variant_name("fedavg-srvlr2-bs4") == "fedavg-srvlr2-bs4"
+    for bad in ("fedavg-srvlr0", "fedavg-lrx", "median", "central-srvlr2", "central-15x1", "fedavg-bs0", "fedavg-0x3"):
         with pytest.raises(argparse.ArgumentTypeError, match="unknown variant"):
             federation_gap.variant_name(bad)
 
