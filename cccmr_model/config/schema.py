@@ -128,10 +128,12 @@ class AugmentConfig:
 class PhaseConfig:
     epochs: int
     lr: float | None = None  # None = train.lr
+    batch_size: int | None = None  # None = train.batch_size (the batch of one optimizer step at one site)
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "epochs must be at least 1")
         _require(self.lr is None or self.lr > 0, "lr must be positive")
+        _require(self.batch_size is None or self.batch_size >= 2, "batch_size must be at least 2")
 
 
 def _default_phases() -> dict[str, PhaseConfig]:
@@ -178,6 +180,11 @@ class TrainConfig:
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             "device must be auto, cpu, cuda or cuda:N",
         )
+
+    def phase_batch_size(self, phase: str) -> int:
+        """The training batch of `phase`: its own `batch_size`, else `batch_size`."""
+        override = self.phases[phase].batch_size
+        return self.batch_size if override is None else override
 
 
 @dataclass(frozen=True)

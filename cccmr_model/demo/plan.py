@@ -25,12 +25,14 @@ def server_lr(sites: int) -> float:
     return 1.0 if sites == 1 else 2.0
 
 
-def site_batch_size(sites: int) -> int:
-    """The demo's `train.batch_size` at each of `sites` sites. Central training of the tiny config takes batches of
-    8 from the pooled cohort; a site with half the subjects and batches of 4 takes as many steps per epoch. With the
-    server step of 2 this brings the federated pretraining heads within 2 points of central training on the
-    two-site phantom (benchmarks/README.md); batches of 4 were measured there, so 3+ sites keep 4 (each batch still
-    holds both classes). One site: the config's 8 (the federated == central tests)."""
+def pretrain_batch_size(sites: int) -> int:
+    """The demo's pretraining batch at each of `sites` sites (`train.phases.pretrain.batch_size`). Central training
+    of the tiny config takes batches of 8 from the pooled cohort; a site with half the subjects and batches of 4
+    takes as many steps per epoch. With the server step of 2 this brings the federated pretraining heads within 2
+    points of central training on the two-site phantom; the FIM keeps 8, since its contrastive loss over 4 subjects
+    (2 per class) cost the release 2 points there (benchmarks/README.md, "Why the single heads end below central").
+    Batches of 4 were measured with two sites, so 3+ sites keep 4. One site: the config's (the federated == central
+    tests)."""
     return 8 if sites == 1 else 4
 
 
@@ -82,7 +84,7 @@ def overrides(size: DemoSize, sites: list[str], seed: int, *, baseline: bool) ->
         "federation.share_subject_scores=true",  # per-subject scores (no IDs) give a pooled validation AUC
         "federation.round_timeout_s=600",
         f"federation.server_lr={server_lr(len(sites))}",
-        f"train.batch_size={site_batch_size(len(sites))}",
+        f"train.phases.pretrain.batch_size={pretrain_batch_size(len(sites))}",
     ]
     for phase, rounds in size.rounds.items():
         rounds = 0 if baseline and phase == "fim" else rounds

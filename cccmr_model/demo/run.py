@@ -268,7 +268,10 @@ def _config_summary(config: ExperimentConfig) -> dict[str, Any]:
         "task": config.task,
         "encoder": f"{enc['arch']} embed_dim {enc['embed_dim']}, depths {enc['depths']}, window {enc['window_size']}",
         "input": f"{config.data.image_size} px, {config.data.frames} frames, slices {raw['data']['slices']}",
-        "batch size / lr": f"{config.train.batch_size} / {config.train.lr}",
+        "batch size per phase / lr": (
+            " / ".join(str(config.train.phase_batch_size(p)) for p in ("pretrain", "fim", "fusion"))
+            + f" / {config.train.lr}"
+        ),
         "resample factor": config.train.resample_factor,
         "uncertainty weighting": config.train.uncertainty_weighting,
         "schedule (rounds x local epochs)": _schedule(config),

@@ -95,8 +95,9 @@ def train_phase_dp(
         raise DataError(f"phase {phase}: no training samples for task {config.task}")
 
     n = len(labels)
-    sample_rate = min(1.0, config.train.batch_size / n)
-    steps_per_epoch = max(1, math.ceil(n * config.train.resample_factor / config.train.batch_size))
+    batch = config.train.phase_batch_size(phase)
+    sample_rate = min(1.0, batch / n)
+    steps_per_epoch = max(1, math.ceil(n * config.train.resample_factor / batch))
     planned = steps_per_epoch * epochs
     ledger = PrivacyLedger.load(ledger_path)
     steps = ledger.affordable_steps(dp.noise_multiplier, sample_rate, planned, delta=dp.delta,

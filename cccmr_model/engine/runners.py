@@ -98,7 +98,8 @@ class EncoderRunner:
         seed: int,
     ) -> None:
         self.phase, self.model, self.device = phase, model, device
-        self.sampler = EpochBatchSampler(labels, config.train.batch_size, config.train.resample_factor, seed)
+        batch = config.train.phase_batch_size(phase)
+        self.sampler = EpochBatchSampler(labels, batch, config.train.resample_factor, seed)
         view = AugmentedView(dataset, Augmenter(config.train.augment))
         self.loader = make_loader(view, self.sampler, config, device)
 
@@ -174,7 +175,11 @@ class FusionRunner:
 
     def _batches(self, epoch: int) -> list[list[Draw]]:
         return epoch_batches(
-            self.labels_np, batch_size=self.config.train.batch_size, resample_factor=1, seed=self.seed, epoch=epoch
+            self.labels_np,
+            batch_size=self.config.train.phase_batch_size("fusion"),
+            resample_factor=1,
+            seed=self.seed,
+            epoch=epoch,
         )
 
     def set_modes(self) -> None:

@@ -53,6 +53,7 @@ def test_override_and_round_trip() -> None:
         (["train.lrr=1"], "key 'train.lrr': unknown key"),
         (["train.lr=abc"], "key 'train.lr': expected a number"),
         (["train.batch_size=1"], "key 'train.batch_size'"),
+        (["train.phases.pretrain.batch_size=1"], "batch_size must be at least 2"),
         (["task=regression"], "key 'task': must be one of"),
         (["data.slices.cine_4ch=2"], "key 'data.slices'"),
         (["model.encoder.pretrained.t1_map=x.pth"], "unknown sequences"),
@@ -65,6 +66,11 @@ def test_bad_values_name_the_key(overrides: list[str], needle: str) -> None:
     message = str(info.value)
     assert needle in message
     assert "\n" not in message
+
+
+def test_a_phase_batch_size_overrides_the_train_batch_size() -> None:
+    config = load_config("tiny", ["train.batch_size=6", "train.phases.pretrain.batch_size=4"])
+    assert [config.train.phase_batch_size(p) for p in ("pretrain", "fim", "fusion")] == [4, 6, 6]
 
 
 def test_bad_file_errors(tmp_path: Path) -> None:

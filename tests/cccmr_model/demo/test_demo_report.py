@@ -200,6 +200,11 @@ def test_plan_overrides_differ_only_in_the_fim_phase():
     )
     assert release.train == baseline.train and release.model == baseline.model and release.data == baseline.data
     assert release.federation.phases["pretrain"] == baseline.federation.phases["pretrain"]
+    # two sites: pretraining batches of 4 (central's steps per epoch), FIM batches of 8, a server step of 2
+    batches = {phase: release.train.phase_batch_size(phase) for phase in ("pretrain", "fim", "fusion")}
+    assert (batches, release.federation.server_lr) == ({"pretrain": 4, "fim": 8, "fusion": 8}, 2.0)
+    alone = load_config(CONFIG_NAME, overrides(QUICK, site_names(1), 0, baseline=False))  # one site: as configured
+    assert (alone.train.phase_batch_size("pretrain"), alone.federation.server_lr) == (8, 1.0)
     assert site_names(3) == ["anzhen", "lanzhou", "site3"]
     with pytest.raises(ConfigError):
         site_names(0)

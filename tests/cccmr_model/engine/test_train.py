@@ -148,3 +148,20 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(confi
     with pytest.raises(TrainingError, match=r"epoch 1/1: .*none, no epoch finished"):
         train_phase(None, "pretrain", cohort, config, epochs=1, seed=0, checkpoint_dir=tmp_path / "fresh")
     assert not (tmp_path / "fresh" / "pretrain-last.pt").exists()
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "fusion"])
+def test_a_phase_batch_size_sets_the_steps_per_epoch(config, cohort, phase) -> None:
+    """`train.phases.<phase>.batch_size` (the demo's federated pretraining uses 4) replaces `train.batch_size`."""
+    import dataclasses
+    from contextlib import nullcontext
+
+    labels = np.array([int(cohort[i]["label"]) for i in range(len(cohort))])
+    model = build_model(config)
+    steps = {}
+    for batch in (2, 4):
+        phases = {**config.train.phases, phase: dataclasses.replace(config.train.phases[phase], batch_size=batch)}
+        changed = dataclasses.replace(config, train=dataclasses.replace(config.train, phases=phases))
+        runner = train_module._make_runner(phase, model, cohort, labels, changed, torch.device("cpu"), 0, nullcontext)
+        steps[batch] = runner.steps_per_epoch()
+    assert steps[2] == 2 * steps[4] == len(cohort) * config.train.resample_factor // 2
