@@ -7,9 +7,8 @@ test AUC below central training with the same patients and epochs. This benchmar
 phase of the tiny config on one phantom cohort per seed (the benchmark's: 2 sites x 48 subjects, 48 test subjects,
 each site's validation fifth held out), in-process and without Flower, with the exact calls a site makes
 (`train_phase` with the round's `lr_window` and seed, FedAvg weighted by `num-examples`), and scores the 4CH, SAX
-and LGE heads on the test set. Variants, each changing one thing:
-
-A variant is a base and optional modifiers joined by `-` (`fedavg-srvlr2-wu20`):
+and LGE heads on the test set. A variant is a base and optional modifiers, each changing one thing, joined by
+`-` (`fedavg-srvlr2-wu20`):
 
 - `central`: one call over the pooled training subjects, 15 epochs (what `cccmr ablation --train-split` does);
 - `sliced`: the pooled subjects, but as 5 calls of 3 epochs, each with a fresh optimizer and its slice of the

@@ -181,6 +181,11 @@ class TrainConfig:
             "device must be auto, cpu, cuda or cuda:N",
         )
 
+    def phase_lr(self, phase: str) -> float:
+        """The base learning rate of `phase`: its own `lr`, else `lr`."""
+        override = self.phases[phase].lr
+        return self.lr if override is None else override
+
     def phase_batch_size(self, phase: str) -> int:
         """The training batch of `phase`: its own `batch_size`, else `batch_size`."""
         override = self.phases[phase].batch_size

@@ -25,7 +25,7 @@ from typing import Any
 
 from cccmr_model import run_folder
 from cccmr_model.config import config_to_dict, load_config
-from cccmr_model.config.schema import ExperimentConfig
+from cccmr_model.config.schema import PHASES, ExperimentConfig
 from cccmr_model.console import progress
 from cccmr_model.demo import figures
 from cccmr_model.demo.evaluate import checkpoint_state, evaluate_release, open_test_set, phase_end_rounds
@@ -269,8 +269,7 @@ def _config_summary(config: ExperimentConfig) -> dict[str, Any]:
         "encoder": f"{enc['arch']} embed_dim {enc['embed_dim']}, depths {enc['depths']}, window {enc['window_size']}",
         "input": f"{config.data.image_size} px, {config.data.frames} frames, slices {raw['data']['slices']}",
         "batch size per phase / lr": (
-            " / ".join(str(config.train.phase_batch_size(p)) for p in ("pretrain", "fim", "fusion"))
-            + f" / {config.train.lr}"
+            " / ".join(str(config.train.phase_batch_size(p)) for p in PHASES) + f" / {config.train.lr}"
         ),
         "resample factor": config.train.resample_factor,
         "uncertainty weighting": config.train.uncertainty_weighting,

@@ -46,7 +46,7 @@ from cccmr_model.engine.dp_accounting import PrivacyLedger
 from cccmr_model.engine.loading import cpu_state, load_checked, resolve_device, to_device, without_pretrained
 from cccmr_model.engine.runners import FusionRunner, make_loader
 from cccmr_model.engine.schedule import check_lr_window, lr_at, warmup_fraction, window_progress
-from cccmr_model.engine.train import PhaseResult, check_finite_epoch, make_optimizer, phase_lr
+from cccmr_model.engine.train import PhaseResult, check_finite_epoch, make_optimizer
 from cccmr_model.errors import ConfigError, DataError
 from cccmr_model.losses import focal_loss
 from cccmr_model.model import CCCMRModel, build_model, set_trainable
@@ -226,7 +226,7 @@ def per_sample_focal(logits: Tensor, labels: Tensor, gamma: float) -> Tensor:
 
 def _train_steps(runner, model, optimizer, config, phase, steps, planned, lr_window, rng, n, sample_rate):
     """`steps` DP-SGD steps of a call planned for `planned` steps; returns the mean losses over the samples seen."""
-    base_lr = phase_lr(config, phase)
+    base_lr = config.train.phase_lr(phase)
     warmup = warmup_fraction(config.train.warmup_steps, planned, lr_window)
     draws = [np.flatnonzero(rng.random(n) < sample_rate) for _ in range(steps)]  # Poisson sampling
     params = [p for p in model.parameters() if p.requires_grad]

@@ -75,11 +75,6 @@ def autocast_for(device: torch.device, config: ExperimentConfig) -> Callable[[],
     return nullcontext
 
 
-def phase_lr(config: ExperimentConfig, phase: str) -> float:
-    override = config.train.phases[phase].lr
-    return config.train.lr if override is None else override
-
-
 def make_optimizer(model: CCCMRModel, config: ExperimentConfig, phase: str, device: torch.device):
     """AdamW over the trainable parameters; matrices decay, vectors, norms, biases and sigmas do not (nanoGPT)."""
     skip = model.no_weight_decay()
@@ -91,7 +86,7 @@ def make_optimizer(model: CCCMRModel, config: ExperimentConfig, phase: str, devi
         {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=phase_lr(config, phase), fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=config.train.phase_lr(phase), fused=device.type == "cuda")
 
 
 def _run_signature(phase, epochs, lr_window, seed, n, config, start_state) -> dict:
@@ -191,7 +186,7 @@ def _train_epochs(loop: _PhaseLoop, history: list[dict[str, float]]) -> None:
     config, phase, epochs, optimizer = loop.config, loop.phase, loop.epochs, loop.optimizer
     steps_per_epoch = loop.runner.steps_per_epoch()
     total_steps = steps_per_epoch * epochs
-    base_lr = phase_lr(config, phase)
+    base_lr = config.train.phase_lr(phase)
     warmup = warmup_fraction(config.train.warmup_steps, total_steps, loop.lr_window)
     params = [p for p in loop.model.parameters() if p.requires_grad]
     clip = config.train.grad_clip_norm
