@@ -1,4 +1,4 @@
-"""Experiment configuration: YAML files (the packaged ones in `cccmr_model/configs/`) loaded into typed, frozen
+"""Experiment configuration: YAML files (the packaged ones in the repository's `configs/`) loaded into typed, frozen
 dataclasses."""
 
 from cccmr_model.config.loader import (

@@ -22,9 +22,17 @@ import yaml
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.errors import ConfigError, not_utf8
 
-# The packaged configs (package data: `default`, `tiny`), found beside this package in a source checkout and in an
-# installed wheel alike, so a name works from any folder.
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+def _config_dir() -> Path:
+    """Where the packaged configs (`default`, `tiny`) are: the repository's `configs/` in a source checkout or an
+    editable install, `cccmr_model/configs/` in an installed wheel (pyproject maps the one onto the other)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+# The packaged configs, found from any folder, so a bare name works anywhere.
+CONFIG_DIR = _config_dir()
 T = TypeVar("T")
 
 
@@ -36,8 +44,8 @@ def packaged_configs() -> list[str]:
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A config file as given; else a packaged config, named bare (`tiny`) or as `configs/tiny.yaml`.
 
-    `configs/NAME.yaml` was the configs' place in the repository before they moved into the package; Flower run
-    configs (`config-path`) and scripts written then still name them so.
+    `configs/NAME.yaml` is the configs' place in the repository; Flower run configs (`config-path`) and scripts
+    name them so, and the name also works from another folder, or after `pip install .` without the checkout.
     """
     path = Path(name_or_path)
     if path.is_file():

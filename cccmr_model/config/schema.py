@@ -1,7 +1,7 @@
 """Typed, frozen experiment configuration.
 
-Every setting of the project lives in one of these dataclasses; YAML files (the packaged ones in
-`cccmr_model/configs/`) are loaded into them by `cccmr_model.config.loader`. Field comments give the paper's value
+Every setting of the project lives in one of these dataclasses; YAML files (the packaged ones in the
+repository's `configs/`) are loaded into them by `cccmr_model.config.loader`. Field comments give the paper's value
 where the paper names one. A dataclass checks its own invariants in `__post_init__` and raises `ValueError` with a
 message that the loader prefixes with the file and key.
 """

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from cccmr_model.errors import ConfigError
 
-CONFIG = "tiny"  # the run config's `config-path`: a packaged config (cccmr_model/configs/tiny.yaml)
+CONFIG = "tiny"  # the run config's `config-path`: a packaged config (configs/tiny.yaml)
 CONFIG_NAME = CONFIG  # the same config for load_config
 SITE_NAMES = ("anzhen", "lanzhou")  # the paper's two hospitals; further sites are named site3, site4, ...
 MAX_SITES = 6

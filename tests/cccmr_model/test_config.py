@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import setuptools
 
-import cccmr_model
 from cccmr_model.config import CONFIG_DIR, config_from_dict, config_to_dict, load_config, resolve_config_path
 from cccmr_model.config.loader import packaged_configs
 from cccmr_model.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_holds_paper_settings() -> None:
@@ -139,12 +141,22 @@ def test_non_utf8_config_is_one_line(tmp_path: Path) -> None:
 
 
 def test_configs_are_package_data() -> None:
-    """The YAMLs live inside the package, and setuptools ships them (tests/cccmr_model/test_install.py builds it)."""
-    assert Path(cccmr_model.__file__).resolve().parent / "configs" == CONFIG_DIR
+    """The YAMLs live in the repository's configs/, and setuptools ships them as `cccmr_model/configs/`
+    (tests/cccmr_model/test_install.py builds the wheel and runs it)."""
+    assert Path(__file__).resolve().parents[2] / "configs" == CONFIG_DIR
     assert packaged_configs() == ["default", "tiny"]
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
-    assert "configs/*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["cccmr_model"]
+    setuptools_table = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools_table["package-dir"]["cccmr_model.configs"] == "configs"
+    assert setuptools_table["package-data"]["cccmr_model.configs"] == ["*.yaml"]
+
+
+def test_pyproject_lists_every_package() -> None:
+    """pyproject lists its packages (find_packages cannot see the mapped configs/): a new subpackage must be added."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set(setuptools.find_packages(str(REPO_ROOT), include=["cccmr_model*", "server*", "client*"]))
+    assert listed == found | {"cccmr_model.configs"}
 
 
 @pytest.mark.parametrize("given", ["tiny", "configs/tiny.yaml"])

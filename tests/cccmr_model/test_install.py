@@ -50,7 +50,7 @@ def test_wheel_ships_the_configs_and_cccmr_config_runs_from_an_empty_folder(tmp_
     source.mkdir(exist_ok=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO_ROOT / name, source / name)
-    for name in ("cccmr_model", "server", "client"):
+    for name in ("cccmr_model", "server", "client", "configs"):
         shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
         [*pip, "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)],
