@@ -17,7 +17,7 @@ and LGE heads on the test set. A variant is a base and optional modifiers, each 
 - `srvlr<K>` (fedavg): the server's step scaled, global += K x (average - global) (`federation.server_lr`,
   FedOpt's server learning rate, Reddi et al. 2021);
 - `mom<B>` (fedavg): server momentum B (FedAvgM, Hsu et al. 2019);
-- `<R>x<E>` (fedavg, sliced): R rounds x E local epochs instead of 5 x 3;
+- `<R>x<E>`: R rounds x E local epochs instead of 5 x 3 (central: one call of R x E epochs);
 - `lr<K>`: the learning rate K times `train.lr`;
 - `bs<N>`: batch size N (`train.batch_size`; `central-bs16` takes as many optimizer steps as one site does);
 - `wu<N>`: N warm-up steps (`train.warmup_steps`).
@@ -92,7 +92,7 @@ def parse_variant(name: str) -> Variant:
     changes: dict[str, Any] = {}
     for part in parts:
         schedule = SCHEDULE.fullmatch(part)
-        if schedule and base != "central" and int(schedule[1]) > 0 and int(schedule[2]) > 0:
+        if schedule and int(schedule[1]) > 0 and int(schedule[2]) > 0:
             changes.update(rounds=int(schedule[1]), local_epochs=int(schedule[2]))
             continue
         prefix = next((p for p in MODIFIERS if part.startswith(p)), None)
@@ -178,7 +178,8 @@ def train_variant(variant: str, sites: Sequence, pooled, config) -> dict:
         warmup_steps=config.train.warmup_steps if settings.warmup_steps is None else settings.warmup_steps,
     )
     if settings.base == "central":
-        return train_phase(start, PHASE, pooled, config, epochs=ROUNDS * LOCAL_EPOCHS, seed=config.seed).state
+        epochs = settings.rounds * settings.local_epochs
+        return train_phase(start, PHASE, pooled, config, epochs=epochs, seed=config.seed).state
     return fedavg(
         start, [pooled] if settings.base == "sliced" else sites, config, rounds=settings.rounds,
         local_epochs=settings.local_epochs, server_lr=settings.server_lr, momentum=settings.momentum,
