@@ -47,10 +47,11 @@ class DemoSize:
     resample_factor: int
 
 
+# Pretraining 8 rounds x 3 epochs: at 5 x 3 the heads still gained from more steps (benchmarks/README.md).
 FULL = DemoSize(
     subjects=48,
     test_subjects=48,
-    rounds={"pretrain": 5, "fim": 5, "fusion": 2},
+    rounds={"pretrain": 8, "fim": 5, "fusion": 2},
     local_epochs={"pretrain": 3, "fim": 3, "fusion": 2},
     resample_factor=2,
 )
