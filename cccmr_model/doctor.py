@@ -395,19 +395,24 @@ def _ping_worker(site: SiteConfig, path: Path) -> Check:
 
 
 def run_checks(site: SiteConfig) -> list[Check]:
-    steps: list[Callable[[], Check | list[Check]]] = [
-        check_python,
-        lambda: check_torch(site.device),
-        lambda: check_data(site),
-        lambda: check_cache(site),
-        lambda: check_worker(site),
-        lambda: check_root_certificate(site),
-        lambda: check_private_key(site),
-        lambda: check_superlink(site),
+    """Every check in order. A check that cannot import what it needs (a broken torch or numpy install, which
+    `check_torch` reports) fails with that reason, and the checks after it still run."""
+    steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
+        ("python", check_python),
+        ("torch + device", lambda: check_torch(site.device)),
+        ("dry ingest", lambda: check_data(site)),
+        ("cache path", lambda: check_cache(site)),
+        ("site worker", lambda: check_worker(site)),
+        ("root certificate", lambda: check_root_certificate(site)),
+        ("site key", lambda: check_private_key(site)),
+        ("superlink reachable", lambda: check_superlink(site)),
     ]
     checks: list[Check] = []
-    for step in steps:
-        result = step()
+    for name, step in steps:
+        try:
+            result = step()
+        except ImportError as exc:
+            result = Check(name, FAIL, f"could not run: {exc}", "install the project: pip install -e .")
         checks.extend(result if isinstance(result, list) else [result])
     return checks
 

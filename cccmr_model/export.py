@@ -29,12 +29,11 @@ from cccmr_model.errors import CccmrError
 from cccmr_model.metrics import class_names
 from cccmr_model.predict import CinePredictor
 from cccmr_model.release import Release
+from cccmr_model.runtime_options import DEFAULT_OPSET, check_opset
 
 log = logging.getLogger(__name__)
 INPUT_NAMES = ("cine_4ch", "cine_sax")
 OUTPUT_NAME = "probabilities"
-DEFAULT_OPSET = 17
-OPSETS = range(11, 21)  # the TorchScript exporter's opsets that export this model (index_put needs 11)
 TOLERANCE = 1e-4  # max abs difference of probabilities, onnxruntime vs PyTorch
 
 
@@ -53,12 +52,6 @@ def example_inputs(release: Release, batch: int, seed: int = 0) -> tuple[torch.T
     cine_4ch = torch.randn(batch, data.slices["cine_4ch"], *shape, generator=generator)  # B, 1, T, H, W
     cine_sax = torch.randn(batch, data.slices["cine_sax"], *shape, generator=generator)  # B, 3, T, H, W
     return cine_4ch, cine_sax
-
-
-def check_opset(opset: int) -> None:
-    """An opset the exporter can write this model in, else a one-line CccmrError."""
-    if opset not in OPSETS:
-        raise CccmrError(f"--opset {opset}: must be {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})")
 
 
 def export_onnx(release: Release, out: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:

@@ -29,11 +29,11 @@ from cccmr_model.data.preprocess import Preprocessed
 from cccmr_model.errors import CccmrError, DataError, not_utf8
 from cccmr_model.metrics import SUBTYPE_NAMES, class_names
 from cccmr_model.release import Release
+from cccmr_model.runtime_options import PRECISIONS
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ("subject_id", CINE_4CH, CINE_SAX)
-PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, fp32 on the CPU
 
 
 class CinePredictor(nn.Module):

@@ -7,8 +7,7 @@ import logging
 from pathlib import Path
 
 from cccmr_model.cli import check_writable_file
-from cccmr_model.export import DEFAULT_OPSET, TOLERANCE, check_opset, export_and_check
-from cccmr_model.release import load_release
+from cccmr_model.runtime_options import DEFAULT_OPSET, check_opset
 
 HELP = "export a release's cine-only predictor to ONNX (checked against PyTorch with onnxruntime)"
 log = logging.getLogger("cccmr.export")
@@ -26,6 +25,9 @@ def run(args: argparse.Namespace) -> int:
     check_opset(args.opset)
     out = args.out or args.release.resolve().with_name(args.release.resolve().name + ".onnx")
     check_writable_file(out, "--out")
+    from cccmr_model.export import TOLERANCE, export_and_check  # torch: not needed to build the parser
+    from cccmr_model.release import load_release
+
     release = load_release(args.release)
     report = export_and_check(release, out, opset=args.opset, check=not args.no_check)
     if report.checked_batches:

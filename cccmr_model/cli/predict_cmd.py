@@ -7,20 +7,16 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cccmr_model.cli import check_writable_file, check_writable_folder
 from cccmr_model.errors import CccmrError
-from cccmr_model.predict import (
-    PRECISIONS,
-    Prediction,
-    Predictor,
-    SubjectHook,
-    SubjectInputs,
-    predict_manifest,
-    write_predictions,
-)
-from cccmr_model.release import Release, load_release
+from cccmr_model.runtime_options import PRECISIONS
 from cccmr_model.sequences import CINE_4CH, CINE_SAX
+
+if TYPE_CHECKING:  # the modules themselves import torch, so `run` imports them: not needed to build the parser
+    from cccmr_model.predict import Prediction, SubjectHook, SubjectInputs
+    from cccmr_model.release import Release
 
 HELP = "screen a subject (or a manifest of subjects) from cine CMR alone with a published release"
 log = logging.getLogger("cccmr.predict")
@@ -65,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     for option, folder in (("--explain", args.explain), ("--dicom-out", args.dicom_out)):
         if folder is not None:
             check_writable_folder(folder, option)
+    from cccmr_model.predict import Predictor, predict_manifest, write_predictions
+    from cccmr_model.release import load_release
+
     release = load_release(args.release)
     log.info("release %s (%s, %s), content hash %s", args.release, release.config.name, release.config.task,
              release.content_hash[:12])  # fmt: skip

@@ -255,3 +255,41 @@ def test_example_site_config_worker_socket_parses(tmp_path: Path, deploy_dir: Pa
     path = tmp_path / "site.toml"
     path.write_text(text.replace("\n# worker-socket = ", "\nworker-socket = "))
     assert load_site_config(path).worker_socket == Path("/run/cccmr/anzhen/worker.sock")
+
+
+TORCH_BROKEN = """
+import sys
+sys.modules["torch"] = None  # as on a host whose torch install is broken: `import torch` raises ImportError
+from cccmr_model.cli import main
+sys.exit(main(["doctor", "--site-config", sys.argv[1]]))
+"""
+
+
+def test_doctor_reports_a_broken_torch_instead_of_crashing(site_dir, certs_dir, keys_dir, tls_server) -> None:
+    """The command line builds its parser without torch (`cccmr_model/runtime_options.py`), so the doctor gets to
+    say what is wrong, check by check, and the checks that need no torch still pass."""
+    import subprocess
+    import sys
+
+    config = _write_config(site_dir, certs_dir, keys_dir, tls_server)
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_BROKEN, str(config)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode != 0
+    assert "[FAIL] torch: torch not importable" in done.stdout
+    assert "[ OK ] root certificate" in done.stdout and "[ OK ] superlink reachable" in done.stdout
+    assert "NOT ready" in done.stdout
+
+
+def test_a_check_that_cannot_import_fails_and_the_rest_run(site_dir, certs_dir, keys_dir, monkeypatch) -> None:
+    import cccmr_model.doctor as doctor
+
+    def broken(site):
+        raise ImportError("libcudart.so.12: cannot open shared object file")
+
+    monkeypatch.setattr(doctor, "check_data", broken)
+    checks = {c.name: c for c in run_checks(load_site_config(_write_config(site_dir, certs_dir, keys_dir, 1)))}
+    assert checks["dry ingest"].status == FAIL
+    assert "could not run: libcudart.so.12" in checks["dry ingest"].detail
+    assert checks["cache path"].status == OK  # the checks after it ran
