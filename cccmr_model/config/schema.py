@@ -157,6 +157,7 @@ class TrainConfig:
     fsa_temperature: float = 1.0
     fsa_label_averaged: bool = True
     uncertainty_weighting: bool = True  # False = the "FIM without U-A" ablation (fixed weights of 1)
+    uncertainty_lr_scale: float = 1.0  # the U-A sigmas' learning rate = this x the phase's (schedule and all)
     phases: dict[str, PhaseConfig] = field(default_factory=_default_phases)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -173,6 +174,7 @@ class TrainConfig:
         _require(self.resample_factor >= 1, "resample_factor must be at least 1")
         _require(self.focal_gamma >= 0, "focal_gamma must be >= 0")
         _require(self.fsa_temperature > 0, "fsa_temperature must be positive")
+        _require(self.uncertainty_lr_scale > 0, "uncertainty_lr_scale must be positive")
         _require(set(self.phases) == set(PHASES), f"phases must name exactly {list(PHASES)}")
         _require(self.num_workers >= 0, "num_workers must be >= 0")
         _require(self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm must be positive")

@@ -237,7 +237,7 @@ def _train_steps(runner, model, optimizer, config, phase, steps, planned, lr_win
         lr = lr_at(window_progress(step, planned, lr_window), base_lr=base_lr, min_lr=config.train.min_lr,
                    warmup_fraction=warmup)  # fmt: skip
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         optimizer.zero_grad(set_to_none=True)
         if batch is None:  # an empty Poisson draw still takes a (noise-only) step
             for p in params:

@@ -76,16 +76,23 @@ def autocast_for(device: torch.device, config: ExperimentConfig) -> Callable[[],
 
 
 def make_optimizer(model: CCCMRModel, config: ExperimentConfig, phase: str, device: torch.device):
-    """AdamW over the trainable parameters; matrices decay, vectors, norms, biases and sigmas do not (nanoGPT)."""
+    """AdamW over the trainable parameters; matrices decay, vectors, norms, biases and sigmas do not (nanoGPT).
+    Each group's `lr_scale` multiplies the scheduled learning rate: `train.uncertainty_lr_scale` for the sigmas."""
     skip = model.no_weight_decay()
-    decay, no_decay = [], []
+    decay, no_decay, sigmas = [], [], []
     for name, param in model.named_parameters():
-        if param.requires_grad:
+        if not param.requires_grad:
+            continue
+        if name.startswith("uncertainty."):
+            sigmas.append(param)
+        else:
             (decay if param.ndim >= 2 and name not in skip else no_decay).append(param)
     groups = [
-        {"params": decay, "weight_decay": config.train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": config.train.weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": sigmas, "weight_decay": 0.0, "lr_scale": config.train.uncertainty_lr_scale},
     ]
+    groups = [group for group in groups if group["params"]]
     return torch.optim.AdamW(groups, lr=config.train.phase_lr(phase), fused=device.type == "cuda")
 
 
@@ -204,7 +211,7 @@ def _train_epochs(loop: _PhaseLoop, history: list[dict[str, float]]) -> None:
                 warmup_fraction=warmup,
             )
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             with loop.autocast():
                 loss, terms, heads = loop.runner.loss(batch)
             optimizer.zero_grad(set_to_none=True)

@@ -255,11 +255,13 @@ def test_weight_decay_spares_norms_biases_position_tables_and_sigmas(model: CCCM
     config = load_config("tiny")
     for param in model.parameters():
         param.requires_grad_(True)
-    decay, no_decay = make_optimizer(model, config, "fim", torch.device("cpu")).param_groups
+    decay, no_decay, sigmas = make_optimizer(model, config, "fim", torch.device("cpu")).param_groups
     assert decay["weight_decay"] == config.train.weight_decay > 0 and no_decay["weight_decay"] == 0.0
+    assert sigmas["weight_decay"] == 0.0 and sigmas["lr_scale"] == config.train.uncertainty_lr_scale
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
-    spared = {names[id(p)] for p in no_decay["params"]}
+    spared = {names[id(p)] for p in no_decay["params"]} | {names[id(p)] for p in sigmas["params"]}
+    assert {names[id(p)] for p in sigmas["params"]} == {"uncertainty.log_sigma"}
     assert decayed.isdisjoint(spared) and decayed | spared == set(names.values())
     for name in spared:
         assert (

@@ -50,6 +50,16 @@ def test_fim_trains_sigmas_and_encoders_not_fusion(fast, config, cohort, pretrai
     assert result.metrics["lr"] > 0.5 * config.train.lr  # a window of the first half stays above the midpoint
 
 
+def test_the_sigmas_learning_rate_scale_moves_them_further(fast, config, cohort, pretrained) -> None:
+    """`train.uncertainty_lr_scale` multiplies the sigmas' scheduled learning rate (AdamW: steps of about lr)."""
+    moved = {}
+    for scale in (1.0, 30.0):
+        scaled = load_config("tiny", [*fast, f"train.uncertainty_lr_scale={scale}"])
+        result = train_phase(pretrained.state, "fim", cohort, scaled, epochs=1, seed=0)
+        moved[scale] = (result.state["uncertainty.log_sigma"] - pretrained.state["uncertainty.log_sigma"]).abs()
+    assert moved[30.0].max() > 10 * moved[1.0].max() > 0
+
+
 @pytest.mark.parametrize(("phase", "epochs"), [("pretrain", 2), ("fusion", 3)])
 def test_resumed_run_equals_uninterrupted_run(fast, config, cohort, pretrained, tmp_path, monkeypatch, phase, epochs):
     start = pretrained.state if phase == "fusion" else None
