@@ -137,7 +137,7 @@ def settings_section(summary: Mapping[str, Any]) -> list[str]:
     lines.append(_table(["site", "subjects", "patients (label 1)", "subjects without LGE"], site_rows))
     times = [[step, _seconds(sec)] for step, sec in summary["wall_times"].items()]
     if "total_seconds" in summary:
-        times.append(["**total** (including the SuperLink's start and stop)", _seconds(summary["total_seconds"])])
+        times.append(["total (including the SuperLink's start and stop)", _seconds(summary["total_seconds"])])
     lines.append("Wall times:\n")
     lines.append(_table(["step", "wall time"], times))
     machine = summary["machine"]
