@@ -37,11 +37,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.federation_gap import BENCH, HEADS, cohort, head_aucs, site_train_sets, train_variant  # noqa: E402
+from benchmarks.phantom_ceiling import BLOOD_Z, DISC  # noqa: E402  (the image features' disc and blood level)
 
 log = logging.getLogger("cccmr.bench.auxiliary")
-
-DISC = {"cine_sax": 0.3, "cine_4ch": 0.4}  # central disc radius, fraction of the image side (phantom_ceiling.py)
-BLOOD_Z = 1.0  # bright blood pool in the z-scored cine
 
 
 def area_curve(clip: Tensor, radius: float) -> Tensor:

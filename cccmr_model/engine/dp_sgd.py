@@ -46,7 +46,7 @@ from cccmr_model.engine.dp_accounting import PrivacyLedger
 from cccmr_model.engine.loading import cpu_state, load_checked, resolve_device, to_device, without_pretrained
 from cccmr_model.engine.runners import FusionRunner, make_loader
 from cccmr_model.engine.schedule import check_lr_window, lr_at, warmup_fraction, window_progress
-from cccmr_model.engine.train import PhaseResult, check_finite_epoch, make_optimizer
+from cccmr_model.engine.train import PhaseResult, check_finite_epoch, make_optimizer, set_learning_rate
 from cccmr_model.errors import ConfigError, DataError
 from cccmr_model.losses import focal_loss
 from cccmr_model.model import CCCMRModel, build_model, set_trainable
@@ -236,8 +236,7 @@ def _train_steps(runner, model, optimizer, config, phase, steps, planned, lr_win
     for step, batch in enumerate(runner.batches(draws, rng)):
         lr = lr_at(window_progress(step, planned, lr_window), base_lr=base_lr, min_lr=config.train.min_lr,
                    warmup_fraction=warmup)  # fmt: skip
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
+        set_learning_rate(optimizer, lr)
         optimizer.zero_grad(set_to_none=True)
         if batch is None:  # an empty Poisson draw still takes a (noise-only) step
             for p in params:

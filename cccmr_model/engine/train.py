@@ -75,6 +75,12 @@ def autocast_for(device: torch.device, config: ExperimentConfig) -> Callable[[],
     return nullcontext
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The scheduled learning rate `lr` on every parameter group, times the group's `lr_scale` (make_optimizer)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+
+
 def make_optimizer(model: CCCMRModel, config: ExperimentConfig, phase: str, device: torch.device):
     """AdamW over the trainable parameters; matrices decay, vectors, norms, biases and sigmas do not (nanoGPT).
     Each group's `lr_scale` multiplies the scheduled learning rate: `train.uncertainty_lr_scale` for the sigmas."""
@@ -210,8 +216,7 @@ def _train_epochs(loop: _PhaseLoop, history: list[dict[str, float]]) -> None:
                 min_lr=config.train.min_lr,
                 warmup_fraction=warmup,
             )
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
+            set_learning_rate(optimizer, lr)
             with loop.autocast():
                 loss, terms, heads = loop.runner.loss(batch)
             optimizer.zero_grad(set_to_none=True)
