@@ -114,12 +114,16 @@ class AugmentConfig:
     # Shift as a fraction of the image side, so that it means the same at 64 px as at 224 px (0.036 = 8 px of 224;
     # a shift in pixels sized for 224 px moved the heart by an eighth of a 64 px image).
     max_shift_fraction: float = 0.036
+    # Zoom about the centre by a factor drawn log-uniformly in [1 / (1 + z), 1 + z]: hearts of another size in the
+    # field of view (anatomy, a generator's or scanner's scale); 0 = none.
+    max_zoom: float = 0.0
     flip_prob: float = 0.5
     intensity_jitter: float = 0.1
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.max_rotation_deg <= 180.0, "max_rotation_deg must be in [0, 180]")
         _require(0.0 <= self.max_shift_fraction <= 0.5, "max_shift_fraction must be in [0, 0.5]")
+        _require(0.0 <= self.max_zoom <= 1.0, "max_zoom must be in [0, 1]")
         _require(0.0 <= self.flip_prob <= 1.0, "flip_prob must be in [0, 1]")
         _require(self.intensity_jitter >= 0.0, "intensity_jitter must be >= 0")
 

@@ -1,8 +1,8 @@
 """Augmentation a cine series survives, applied alike to every slice (and frame) of one sequence.
 
 Per sequence one set of parameters is drawn: a cyclic temporal offset (a cine covers one cardiac cycle, so rolling
-the frames gives another valid cine), a small rotation and a shift sized as a fraction of the image (edge pixels
-repeated where the image moves in, not a fill value), a left-right flip and an intensity jitter
+the frames gives another valid cine), a small rotation, a zoom about the centre and a shift sized as a fraction of
+the image (edge pixels repeated where the image moves in, not a fill value), a left-right flip and an intensity jitter
 (scale and offset on the z-scored intensities). An absent LGE (zeros, `has_lge` false) is left untouched.
 All randomness comes from the `torch.Generator` passed in, so a (sample, seed) pair always gives the same result.
 """
@@ -34,14 +34,17 @@ def _base_grid(height: int, width: int) -> torch.Tensor:
     return torch.stack([xx, yy, torch.ones_like(xx)], dim=-1)  # H, W, 3
 
 
-def affine_grid_2d(angle_deg: float, shift_px: tuple[float, float], size: tuple[int, int]) -> torch.Tensor:
-    """Sampling grid (1, H, W, 2) rotating by `angle_deg` about the centre and shifting by (dx, dy) pixels.
+def affine_grid_2d(
+    angle_deg: float, shift_px: tuple[float, float], size: tuple[int, int], zoom: float = 1.0
+) -> torch.Tensor:
+    """Sampling grid (1, H, W, 2) rotating by `angle_deg` and zooming by `zoom` (> 1: content larger) about the
+    centre, then shifting by (dx, dy) pixels.
 
     Equal to `F.affine_grid(theta, align_corners=False)`, with the base grid cached per image size.
     """
     height, width = size
     angle = math.radians(angle_deg)
-    cos, sin = math.cos(angle), math.sin(angle)
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
     dx, dy = shift_px
     theta = torch.tensor([[cos, -sin, -2.0 * dx / width], [sin, cos, -2.0 * dy / height]], dtype=torch.float32)
     return (_base_grid(height, width) @ theta.T).unsqueeze(0)  # 1, H, W, 2
@@ -57,12 +60,13 @@ def augment_volume(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generat
     dx = _uniform(generator, -cfg.max_shift_fraction, cfg.max_shift_fraction) * width
     dy = _uniform(generator, -cfg.max_shift_fraction, cfg.max_shift_fraction) * height
     shift = (dx, dy)
+    zoom = math.exp(_uniform(generator, -math.log1p(cfg.max_zoom), math.log1p(cfg.max_zoom))) if cfg.max_zoom else 1.0
     flip = float(torch.rand((), generator=generator)) < cfg.flip_prob
     scale = 1.0 + _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
     bias = _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
-    if angle != 0.0 or shift != (0.0, 0.0):
+    if angle != 0.0 or shift != (0.0, 0.0) or zoom != 1.0:
         flat = x.reshape(1, -1, height, width).float()  # 1, S*T, H, W
-        grid = affine_grid_2d(angle, shift, (height, width))
+        grid = affine_grid_2d(angle, shift, (height, width), zoom)
         x = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(x.shape)
     if flip:
         x = torch.flip(x, dims=(-1,))

@@ -88,3 +88,22 @@ def test_shift_is_a_fraction_of_the_image_side() -> None:
         moved[size] = (centre - (size - 1) / 2) / size  # fraction of the side
     assert moved[32].abs().max() > 0.02  # it moved
     assert torch.allclose(moved[32], moved[64], atol=0.02)
+
+
+def test_zoom_enlarges_or_shrinks_a_centred_disc_and_zero_zoom_draws_nothing() -> None:
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    disc = ((xx**2 + yy**2) < 0.25).float().expand(1, 8, 64, 64).clone()  # S=1, T=8
+    still = {"temporal_offset": False, "max_rotation_deg": 0.0, "max_shift_fraction": 0.0, "flip_prob": 0.0,
+             "intensity_jitter": 0.0}  # fmt: skip
+    areas = []
+    for seed in range(12):
+        out = augment_volume(
+            disc, AugmentConfig(max_zoom=0.3, **still), torch.Generator().manual_seed(seed), temporal=True
+        )
+        areas.append(float((out > 0.5).float().mean() / disc.mean()))
+    assert min(areas) < 0.9 and max(areas) > 1.1  # both directions
+    assert min(areas) > 1 / 1.3**2 - 0.05 and max(areas) < 1.3**2 + 0.05  # within the drawn range
+    # without zoom the draws after it are the same as before the key existed
+    a = augment_sample(_sample(), AugmentConfig(), torch.Generator().manual_seed(3))
+    b = augment_sample(_sample(), AugmentConfig(max_zoom=0.0), torch.Generator().manual_seed(3))
+    assert torch.equal(a["cine_sax"], b["cine_sax"])
