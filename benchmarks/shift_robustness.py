@@ -25,22 +25,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from cccmr_model.engine.augment import affine_grid_2d  # noqa: E402
+from cccmr_model.data.preprocess import zscore  # noqa: E402
+from cccmr_model.engine.augment import affine_warp  # noqa: E402
 from cccmr_model.sequences import CINE_SEQUENCES  # noqa: E402
 
 Shift = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]  # (S, T, H, W) z-scored -> same shape
 
 
 def zscored(x: torch.Tensor) -> torch.Tensor:
-    std = float(x.std())
-    return (x - x.mean()) / (std if std > 1e-6 else 1.0)
+    """Ingestion's z-score, on a tensor."""
+    return torch.from_numpy(zscore(x.numpy()))
 
 
 def unit_range(x: torch.Tensor) -> torch.Tensor:
@@ -54,18 +55,10 @@ def gamma(power: float) -> Shift:
 
 
 def blur(sigma_px: float) -> Shift:
-    radius = math.ceil(3 * sigma_px)
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma_px) ** 2)
-    taps = taps / taps.sum()
-
-    def apply(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        s, t, h, w = x.shape
-        flat = x.reshape(s * t, 1, h, w)
-        flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), taps.view(1, 1, 1, -1))
-        flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), taps.view(1, 1, -1, 1))
-        return zscored(flat.reshape(s, t, h, w))
-
-    return apply
+    """An in-plane Gaussian blur of `sigma_px` pixels (edges repeated)."""
+    return lambda x, rng: zscored(
+        torch.from_numpy(ndimage.gaussian_filter(x.numpy(), (0, 0, sigma_px, sigma_px), mode="nearest"))
+    )
 
 
 def noise(std: float) -> Shift:
@@ -89,15 +82,11 @@ def warp(zoom: float = 1.0, angle_deg: float = 0.0, offset_fraction: float = 0.0
     """Zoom (>1: the heart larger) and rotate about the centre, then move by `offset_fraction` of the side."""
 
     def apply(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        s, t, h, w = x.shape
+        h, w = x.shape[-2:]
         direction = rng.uniform(0, 2 * math.pi)
         shift = (offset_fraction * w * math.cos(direction), offset_fraction * h * math.sin(direction))
         sign = 1.0 if rng.random() < 0.5 else -1.0
-        grid = affine_grid_2d(sign * angle_deg, shift, (h, w), zoom)  # 1, H, W, 2
-        flat = F.grid_sample(
-            x.reshape(1, s * t, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False
-        )
-        return zscored(flat.reshape(s, t, h, w))
+        return zscored(affine_warp(x, sign * angle_deg, shift, zoom))
 
     return apply
 
@@ -188,7 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", nargs="+", default=["fim-ua"], help="runs whose release to score")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict[str, dict[int, dict[str, float]]] = {run: {} for run in args.runs}
     for seed in args.seeds:
         seed_dir = args.ablation / f"seed-{seed}"

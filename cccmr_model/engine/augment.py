@@ -50,6 +50,14 @@ def affine_grid_2d(
     return (_base_grid(height, width) @ theta.T).unsqueeze(0)  # 1, H, W, 2
 
 
+def affine_warp(x: torch.Tensor, angle_deg: float, shift_px: tuple[float, float], zoom: float = 1.0) -> torch.Tensor:
+    """Every image of x (..., H, W) rotated, zoomed and shifted alike (`affine_grid_2d`), bilinear, edges repeated."""
+    height, width = x.shape[-2:]
+    flat = x.reshape(1, -1, height, width).float()  # 1, N, H, W
+    grid = affine_grid_2d(angle_deg, shift_px, (height, width), zoom)
+    return F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(x.shape)
+
+
 def augment_volume(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, *, temporal: bool) -> torch.Tensor:
     """Augment one sequence: x (S, T, H, W) for cine (`temporal`), (S, H, W) for LGE; same draw for all slices."""
     height, width = x.shape[-2:]
@@ -65,9 +73,7 @@ def augment_volume(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generat
     scale = 1.0 + _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
     bias = _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
     if angle != 0.0 or shift != (0.0, 0.0) or zoom != 1.0:
-        flat = x.reshape(1, -1, height, width).float()  # 1, S*T, H, W
-        grid = affine_grid_2d(angle, shift, (height, width), zoom)
-        x = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(x.shape)
+        x = affine_warp(x, angle, shift, zoom)
     if flip:
         x = torch.flip(x, dims=(-1,))
     return x.mul(scale).add_(bias)
