@@ -117,6 +117,9 @@ class AugmentConfig:
     # Zoom about the centre by a factor drawn log-uniformly in [1 / (1 + z), 1 + z]: hearts of another size in the
     # field of view (anatomy, a generator's or scanner's scale); 0 = none.
     max_zoom: float = 0.0
+    # LGE's rotation, shift and zoom are the draws above times this: LGE only guides training (the release reads
+    # cine alone), so it can keep a milder geometry than the cine it should make robust. 1 = as cine.
+    lge_geometry_scale: float = 1.0
     flip_prob: float = 0.5
     intensity_jitter: float = 0.1
 
@@ -124,6 +127,7 @@ class AugmentConfig:
         _require(0.0 <= self.max_rotation_deg <= 180.0, "max_rotation_deg must be in [0, 180]")
         _require(0.0 <= self.max_shift_fraction <= 0.5, "max_shift_fraction must be in [0, 0.5]")
         _require(0.0 <= self.max_zoom <= 1.0, "max_zoom must be in [0, 1]")
+        _require(0.0 <= self.lge_geometry_scale <= 1.0, "lge_geometry_scale must be in [0, 1]")
         _require(0.0 <= self.flip_prob <= 1.0, "flip_prob must be in [0, 1]")
         _require(self.intensity_jitter >= 0.0, "intensity_jitter must be >= 0")
 

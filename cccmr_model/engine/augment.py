@@ -58,17 +58,23 @@ def affine_warp(x: torch.Tensor, angle_deg: float, shift_px: tuple[float, float]
     return F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(x.shape)
 
 
-def augment_volume(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, *, temporal: bool) -> torch.Tensor:
-    """Augment one sequence: x (S, T, H, W) for cine (`temporal`), (S, H, W) for LGE; same draw for all slices."""
+def augment_volume(
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator, *, temporal: bool, geometry_scale: float = 1.0
+) -> torch.Tensor:
+    """Augment one sequence: x (S, T, H, W) for cine (`temporal`), (S, H, W) for LGE; same draw for all slices.
+
+    `geometry_scale` multiplies the drawn rotation, shift and log-zoom (the draws themselves are unchanged).
+    """
     height, width = x.shape[-2:]
     if temporal and cfg.temporal_offset:
         offset = int(torch.randint(0, x.shape[1], (), generator=generator))
         x = torch.roll(x, shifts=offset, dims=1)  # S, T, H, W
-    angle = _uniform(generator, -cfg.max_rotation_deg, cfg.max_rotation_deg)
-    dx = _uniform(generator, -cfg.max_shift_fraction, cfg.max_shift_fraction) * width
-    dy = _uniform(generator, -cfg.max_shift_fraction, cfg.max_shift_fraction) * height
+    angle = _uniform(generator, -cfg.max_rotation_deg, cfg.max_rotation_deg) * geometry_scale
+    dx = _uniform(generator, -cfg.max_shift_fraction, cfg.max_shift_fraction) * width * geometry_scale
+    dy = _uniform(generator, -cfg.max_shift_fraction, cfg.max_shift_fraction) * height * geometry_scale
     shift = (dx, dy)
-    zoom = math.exp(_uniform(generator, -math.log1p(cfg.max_zoom), math.log1p(cfg.max_zoom))) if cfg.max_zoom else 1.0
+    log_zoom = _uniform(generator, -math.log1p(cfg.max_zoom), math.log1p(cfg.max_zoom)) if cfg.max_zoom else 0.0
+    zoom = math.exp(log_zoom * geometry_scale)
     flip = float(torch.rand((), generator=generator)) < cfg.flip_prob
     scale = 1.0 + _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
     bias = _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
@@ -85,7 +91,9 @@ def augment_sample(sample: Sample, cfg: AugmentConfig, generator: torch.Generato
     for seq in CINE_SEQUENCES:
         out[seq] = augment_volume(sample[seq], cfg, generator, temporal=True)
     if bool(sample["has_lge"]):
-        out[LGE_SAX] = augment_volume(sample[LGE_SAX], cfg, generator, temporal=False)
+        out[LGE_SAX] = augment_volume(
+            sample[LGE_SAX], cfg, generator, temporal=False, geometry_scale=cfg.lge_geometry_scale
+        )
     return out
 
 

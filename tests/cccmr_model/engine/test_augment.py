@@ -107,3 +107,42 @@ def test_zoom_enlarges_or_shrinks_a_centred_disc_and_zero_zoom_draws_nothing() -
     a = augment_sample(_sample(), AugmentConfig(), torch.Generator().manual_seed(3))
     b = augment_sample(_sample(), AugmentConfig(max_zoom=0.0), torch.Generator().manual_seed(3))
     assert torch.equal(a["cine_sax"], b["cine_sax"])
+
+
+def test_lge_geometry_scale_scales_only_the_lge_geometry_and_keeps_every_draw() -> None:
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    disc = ((xx**2 + yy**2) < 0.16).float()  # H, W
+    sample = {
+        "cine_4ch": disc.expand(1, 8, 64, 64).clone(),
+        "cine_sax": disc.expand(3, 8, 64, 64).clone(),
+        "lge_sax": disc.expand(6, 64, 64).clone(),
+        "has_lge": torch.tensor(True),
+        "label": torch.tensor(1),
+        "subtype": torch.tensor(0),
+    }
+    geometry = {"max_rotation_deg": 0.0, "max_shift_fraction": 0.2, "max_zoom": 0.0, "flip_prob": 0.0,
+                "intensity_jitter": 0.0}  # fmt: skip
+
+    def centroid_x(img: torch.Tensor) -> float:  # img (H, W), in pixels from the centre
+        return float((img * torch.arange(64.0)).sum() / img.sum()) - 31.5
+
+    shifts = []
+    for seed in range(4):
+        out = {
+            scale: augment_sample(
+                sample, AugmentConfig(lge_geometry_scale=scale, **geometry), torch.Generator().manual_seed(seed)
+            )
+            for scale in (0.0, 0.5, 1.0)
+        }
+        for scale in (0.0, 0.5):  # cine draws and results do not depend on the LGE's scale
+            assert torch.equal(out[scale]["cine_sax"], out[1.0]["cine_sax"])
+            assert torch.equal(out[scale]["cine_4ch"], out[1.0]["cine_4ch"])
+        assert torch.equal(out[0.0]["lge_sax"], sample["lge_sax"])  # no geometry at all
+        full, half = centroid_x(out[1.0]["lge_sax"][0]), centroid_x(out[0.5]["lge_sax"][0])
+        assert abs(half - full / 2) < 0.3  # half the shift
+        shifts.append(abs(full))
+    assert max(shifts) > 3.0  # the full-scale LGE did move
+    # scale 1 is bit-for-bit what the shipped augmentation drew before the key existed: one uniform per parameter
+    g = torch.Generator().manual_seed(7)
+    ref = augment_sample(_sample(), AugmentConfig(), torch.Generator().manual_seed(7))
+    assert torch.equal(augment_sample(_sample(), AugmentConfig(lge_geometry_scale=1.0), g)["lge_sax"], ref["lge_sax"])
