@@ -77,6 +77,10 @@ class DataConfig:
     # field_of_view_mm / image_size mm.
     crop: Literal["heart", "centre"] = "heart"
     field_of_view_mm: float = 160.0
+    # Turn each series in-plane by a multiple of 90 degrees to the standard display (SAX: patient left to the image
+    # right, inferior down; 4CH: apex up), read from ImageOrientationPatient (data/orientation.py); false keeps
+    # the scanner's pixel order.
+    display_orientation: bool = True
     frames: int = 16  # frames resampled over one cardiac cycle
     slices: dict[str, int] = field(default_factory=lambda: {"cine_4ch": 1, "cine_sax": 3, "lge_sax": 6})
     clip_percentiles: tuple[float, float] = (0.1, 99.9)

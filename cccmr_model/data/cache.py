@@ -26,7 +26,9 @@ from cccmr_model.data.dicom_reader import list_series_files
 from cccmr_model.data.manifest import SeriesRef
 
 CACHE_VERSION = 1
-PIPELINE_VERSION = 3  # bump when preprocessing changes what it writes or accepts (3: a stacked 4CH is refused)
+# Bump when preprocessing changes what it writes or accepts (3: a stacked 4CH is refused; 4: series are turned to
+# the standard display, `data.display_orientation`).
+PIPELINE_VERSION = 4
 INDEX_NAME = "index.json"
 REPORT_NAME = "ingest-report.json"
 SUMMARY_NAME = "ingest-summary.txt"
@@ -40,6 +42,7 @@ def preprocessing_settings(config: DataConfig, sequence: str) -> dict[str, Any]:
         "image_size": config.image_size,
         "crop": config.crop,
         "field_of_view_mm": config.field_of_view_mm,
+        "display_orientation": config.display_orientation,
         "frames": config.frames,
         "slices": config.slices[sequence],
         "clip_percentiles": list(config.clip_percentiles),
