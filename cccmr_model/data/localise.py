@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from cccmr_model.data.orientation import to_display_orientation
 from cccmr_model.data.series import Series
 from cccmr_model.sequences import CINE_4CH, CINE_SAX
 
@@ -322,9 +323,14 @@ def carry_point(series: Series, point: Sequence[float] | None) -> HeartCentre | 
 
 
 def choose_centre(series: Series, sequence: str, crop: str, sax_point: Sequence[float] | None = None) -> HeartCentre:
-    """The crop centre of a series: SAX by its motion, 4CH by the SAX point or its own motion, LGE by the SAX point."""
+    """The crop centre of a series: SAX by its motion, 4CH by the SAX point or its own motion, LGE by the SAX point.
+
+    The series is searched in its standard display order (`orientation`), so the point found does not depend on the
+    order the scanner stored the pixels in.
+    """
     if crop != "heart":
         return HeartCentre(None, CENTRE, reason="crop: centre")
+    series, _ = to_display_orientation(series, sequence)
     if sequence == CINE_SAX:
         return locate_heart(series, SAX_MOTION)
     carried = carry_point(series, sax_point)

@@ -1,0 +1,111 @@
+"""Does a release still screen when a scanner stores the same study a quarter turn away?
+
+`python benchmarks/stored_orientation.py --ablation DIR [--seeds 0 1 2] [--run fim-ua]`
+
+Scanners store one view in different pixel orders (the Sunnybrook feet-first study arrives a quarter turn from the
+head-first one). This benchmark reads the phantom's held-out test subjects of a finished `phantom_ablation.py`
+folder (`DIR/seed-S/data/test`), turns both cine series by k = 0..3 quarter turns with their geometry
+(`rotate_quarter_turns`: pixels and ImageOrientationPatient / ImagePositionPatient together, as such a scanner
+writes them), and scores each version with the release (`DIR/seed-S/<run>/release`) through prediction's own path
+(localisation, `preprocess_series`, the release's config) twice: with `data.display_orientation` (ingestion turns
+the series back to the standard display) and without it (the stored pixel order). Test AUC per turn, setting and
+seed; writes `DIR/stored-orientation.md` and `.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from cccmr_model.data import load_series, preprocess_series  # noqa: E402
+from cccmr_model.data.localise import choose_centre  # noqa: E402
+from cccmr_model.data.orientation import rotate_quarter_turns  # noqa: E402
+from cccmr_model.data.series import Series  # noqa: E402
+from cccmr_model.metrics import roc_auc  # noqa: E402
+from cccmr_model.predict import Predictor, parse_series_ref, predict_arrays  # noqa: E402
+from cccmr_model.sequences import CINE_4CH, CINE_SAX  # noqa: E402
+
+SETTINGS = {"turned back (display_orientation)": True, "as stored": False}
+TURNS = (0, 1, 2, 3)
+
+
+def subject_inputs(predictor: Predictor, sax: Series, four: Series, display: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(4CH (1, 1, T, H, W), SAX (1, 3, T, H, W)) as `cccmr predict` makes them, with `display_orientation`."""
+    data = replace(predictor.config.data, display_orientation=display)
+    centre = choose_centre(sax, CINE_SAX, data.crop)
+    four_centre = choose_centre(four, CINE_4CH, data.crop, centre.point_mm if centre.ok else None)
+    x_sax = preprocess_series(sax, CINE_SAX, data, centre.point_mm).array[None]
+    x_four = preprocess_series(four, CINE_4CH, data, four_centre.point_mm).array[None]
+    return x_four, x_sax
+
+
+def orientation_scores(release_dir: Path, test_data: Path) -> tuple[dict[str, dict[int, np.ndarray]], np.ndarray]:
+    """P(cardiomyopathy) per setting and quarter turn (subjects in manifest order), and the labels, for the release
+    at `release_dir` on the test site at `test_data`."""
+    from cccmr_model.release import load_release
+
+    predictor = Predictor(load_release(release_dir), device="cpu", precision="fp32")
+    with (test_data / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = np.array([int(row["label"]) for row in rows])
+    scores = {name: {k: np.zeros(len(rows)) for k in TURNS} for name in SETTINGS}
+    for i, row in enumerate(rows):
+        sax = load_series(*parse_series_ref(row[CINE_SAX], test_data))
+        four = load_series(*parse_series_ref(row[CINE_4CH], test_data))
+        for k in TURNS:
+            turned_sax, turned_four = rotate_quarter_turns(sax, k), rotate_quarter_turns(four, k)
+            for name, display in SETTINGS.items():
+                x_four, x_sax = subject_inputs(predictor, turned_sax, turned_four, display)
+                scores[name][k][i] = predict_arrays(predictor.module, x_four, x_sax, predictor.device)[0, 1]
+    return scores, labels
+
+
+def orientation_aucs(release_dir: Path, test_data: Path) -> dict[str, dict[int, float]]:
+    """Test AUC per setting and quarter turn (`orientation_scores`)."""
+    scores, labels = orientation_scores(release_dir, test_data)
+    return {name: {k: roc_auc(scores[name][k], labels) for k in TURNS} for name in SETTINGS}
+
+
+def table(results: dict[int, dict[str, dict[int, float]]]) -> str:
+    """Markdown: one row per (setting, turn), the AUC of each seed and the mean."""
+    seeds = sorted(results)
+    lines = ["| pixels | stored turned by | AUC per seed | mean |", "|---|---|---|---|"]
+    for name in SETTINGS:
+        for k in TURNS:
+            per_seed = [results[s][name][k] for s in seeds]
+            cells = " / ".join(f"{a:.3f}" for a in per_seed)
+            lines.append(f"| {name} | {90 * k} deg | {cells} | {np.mean(per_seed):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ablation", required=True, type=Path, help="a finished phantom_ablation.py --out folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--run", default="fim-ua", help="the run whose release to score")
+    args = parser.parse_args(argv)
+    results: dict[int, dict[str, dict[int, float]]] = {}
+    for seed in args.seeds:
+        seed_dir = args.ablation / f"seed-{seed}"
+        results[seed] = orientation_aucs(seed_dir / args.run / "release", seed_dir / "data" / "test")
+        print(f"seed {seed}: {json.dumps(results[seed])}", flush=True)
+    text = table(results)
+    (args.ablation / "stored-orientation.md").write_text(text)
+    (args.ablation / "stored-orientation.json").write_text(json.dumps(results, indent=1))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
