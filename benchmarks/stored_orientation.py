@@ -1,15 +1,16 @@
-"""Does a release still screen when a scanner stores the same study a quarter turn away?
+"""Does a release still screen when a scanner stores the same study turned or mirrored?
 
 `python benchmarks/stored_orientation.py --ablation DIR [--seeds 0 1 2] [--run fim-ua]`
 
 Scanners store one view in different pixel orders (the Sunnybrook feet-first study arrives a quarter turn from the
-head-first one). This benchmark reads the phantom's held-out test subjects of a finished `phantom_ablation.py`
-folder (`DIR/seed-S/data/test`), turns both cine series by k = 0..3 quarter turns with their geometry
-(`rotate_quarter_turns`: pixels and ImageOrientationPatient / ImagePositionPatient together, as such a scanner
-writes them), and scores each version with the release (`DIR/seed-S/<run>/release`) through prediction's own path
-(localisation, `preprocess_series`, the release's config) twice: with `data.display_orientation` (ingestion turns
-the series back to the standard display) and without it (the stored pixel order). Test AUC per turn, setting and
-seed; writes `DIR/stored-orientation.md` and `.json`.
+head-first one; a mirrored order is as valid DICOM). This benchmark reads the phantom's held-out test subjects of a
+finished `phantom_ablation.py` folder (`DIR/seed-S/data/test`), stores both cine series in each of the eight pixel
+orders (0-3 quarter turns, with or without a mirror; `reorder_pixels`: pixels, slice order and
+ImageOrientationPatient / ImagePositionPatient together, as such a scanner writes them), and scores each version
+with the release (`DIR/seed-S/<run>/release`) through prediction's own path (localisation, `preprocess_series`, the
+release's config) twice: with `data.display_orientation` (ingestion reorders the series to the standard display)
+and without it (the stored pixel order). Test AUC per order, setting and seed; writes `DIR/stored-orientation.md`
+and `.json`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 from cccmr_model.data import load_series, preprocess_series  # noqa: E402
 from cccmr_model.data.localise import choose_centre  # noqa: E402
-from cccmr_model.data.orientation import rotate_quarter_turns  # noqa: E402
+from cccmr_model.data.orientation import ORDERS, DisplayOrder, reorder_pixels  # noqa: E402
 from cccmr_model.data.series import Series  # noqa: E402
 from cccmr_model.metrics import roc_auc  # noqa: E402
 from cccmr_model.predict import Predictor, parse_series_ref, predict_arrays  # noqa: E402
 from cccmr_model.sequences import CINE_4CH, CINE_SAX  # noqa: E402
 
-SETTINGS = {"turned back (display_orientation)": True, "as stored": False}
-TURNS = (0, 1, 2, 3)
+SETTINGS = {"display order (display_orientation)": True, "as stored": False}
+
+
+def order_name(order: DisplayOrder) -> str:
+    return f"{90 * order.turns} deg" + (", mirrored" if order.mirrored else "")
 
 
 def subject_inputs(predictor: Predictor, sax: Series, four: Series, display: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -59,33 +63,34 @@ def orientation_scores(release_dir: Path, test_data: Path) -> tuple[dict[str, di
     with (test_data / "manifest.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     labels = np.array([int(row["label"]) for row in rows])
-    scores = {name: {k: np.zeros(len(rows)) for k in TURNS} for name in SETTINGS}
+    scores = {name: {order_name(o): np.zeros(len(rows)) for o in ORDERS} for name in SETTINGS}
     for i, row in enumerate(rows):
         sax = load_series(*parse_series_ref(row[CINE_SAX], test_data))
         four = load_series(*parse_series_ref(row[CINE_4CH], test_data))
-        for k in TURNS:
-            turned_sax, turned_four = rotate_quarter_turns(sax, k), rotate_quarter_turns(four, k)
+        for order in ORDERS:
+            stored_sax, stored_four = reorder_pixels(sax, order), reorder_pixels(four, order)
             for name, display in SETTINGS.items():
-                x_four, x_sax = subject_inputs(predictor, turned_sax, turned_four, display)
-                scores[name][k][i] = predict_arrays(predictor.module, x_four, x_sax, predictor.device)[0, 1]
+                x_four, x_sax = subject_inputs(predictor, stored_sax, stored_four, display)
+                p = predict_arrays(predictor.module, x_four, x_sax, predictor.device)[0, 1]
+                scores[name][order_name(order)][i] = p
     return scores, labels
 
 
-def orientation_aucs(release_dir: Path, test_data: Path) -> dict[str, dict[int, float]]:
-    """Test AUC per setting and quarter turn (`orientation_scores`)."""
+def orientation_aucs(release_dir: Path, test_data: Path) -> dict[str, dict[str, float]]:
+    """Test AUC per setting and stored order (`orientation_scores`)."""
     scores, labels = orientation_scores(release_dir, test_data)
-    return {name: {k: roc_auc(scores[name][k], labels) for k in TURNS} for name in SETTINGS}
+    return {name: {o: roc_auc(s, labels) for o, s in per_order.items()} for name, per_order in scores.items()}
 
 
-def table(results: dict[int, dict[str, dict[int, float]]]) -> str:
-    """Markdown: one row per (setting, turn), the AUC of each seed and the mean."""
+def table(results: dict[int, dict[str, dict[str, float]]]) -> str:
+    """Markdown: one row per (setting, stored order), the AUC of each seed and the mean."""
     seeds = sorted(results)
-    lines = ["| pixels | stored turned by | AUC per seed | mean |", "|---|---|---|---|"]
+    lines = ["| model input | study stored | AUC per seed | mean |", "|---|---|---|---|"]
     for name in SETTINGS:
-        for k in TURNS:
-            per_seed = [results[s][name][k] for s in seeds]
+        for order in ORDERS:
+            per_seed = [results[s][name][order_name(order)] for s in seeds]
             cells = " / ".join(f"{a:.3f}" for a in per_seed)
-            lines.append(f"| {name} | {90 * k} deg | {cells} | {np.mean(per_seed):.3f} |")
+            lines.append(f"| {name} | {order_name(order)} | {cells} | {np.mean(per_seed):.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -95,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--run", default="fim-ua", help="the run whose release to score")
     args = parser.parse_args(argv)
-    results: dict[int, dict[str, dict[int, float]]] = {}
+    results: dict[int, dict[str, dict[str, float]]] = {}
     for seed in args.seeds:
         seed_dir = args.ablation / f"seed-{seed}"
         results[seed] = orientation_aucs(seed_dir / args.run / "release", seed_dir / "data" / "test")

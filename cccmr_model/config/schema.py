@@ -77,7 +77,7 @@ class DataConfig:
     # field_of_view_mm / image_size mm.
     crop: Literal["heart", "centre"] = "heart"
     field_of_view_mm: float = 160.0
-    # Turn each series in-plane by a multiple of 90 degrees to the standard display (SAX: patient left to the image
+    # Reorder each series' pixels (quarter turns, a mirror) to the standard display (SAX: patient left to the image
     # right, inferior down; 4CH: apex up), read from ImageOrientationPatient (data/orientation.py); false keeps
     # the scanner's pixel order.
     display_orientation: bool = True

@@ -26,8 +26,8 @@ from cccmr_model.data.dicom_reader import list_series_files
 from cccmr_model.data.manifest import SeriesRef
 
 CACHE_VERSION = 1
-# Bump when preprocessing changes what it writes or accepts (3: a stacked 4CH is refused; 4: series are turned to
-# the standard display, `data.display_orientation`).
+# Bump when preprocessing changes what it writes or accepts (3: a stacked 4CH is refused; 4: series are reordered
+# to the standard display, `data.display_orientation`).
 PIPELINE_VERSION = 4
 INDEX_NAME = "index.json"
 REPORT_NAME = "ingest-report.json"

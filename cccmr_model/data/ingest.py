@@ -138,7 +138,7 @@ def process_sequence(task: _Task) -> dict[str, Any]:
             original_pixel_spacing_mm=list(series.pixel_spacing),
             original_shape=list(series.array.shape),
             duplicate_images_dropped=series.duplicates,
-            display_quarter_turns=result.quarter_turns,  # np.rot90 turns to the standard display (orientation.py)
+            display_order=asdict(result.display_order),  # stored pixels to the standard display (orientation.py)
             slice_positions_mm=result.slice_positions,
             slice_spacing_mm=_median_step(series.slice_positions),
             frame_times_ms=result.frame_times,

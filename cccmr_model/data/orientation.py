@@ -1,25 +1,27 @@
-"""Turn a series in-plane by a multiple of 90 degrees to the standard cardiac display, from its geometry.
+"""Bring a series to the standard cardiac display, from its geometry: quarter turns and a mirror of the pixels.
 
 Scanners store the same view in different pixel orders: the Sunnybrook study SCD0000101 (feet-first) has the image
 rows running head to feet, SCD0000301 (head-first, same scanner) left to right, so the same short-axis anatomy
-arrives a quarter turn apart. A network trained on one order sees the other as a 90-degree rotation, far beyond
-its augmentation. ImageOrientationPatient says where each pixel axis points in the patient (DICOM LPS), so the
-pixels can be turned, losslessly (`np.rot90`), to the order radiologists read and the phantom writes:
+arrives a quarter turn apart; a mirrored order is as valid DICOM. A network trained on one order sees another as a
+rotation or reflection far beyond its augmentation. ImageOrientationPatient says where each pixel axis points in
+the patient (DICOM LPS), so the pixels can be reordered, losslessly (`np.rot90`, `np.flip`), to the order
+radiologists read and the phantom writes:
 
 - short axis (SAX cine, SAX LGE): the patient's left towards the image right, inferior towards the image bottom
   (RV on the image left, inferior wall at the bottom);
 - four-chamber (4CH cine): the patient's left towards the image right, the base (atria: right, posterior and
   superior of the apex) towards the bottom, so the apex points up.
 
-Of the four quarter turns the one whose (row, column) directions agree best with these targets (sum of the two
-dot products) is taken; the geometry moves with the pixels, so every patient-coordinate step after it (the heart
-point, the crop) is unchanged. Only proper rotations are used: the slice normal, and so the slice order and
-positions, stay as they are. A left-right mirror is not undone; training flips left-right at random (augment).
+Of the eight reorderings (four quarter turns, each with or without a left-right mirror) the one whose (row, column)
+directions agree best with these targets (sum of the two dot products) is taken; the geometry moves with the
+pixels, so every patient-coordinate step after it (the heart point, the crop) is unchanged. A mirror reverses the
+slice normal, so the slices are reversed with it: a stack then runs the same way through the heart (ascending along
+the display normal) whatever order the scanner wrote, and the model's slice channels keep their anatomy.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +35,22 @@ PATIENT_INFERIOR = np.array([0.0, 0.0, -1.0])  # LPS -z
 TOWARDS_BASE = np.array([-1.0, 1.0, 1.0]) / np.sqrt(3.0)
 
 
+@dataclass(frozen=True)
+class DisplayOrder:
+    """A pixel reordering: mirror left-right first (`np.flip` of the columns) when `mirrored`, then `turns` x
+    `np.rot90`."""
+
+    turns: int = 0
+    mirrored: bool = False
+
+    @property
+    def identity(self) -> bool:
+        return self.turns % 4 == 0 and not self.mirrored
+
+
+ORDERS: tuple[DisplayOrder, ...] = tuple(DisplayOrder(k, m) for m in (False, True) for k in range(4))
+
+
 def display_targets(sequence: str) -> tuple[np.ndarray, np.ndarray]:
     """(image right, image down) as patient directions for `sequence`'s standard display."""
     if sequence not in SEQUENCES:
@@ -40,32 +58,41 @@ def display_targets(sequence: str) -> tuple[np.ndarray, np.ndarray]:
     return PATIENT_LEFT, (TOWARDS_BASE if sequence == CINE_4CH else PATIENT_INFERIOR)
 
 
-def quarter_turn_scores(row_cosine: np.ndarray, col_cosine: np.ndarray, sequence: str) -> list[float]:
-    """Agreement with the display targets after k = 0..3 turns of `np.rot90` (k=1: (row, col) -> (col, -row))."""
+def reordered_axes(row_cosine: np.ndarray, col_cosine: np.ndarray, order: DisplayOrder) -> tuple[np.ndarray, ...]:
+    """(row, column) cosines after `order`: a mirror negates the row cosine, a turn maps (row, col) to (col, -row)."""
+    row, col = np.asarray(row_cosine, dtype=np.float64), np.asarray(col_cosine, dtype=np.float64)
+    if order.mirrored:
+        row = -row
+    for _ in range(order.turns % 4):
+        row, col = col, -row
+    return row, col
+
+
+def order_scores(row_cosine: np.ndarray, col_cosine: np.ndarray, sequence: str) -> list[float]:
+    """Agreement with the display targets of every order in `ORDERS`."""
     right, down = display_targets(sequence)
     scores = []
-    row, col = np.asarray(row_cosine, dtype=np.float64), np.asarray(col_cosine, dtype=np.float64)
-    for _ in range(4):
+    for order in ORDERS:
+        row, col = reordered_axes(row_cosine, col_cosine, order)
         scores.append(float(row @ right + col @ down))
-        row, col = col, -row
     return scores
 
 
-def display_turns(series: Series, sequence: str) -> int:
-    """How many `np.rot90` quarter turns bring `series` to `sequence`'s standard display (0 = as stored)."""
-    scores = quarter_turn_scores(series.row_cosine, series.col_cosine, sequence)
-    return int(np.argmax(scores))  # ties keep the smaller turn, the stored order first
+def display_order(series: Series, sequence: str) -> DisplayOrder:
+    """The reordering that brings `series` to `sequence`'s standard display (identity = as stored)."""
+    scores = order_scores(series.row_cosine, series.col_cosine, sequence)
+    return ORDERS[int(np.argmax(scores))]  # ties keep the earlier order: as stored, then fewer turns, unmirrored
 
 
-def rotate_quarter_turns(series: Series, turns: int) -> Series:
-    """`series` with every image turned by `np.rot90(image, turns)` and its geometry moved with the pixels.
+def reorder_pixels(series: Series, order: DisplayOrder) -> Series:
+    """`series` with every image reordered by `order` and its geometry moved with the pixels.
 
-    One turn maps pixel (i, j) of the new image to (j, C - 1 - i) of the old: the new row cosine is the old column
-    cosine, the new column cosine the negated old row cosine, the spacings swap and pixel (0, 0) is the old
-    (0, C - 1).
+    A mirror maps new pixel (i, j) to old (i, C - 1 - j): the row cosine is negated and pixel (0, 0) is the old
+    (0, C - 1); the normal flips, so the slices are reversed to stay ascending along it. One turn maps new (i, j) to
+    old (j, C - 1 - i): the new row cosine is the old column cosine, the new column cosine the negated old row
+    cosine, the spacings swap and pixel (0, 0) is the old (0, C - 1).
     """
-    turns %= 4
-    if turns == 0:
+    if order.identity:
         return series
     row, col = series.row_cosine, series.col_cosine
     row_spacing, col_spacing = series.pixel_spacing
@@ -74,23 +101,31 @@ def rotate_quarter_turns(series: Series, turns: int) -> Series:
         if series.slice_origins is not None
         else np.asarray(series.slice_positions, dtype=np.float64)[:, None] * series.normal  # S, 3
     )
-    rows, cols = series.array.shape[-2:]
-    for _ in range(turns):
+    array, positions, times = series.array, np.asarray(series.slice_positions), series.trigger_times
+    rows, cols = array.shape[-2:]
+    if order.mirrored:
         origins = origins + (cols - 1) * col_spacing * row  # S, 3: the old last column's first pixel
+        row = -row
+        array = np.flip(array, axis=-1)[::-1]  # S, F, R, C: columns mirrored, slices reversed
+        origins, times, positions = origins[::-1], times[::-1], -positions[::-1]
+    for _ in range(order.turns % 4):
+        origins = origins + (cols - 1) * col_spacing * row
         rows, cols = cols, rows
         row, col = col, -row
         row_spacing, col_spacing = col_spacing, row_spacing
-    array = np.ascontiguousarray(np.rot90(series.array, turns, axes=(-2, -1)))  # S, F, R', C'
+    array = np.rot90(array, order.turns % 4, axes=(-2, -1))  # S, F, R', C'
     return replace(
         series,
-        array=array,
+        array=np.ascontiguousarray(array),
         pixel_spacing=(row_spacing, col_spacing),
+        slice_positions=np.ascontiguousarray(positions),
+        trigger_times=np.ascontiguousarray(times),
         orientation=tuple(float(v) for v in (*row, *col)),
-        slice_origins=origins,
+        slice_origins=np.ascontiguousarray(origins),
     )
 
 
-def to_display_orientation(series: Series, sequence: str) -> tuple[Series, int]:
-    """`series` turned to `sequence`'s standard display, and the number of quarter turns applied."""
-    turns = display_turns(series, sequence)
-    return rotate_quarter_turns(series, turns), turns
+def to_display_orientation(series: Series, sequence: str) -> tuple[Series, DisplayOrder]:
+    """`series` reordered to `sequence`'s standard display, and the reordering applied."""
+    order = display_order(series, sequence)
+    return reorder_pixels(series, order), order

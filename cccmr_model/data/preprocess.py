@@ -1,6 +1,6 @@
 """Paper section 3.1 preprocessing: a Series becomes the model input of one sequence.
 
-Steps, all set by `DataConfig`: the series turned in-plane by 90-degree steps to the standard display
+Steps, all set by `DataConfig`: the series' pixels reordered (quarter turns, mirror) to the standard display
 (`orientation`, from ImageOrientationPatient); the middle slices (1 of the 4CH cine, 3 of the SAX cine, 6 of the
 SAX LGE); frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); a
 `field_of_view_mm` square around the heart (`crop: heart` with a centre from `localise`) or around the image
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from cccmr_model.config.schema import DataConfig
-from cccmr_model.data.orientation import to_display_orientation
+from cccmr_model.data.orientation import DisplayOrder, to_display_orientation
 from cccmr_model.data.series import Series, SeriesError
 from cccmr_model.sequences import CINE_4CH, CINE_SEQUENCES, SEQUENCES
 
@@ -35,9 +35,9 @@ class Preprocessed:
     frame_times: list[list[float]]  # per chosen slice, ms after the R wave of each output frame
     clip_range: tuple[float, float]  # intensity bounds before z-scoring
     crop_centre_mm: tuple[float, float, float] | None = None  # patient LPS mm of the crop centre (mid chosen slice)
-    crop_centre_px: tuple[float, float] | None = None  # (row, col) of the crop centre, pixels after the turn
+    crop_centre_px: tuple[float, float] | None = None  # (row, col) of the crop centre, in display-order pixels
     localised: bool = False  # True when cropped around a given heart centre, False for the image centre
-    quarter_turns: int = 0  # np.rot90 turns that brought the stored pixels to the standard display
+    display_order: DisplayOrder = field(default_factory=DisplayOrder)  # stored pixels -> standard display
 
 
 def middle_slices(num_slices: int, count: int) -> list[int]:
@@ -165,9 +165,9 @@ def preprocess_series(
     if sequence not in SEQUENCES:
         raise ValueError(f"unknown sequence {sequence!r}")
     check_view(series, sequence)
-    turns = 0
+    order = DisplayOrder()
     if config.display_orientation:
-        series, turns = to_display_orientation(series, sequence)
+        series, order = to_display_orientation(series, sequence)
     count = config.slices[sequence]
     if series.num_slices < count:
         raise SeriesError(series.source, f"too few slices for {sequence}: {series.num_slices} < {count}")
@@ -218,5 +218,5 @@ def preprocess_series(
         crop_centre_mm=(round(float(point[0]), 2), round(float(point[1]), 2), round(float(point[2]), 2)),
         crop_centre_px=(round(row, 2), round(col, 2)),
         localised=localised,
-        quarter_turns=turns,
+        display_order=order,
     )

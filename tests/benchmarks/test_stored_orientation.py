@@ -1,4 +1,4 @@
-"""benchmarks/stored_orientation.py: a study stored a quarter turn away scores as stored in display order."""
+"""benchmarks/stored_orientation.py: a study stored turned or mirrored scores as in display order."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.stored_orientation import SETTINGS, TURNS, orientation_scores, table
+from benchmarks.stored_orientation import SETTINGS, order_name, orientation_scores, table
 from cccmr_model.config import load_config
+from cccmr_model.data.orientation import ORDERS
 from cccmr_model.model import build_model
 from cccmr_model.release import write_release
 
-TURNED_BACK, AS_STORED = SETTINGS
+DISPLAY, AS_STORED = SETTINGS
+NAMES = [order_name(o) for o in ORDERS]
 
 
 @pytest.mark.slow
-def test_turned_back_scores_do_not_depend_on_the_stored_turn_and_stored_ones_do(tmp_path: Path) -> None:
+def test_display_order_scores_do_not_depend_on_the_stored_order_and_stored_ones_do(tmp_path: Path) -> None:
     from cccmr_model.phantom.cohort import generate_cohort
 
     generate_cohort(tmp_path / "data", ["anzhen"], 2, seed=4, test_subjects=4, size="tiny", workers=1)
@@ -29,14 +31,18 @@ def test_turned_back_scores_do_not_depend_on_the_stored_turn_and_stored_ones_do(
     )  # fmt: skip
     scores, labels = orientation_scores(release, tmp_path / "data" / "test")
     assert len(labels) == 4
-    for k in TURNS:
-        assert np.allclose(scores[TURNED_BACK][k], scores[TURNED_BACK][0], atol=1e-5)
-    assert np.array_equal(scores[AS_STORED][0], scores[TURNED_BACK][0])  # the phantom is stored in display order
-    assert not np.allclose(scores[AS_STORED][1], scores[AS_STORED][0], atol=1e-4)
+    as_written = scores[DISPLAY]["0 deg"]
+    for name in NAMES:
+        assert np.allclose(scores[DISPLAY][name], as_written, atol=1e-5), name
+    assert np.array_equal(scores[AS_STORED]["0 deg"], as_written)  # the phantom is stored in display order
+    for name in NAMES[1:]:
+        assert not np.allclose(scores[AS_STORED][name], as_written, atol=1e-4), name
 
 
-def test_the_table_has_a_row_per_setting_and_turn_with_the_seed_mean() -> None:
-    results = {s: {name: {k: 0.5 + 0.1 * s + 0.01 * k for k in TURNS} for name in SETTINGS} for s in (0, 1)}
+def test_the_table_has_a_row_per_setting_and_order_with_the_seed_mean() -> None:
+    results = {
+        s: {name: {o: 0.5 + 0.1 * s + 0.01 * i for i, o in enumerate(NAMES)} for name in SETTINGS} for s in (0, 1)
+    }
     text = table(results)
-    assert text.count("\n") == 2 + len(SETTINGS) * len(TURNS)
-    assert f"| {AS_STORED} | 270 deg | 0.530 / 0.630 | 0.580 |" in text
+    assert text.count("\n") == 2 + len(SETTINGS) * len(ORDERS)
+    assert f"| {AS_STORED} | 270 deg, mirrored | 0.570 / 0.670 | 0.620 |" in text
