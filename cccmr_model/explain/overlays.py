@@ -1,9 +1,9 @@
 """Saliency overlays: PNGs at end-diastole and end-systole, an animated GIF over the cycle, and a JSON summary.
 
-Frames are the model's input frames (the release's preprocessing: cropped around the heart, resampled to a fixed
-count over one cycle, z-scored). End-diastole is frame 0 (the cycle starts at the R wave); end-systole is the
-frame where the bright blood pool in the middle of the mid SAX slice is smallest, and is used for the 4CH too
-(both are resampled to the same phases of the cycle).
+Frames are the model's input frames (the release's preprocessing: reordered to the standard display, cropped around
+the heart, resampled to a fixed count over one cycle, z-scored). End-diastole is frame 0 (the cycle starts at the R
+wave); end-systole is the frame where the bright blood pool in the middle of the mid SAX slice is smallest, and is
+used for the 4CH too (both are resampled to the same phases of the cycle).
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ _OVERLAYS = """`cccmr predict --explain DIR` draws a saliency map over each cine
 end-systole, an animated GIF over the cycle) and names the frames and short-axis slices that weigh most;
 `--dicom-out DIR` puts the same overlays on a DICOM result page next to the probability.
 
-What the overlays are: evidence of which parts of the model's own input (the cropped, resampled, normalised
-frames, not the original images) the network used for its call. The map is HiResCAM (gradient times activation
-at the penultimate Swin stage, positive part, computed with captum)
+What the overlays are: evidence of which parts of the model's own input (the cropped, resampled, normalised frames in
+the standard display order, SAX with the RV on the left and 4CH with the apex up, which may be turned or mirrored from
+the order the scanner stored; not the original images) the network used for its call. The map is HiResCAM (gradient
+times activation at the penultimate Swin stage, positive part, computed with captum)
 on a grid of {grid}, upsampled smoothly.
 A slice's weight is how much the probability of the call drops when that slice is blanked.
 Sanity checks run as tests: the map changes when the weights are randomised, and on synthetic subjects with a
