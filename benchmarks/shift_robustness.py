@@ -17,7 +17,6 @@ gives test AUC per shift and seed, and the drop from the unchanged images. Write
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.support.report import write_report  # noqa: E402
 from cccmr_model.data.preprocess import zscore  # noqa: E402
 from cccmr_model.engine.augment import affine_warp  # noqa: E402
 from cccmr_model.sequences import CINE_SEQUENCES  # noqa: E402
@@ -183,10 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in args.runs:
             results[run][seed] = shift_aucs(seed_dir / run / "release", seed_dir / "cache" / "test" / "test", seed)
             print(f"seed {seed} {run}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[run][seed].items()), flush=True)
-    text = table(results)
-    (args.ablation / "shift-robustness.md").write_text(text)
-    (args.ablation / "shift-robustness.json").write_text(json.dumps(results, indent=1))
-    print(text)
+    write_report(args.ablation, "shift-robustness", table(results), results)
     return 0
 
 

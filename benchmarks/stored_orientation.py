@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.support.report import write_report  # noqa: E402
 from cccmr_model.data import load_series, preprocess_series  # noqa: E402
 from cccmr_model.data.localise import choose_centre  # noqa: E402
 from cccmr_model.data.orientation import ORDERS, DisplayOrder, reorder_pixels  # noqa: E402
@@ -105,10 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_dir = args.ablation / f"seed-{seed}"
         results[seed] = orientation_aucs(seed_dir / args.run / "release", seed_dir / "data" / "test")
         print(f"seed {seed}: {json.dumps(results[seed])}", flush=True)
-    text = table(results)
-    (args.ablation / "stored-orientation.md").write_text(text)
-    (args.ablation / "stored-orientation.json").write_text(json.dumps(results, indent=1))
-    print(text)
+    write_report(args.ablation, "stored-orientation", table(results), results)
     return 0
 
 
