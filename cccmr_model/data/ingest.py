@@ -66,6 +66,7 @@ class IngestReport:
     rejected_subjects: list[str] = field(default_factory=list)  # not usable
     rejections: list[Rejection] = field(default_factory=list)
     centre_fallbacks: list[str] = field(default_factory=list)  # sequences whose heart was not located
+    reordered: int = 0  # cached sequences stored in another pixel order than the standard display (orientation.py)
     computed: int = 0  # sequences preprocessed in this run
     reused: int = 0  # sequences (or remembered rejections) taken from the cache
     seconds: float = 0.0
@@ -89,6 +90,11 @@ class IngestReport:
             lines.append("rejected subjects: " + ", ".join(self.rejected_subjects))
         for rejection in self.rejections:
             lines.append(f"  {rejection.line()}")
+        if self.reordered:
+            lines.append(
+                f"{self.reordered} series stored in another pixel order, reordered to the standard display "
+                "(each sidecar's display_order)"
+            )
         if self.centre_fallbacks:
             lines.append("heart not located, centre crop used:")
             lines += [f"  {line}" for line in self.centre_fallbacks]
@@ -252,6 +258,7 @@ def ingest_site(
             points = {e.subject_id: _heart_point(results[(e.subject_id, CINE_SAX)]) for e in entries}
     index = _build_index(entries, results, root, report, data_config)
     report.centre_fallbacks = _centre_fallbacks(entries, results, root)
+    report.reordered = sum(1 for r in results.values() if r.get("status") == "ok" and _reordered(r))
     if report.centre_fallbacks:  # no subject or path in the log: a federated site's log may be streamed
         log.warning(
             "heart not located in %d series; centre crop used for them (named in the cache's %s)",
@@ -279,6 +286,11 @@ def _reject_rows(manifest: Manifest, root: Path, report: IngestReport) -> None:
 def _heart_point(sidecar: dict[str, Any]) -> tuple[float, float, float] | None:
     point = sidecar.get("heart_point_mm") if sidecar.get("status") == "ok" else None
     return (float(point[0]), float(point[1]), float(point[2])) if point else None
+
+
+def _reordered(sidecar: dict[str, Any]) -> bool:
+    order = sidecar.get("display_order") or {}
+    return bool(order.get("turns") or order.get("mirrored"))
 
 
 def _centre_fallbacks(

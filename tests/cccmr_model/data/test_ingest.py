@@ -175,6 +175,15 @@ def test_sunnybrook_ingests_at_paper_settings(sunnybrook_dir: Path, tmp_path: Pa
     sidecar = json.loads((tmp_path / "cache" / "subjects" / "sb1" / "cine_sax.json").read_text())
     assert sidecar["slice_spacing_mm"] == pytest.approx(10.0, abs=0.01)
     assert sidecar["original_shape"] == [12, 20, 256, 256]
+    # the feet-first study is stored a quarter turn from the standard display, the head-first one in it
+    assert sidecar["display_order"] == {"turns": 3, "mirrored": False}
+    other = json.loads((tmp_path / "cache" / "subjects" / "sb3" / "cine_sax.json").read_text())
+    assert other["display_order"] == {"turns": 0, "mirrored": False}
+    assert report.reordered >= 2  # sb1's SAX cine and the same stack as its LGE
+    assert (
+        f"{report.reordered} series stored in another pixel order"
+        in (tmp_path / "cache" / "ingest-summary.txt").read_text()
+    )
 
 
 def _mixed_manifest(site: Path) -> None:
