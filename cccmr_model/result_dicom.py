@@ -86,8 +86,14 @@ def page_pixels(lines: Sequence[str], pictures: Sequence[Path]) -> np.ndarray:
     return rgb
 
 
-def page_lines(probabilities: dict[str, float], call: str, threshold: float | None, release: ReleaseId) -> list[str]:
-    """The result page's text."""
+def page_lines(
+    probabilities: dict[str, float],
+    call: str,
+    threshold: float | None,
+    release: ReleaseId,
+    frames: str | None = None,
+) -> list[str]:
+    """The result page's text; `frames` says how the pictured frames relate to the stored images."""
     lines = ["CC-CMR cine-only cardiomyopathy screening: result", f"Call: {call}"]
     lines += [f"P({name}): {p:.4f}" for name, p in probabilities.items()]
     if threshold is not None:
@@ -95,6 +101,7 @@ def page_lines(probabilities: dict[str, float], call: str, threshold: float | No
     lines += [
         f"Release: {release.name} ({release.task}), cccmr {release.version}",
         f"Release content hash: {release.content_hash}",
+        *([f"Frames: {frames}"] if frames else []),
         "Overlays: HiResCAM saliency, where the network looked; not a segmentation of disease.",
         DISCLAIMER,
     ]
@@ -208,12 +215,15 @@ def write_dicom_result(
     threshold: float | None,
     release: ReleaseId,
     pictures: Sequence[Path],
+    frames: str | None = None,
 ) -> list[Path]:
-    """The result page and the SR of one subject in `out`, in the study of its SAX cine; returns the files."""
+    """The result page and the SR of one subject in `out`, in the study of its SAX cine; returns the files.
+
+    `frames`: a line on how the pictured frames relate to the stored images (`page_lines`)."""
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO lines name the input's UIDs
     sax = series_headers(*sources[CINE_SAX])
     four = series_headers(*sources[CINE_4CH])
     out.mkdir(parents=True, exist_ok=True)
-    pixels = page_pixels(page_lines(probabilities, call, threshold, release), pictures)
+    pixels = page_pixels(page_lines(probabilities, call, threshold, release, frames), pictures)
     page = write_result_page(out, sax[0], pixels)
     return [page, write_result_sr(out, [*sax, *four], probabilities, call, release)]

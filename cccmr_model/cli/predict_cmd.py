@@ -99,6 +99,14 @@ def _render(prediction: Prediction, content_hash: str, *, as_json: bool) -> str:
     return "\n".join(lines)
 
 
+def frames_note(inputs: SubjectInputs, release: Release) -> str:
+    """How the result page's frames relate to the stored series: the display order and what it took to get there."""
+    if not release.config.data.display_orientation:
+        return "in the scanner's stored pixel order"
+    orders = f"SAX {inputs.cine_sax.display_order.describe()}, 4CH {inputs.cine_4ch.display_order.describe()}"
+    return f"standard display (SAX: RV left, inferior down; 4CH: apex up); from the stored series: {orders}"
+
+
 def _outputs_hook(args: argparse.Namespace, release: Release) -> SubjectHook | None:
     """What --explain and --dicom-out write for each scored subject ("" = single mode: the folder itself)."""
     if args.explain is None and args.dicom_out is None:
@@ -119,7 +127,7 @@ def _outputs_hook(args: argparse.Namespace, release: Release) -> SubjectHook | N
                     shown = {"cardiomyopathy": shown["cardiomyopathy"]}
                 threshold = prediction.threshold if prediction.task == "screening" else None
                 write_dicom_result(args.dicom_out / subject, inputs.sources, shown, prediction.call, threshold,
-                                   identity, pictures)  # fmt: skip
+                                   identity, pictures, frames_note(inputs, release))  # fmt: skip
         log.info("%s: outputs written", subject or "subject")
 
     return after

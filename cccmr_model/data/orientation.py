@@ -47,6 +47,13 @@ class DisplayOrder:
     def identity(self) -> bool:
         return self.turns % 4 == 0 and not self.mirrored
 
+    def describe(self) -> str:
+        """In words, for a reader comparing with the stored images: "as stored", "turned 270 deg, mirrored"."""
+        if self.identity:
+            return "as stored"
+        turned = f"turned {90 * (self.turns % 4)} deg" if self.turns % 4 else ""
+        return ", ".join(part for part in (turned, "mirrored" if self.mirrored else "") if part)
+
 
 ORDERS: tuple[DisplayOrder, ...] = tuple(DisplayOrder(k, m) for m in (False, True) for k in range(4))
 

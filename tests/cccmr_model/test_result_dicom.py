@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import highdicom as hd
@@ -15,7 +16,10 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from test_explain import PATIENT, _cine, _release
 
 from cccmr_model.cli import main
+from cccmr_model.cli.predict_cmd import frames_note
+from cccmr_model.data.orientation import DisplayOrder
 from cccmr_model.phantom.dicom_writer import SeriesTags
+from cccmr_model.predict import Predictor
 from cccmr_model.release import load_release
 from cccmr_model.result_dicom import DISCLAIMER, page_lines, release_id
 
@@ -106,6 +110,22 @@ def test_page_text_names_the_release_and_the_disclaimer(study) -> None:
     lines = page_lines({"cardiomyopathy": 0.73}, "cardiomyopathy", 0.5, identity)
     assert DISCLAIMER in lines and "P(cardiomyopathy): 0.7300" in lines and "Threshold: 0.5" in lines
     assert any(identity.content_hash in line for line in lines) and any("cccmr 0.1.0" in line for line in lines)
+    assert not any(line.startswith("Frames:") for line in lines)
+    noted = page_lines({"cardiomyopathy": 0.73}, "cardiomyopathy", 0.5, identity, "standard display; SAX as stored")
+    assert "Frames: standard display; SAX as stored" in noted
+
+
+def test_the_frames_note_says_how_each_series_was_reordered(study) -> None:
+    release = load_release(study["release"])
+    inputs = Predictor(release).read_subject(study["cine_4ch"], study["cine_sax"])
+    turned = replace(inputs, cine_sax=replace(inputs.cine_sax, display_order=DisplayOrder(3, True)))
+    assert frames_note(turned, release).endswith(
+        f"SAX turned 270 deg, mirrored, 4CH {inputs.cine_4ch.display_order.describe()}"
+    )
+    assert DisplayOrder().describe() == "as stored" and DisplayOrder(2).describe() == "turned 180 deg"
+    assert DisplayOrder(0, True).describe() == "mirrored"
+    raw = replace(release, config=replace(release.config, data=replace(release.config.data, display_orientation=False)))
+    assert frames_note(inputs, raw) == "in the scanner's stored pixel order"
 
 
 def test_unwritable_output_folder_is_refused_before_scoring(study, tmp_path: Path, capsys) -> None:
