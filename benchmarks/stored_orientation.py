@@ -30,12 +30,11 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.support.report import write_report  # noqa: E402
-from cccmr_model.data import load_series, preprocess_series  # noqa: E402
-from cccmr_model.data.localise import choose_centre  # noqa: E402
+from cccmr_model.data import load_series  # noqa: E402
 from cccmr_model.data.orientation import ORDERS, DisplayOrder, reorder_pixels  # noqa: E402
 from cccmr_model.data.series import Series  # noqa: E402
 from cccmr_model.metrics import roc_auc  # noqa: E402
-from cccmr_model.predict import Predictor, parse_series_ref, predict_arrays  # noqa: E402
+from cccmr_model.predict import Predictor, parse_series_ref, predict_arrays, prepare_cine  # noqa: E402
 from cccmr_model.sequences import CINE_4CH, CINE_SAX  # noqa: E402
 
 SETTINGS = {"display order (display_orientation)": True, "as stored": False}
@@ -48,15 +47,13 @@ def order_name(order: DisplayOrder) -> str:
 def subject_inputs(predictor: Predictor, sax: Series, four: Series, display: bool) -> tuple[np.ndarray, np.ndarray]:
     """(4CH (1, 1, T, H, W), SAX (1, 3, T, H, W)) as `cccmr predict` makes them, with `display_orientation`."""
     data = replace(predictor.config.data, display_orientation=display)
-    centre = choose_centre(sax, CINE_SAX, data.crop)
-    four_centre = choose_centre(four, CINE_4CH, data.crop, centre.point_mm if centre.ok else None)
-    x_sax = preprocess_series(sax, CINE_SAX, data, centre.point_mm).array[None]
-    x_four = preprocess_series(four, CINE_4CH, data, four_centre.point_mm).array[None]
-    return x_four, x_sax
+    x_sax, centre = prepare_cine(sax, CINE_SAX, data)
+    x_four, _ = prepare_cine(four, CINE_4CH, data, centre.point_mm if centre.ok else None)
+    return x_four.array[None], x_sax.array[None]
 
 
-def orientation_scores(release_dir: Path, test_data: Path) -> tuple[dict[str, dict[int, np.ndarray]], np.ndarray]:
-    """P(cardiomyopathy) per setting and quarter turn (subjects in manifest order), and the labels, for the release
+def orientation_scores(release_dir: Path, test_data: Path) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+    """P(cardiomyopathy) per setting and stored order (subjects in manifest order), and the labels, for the release
     at `release_dir` on the test site at `test_data`."""
     from cccmr_model.release import load_release
 

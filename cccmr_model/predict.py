@@ -22,10 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from cccmr_model.config import ExperimentConfig
+from cccmr_model.config.schema import DataConfig
 from cccmr_model.data import load_series, preprocess_series
 from cccmr_model.data.localise import CENTRE_FALLBACK, HeartCentre, choose_centre
 from cccmr_model.data.manifest import SUBJECT_ID
 from cccmr_model.data.preprocess import Preprocessed
+from cccmr_model.data.series import Series
 from cccmr_model.errors import CccmrError, DataError, not_utf8
 from cccmr_model.metrics import SUBTYPE_NAMES, class_names
 from cccmr_model.release import Release
@@ -123,11 +125,18 @@ def read_cine(
     """
     if not path.exists():
         raise DataError(f"{path}: {sequence} series not found")
-    series = load_series(path, series_uid)
-    centre = choose_centre(series, sequence, config.data.crop, sax_point)
+    prepared, centre = prepare_cine(load_series(path, series_uid), sequence, config.data, sax_point)
     if centre.method == CENTRE_FALLBACK:
         log.warning("%s %s: heart not located (%s); centre crop used", path, sequence, centre.reason)
-    return preprocess_series(series, sequence, config.data, centre.point_mm), centre
+    return prepared, centre
+
+
+def prepare_cine(
+    series: Series, sequence: str, data: DataConfig, sax_point: tuple[float, float, float] | None = None
+) -> tuple[Preprocessed, HeartCentre]:
+    """A loaded cine series localised and preprocessed as at ingestion: (its `Preprocessed`; its crop centre)."""
+    centre = choose_centre(series, sequence, data.crop, sax_point)
+    return preprocess_series(series, sequence, data, centre.point_mm), centre
 
 
 def uses_bf16(device: torch.device, precision: str) -> bool:

@@ -91,40 +91,40 @@ def display_order(series: Series, sequence: str) -> DisplayOrder:
     return ORDERS[int(np.argmax(scores))]  # ties keep the earlier order: as stored, then fewer turns, unmirrored
 
 
+def _reorder(order: DisplayOrder, images: np.ndarray) -> np.ndarray:
+    """The pixels of `images` (..., R, C) in `order`: the columns mirrored first, then the quarter turns."""
+    if order.mirrored:
+        images = np.flip(images, axis=-1)
+    return np.rot90(images, order.turns % 4, axes=(-2, -1))
+
+
 def reorder_pixels(series: Series, order: DisplayOrder) -> Series:
     """`series` with every image reordered by `order` and its geometry moved with the pixels.
 
-    A mirror maps new pixel (i, j) to old (i, C - 1 - j): the row cosine is negated and pixel (0, 0) is the old
-    (0, C - 1); the normal flips, so the slices are reversed to stay ascending along it. One turn maps new (i, j) to
-    old (j, C - 1 - i): the new row cosine is the old column cosine, the new column cosine the negated old row
-    cosine, the spacings swap and pixel (0, 0) is the old (0, C - 1).
+    The axes follow `reordered_axes`, the spacings swap with an odd number of turns, and each slice's origin moves
+    to the stored pixel that the reordering puts at (0, 0). A mirror flips the normal, so the slices are reversed to
+    stay ascending along it.
     """
     if order.identity:
         return series
-    row, col = series.row_cosine, series.col_cosine
-    row_spacing, col_spacing = series.pixel_spacing
+    rows, cols = series.array.shape[-2:]
     origins = (
         np.asarray(series.slice_origins, dtype=np.float64)
         if series.slice_origins is not None
         else np.asarray(series.slice_positions, dtype=np.float64)[:, None] * series.normal  # S, 3
     )
-    array, positions, times = series.array, np.asarray(series.slice_positions), series.trigger_times
-    rows, cols = array.shape[-2:]
-    if order.mirrored:
-        origins = origins + (cols - 1) * col_spacing * row  # S, 3: the old last column's first pixel
-        row = -row
-        array = np.flip(array, axis=-1)[::-1]  # S, F, R, C: columns mirrored, slices reversed
-        origins, times, positions = origins[::-1], times[::-1], -positions[::-1]
-    for _ in range(order.turns % 4):
-        origins = origins + (cols - 1) * col_spacing * row
-        rows, cols = cols, rows
-        row, col = col, -row
-        row_spacing, col_spacing = col_spacing, row_spacing
-    array = np.rot90(array, order.turns % 4, axes=(-2, -1))  # S, F, R', C'
+    corner_row, corner_col = divmod(int(_reorder(order, np.arange(rows * cols).reshape(rows, cols))[0, 0]), cols)
+    row_spacing, col_spacing = series.pixel_spacing
+    origins = origins + corner_col * col_spacing * series.row_cosine + corner_row * row_spacing * series.col_cosine
+    row, col = reordered_axes(series.row_cosine, series.col_cosine, order)
+    spacing = (col_spacing, row_spacing) if order.turns % 2 else (row_spacing, col_spacing)
+    array, positions, times = _reorder(order, series.array), np.asarray(series.slice_positions), series.trigger_times
+    if order.mirrored:  # S first: the slices reversed along the flipped normal
+        array, origins, times, positions = array[::-1], origins[::-1], times[::-1], -positions[::-1]
     return replace(
         series,
-        array=np.ascontiguousarray(array),
-        pixel_spacing=(row_spacing, col_spacing),
+        array=np.ascontiguousarray(array),  # S, F, R', C'
+        pixel_spacing=spacing,
         slice_positions=np.ascontiguousarray(positions),
         trigger_times=np.ascontiguousarray(times),
         orientation=tuple(float(v) for v in (*row, *col)),
