@@ -7,7 +7,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cccmr_model.cli import check_writable_file, check_writable_folder
 from cccmr_model.errors import CccmrError
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         prediction = predictor.predict_inputs(inputs)
         if after is not None:
             after("", inputs, prediction)
-        print(_render(prediction, release.content_hash, as_json=args.json))
+        print(_render(prediction, release.content_hash, display_orders(inputs, release), as_json=args.json))
         return 0
     rows = predict_manifest(predictor, args.manifest, after)
     write_predictions(args.out, rows, release.config)
@@ -86,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render(prediction: Prediction, content_hash: str, *, as_json: bool) -> str:
+def _render(prediction: Prediction, content_hash: str, orders: dict | None, *, as_json: bool) -> str:
     if as_json:
-        return json.dumps({**prediction.to_dict(), "release_content_hash": content_hash}, indent=2, allow_nan=False)
+        out = {**prediction.to_dict(), "release_content_hash": content_hash, "display_order": orders}
+        return json.dumps(out, indent=2, allow_nan=False)
     if prediction.task == "screening":
         return (
             f"P(cardiomyopathy): {prediction.p_cardiomyopathy:.4f}\n"
@@ -105,6 +106,15 @@ def frames_note(inputs: SubjectInputs, release: Release) -> str:
         return "in the scanner's stored pixel order"
     orders = f"SAX {inputs.cine_sax.display_order.describe()}, 4CH {inputs.cine_4ch.display_order.describe()}"
     return f"standard display (SAX: RV left, inferior down; 4CH: apex up); from the stored series: {orders}"
+
+
+def display_orders(inputs: SubjectInputs, release: Release) -> dict[str, dict[str, Any]] | None:
+    """Per cine series, how the model's frames were reordered from the stored pixels (quarter turns after an optional
+    left-right mirror, as `DisplayOrder`); None when the release scores the stored pixel order."""
+    if not release.config.data.display_orientation:
+        return None
+    orders = {CINE_4CH: inputs.cine_4ch.display_order, CINE_SAX: inputs.cine_sax.display_order}
+    return {seq: {"turns": o.turns % 4, "mirrored": o.mirrored, "described": o.describe()} for seq, o in orders.items()}
 
 
 def _outputs_hook(args: argparse.Namespace, release: Release) -> SubjectHook | None:

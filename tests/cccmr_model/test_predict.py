@@ -14,6 +14,7 @@ from cccmr_model.cli import main
 from cccmr_model.config import load_config
 from cccmr_model.data import load_series, preprocess_series
 from cccmr_model.data.localise import choose_centre
+from cccmr_model.data.orientation import display_order
 from cccmr_model.model import build_model
 from cccmr_model.phantom.dicom_writer import Encoding, Geometry, Sampling, SeriesTags, write_series
 from cccmr_model.predict import Predictor
@@ -92,6 +93,12 @@ def test_predict_matches_release_preprocessing_and_model(release_dir: Path, subj
     assert out["p_cardiomyopathy"] == pytest.approx(expected, abs=1e-6)
     assert out["call"] == ("cardiomyopathy" if expected >= 0.5 else "healthy")
     assert out["release_content_hash"] == release.content_hash
+    # both series are stored with rows left-right and columns head-feet: the SAX display, not the 4CH's (apex up)
+    assert out["display_order"] == {
+        "cine_4ch": {"turns": 2, "mirrored": True, "described": "turned 180 deg, mirrored"},
+        "cine_sax": {"turns": 0, "mirrored": False, "described": "as stored"},
+    }
+    assert out["display_order"]["cine_4ch"]["turns"] == display_order(four, "cine_4ch").turns
     assert main([*argv, "--cine-sax", str(subject["cine_sax"])]) == 0
     text = capsys.readouterr().out
     assert f"P(cardiomyopathy): {expected:.4f}" in text and "threshold 0.5" in text
