@@ -34,8 +34,10 @@ from cccmr_model.sequences import CINE_SEQUENCES  # noqa: E402
 
 View = Callable[[torch.Tensor], torch.Tensor]  # (S, T, H, W) -> same shape
 
-MAX_SHIFT = 0.036  # train.augment.max_shift_fraction of the shipped config
-MAX_ROTATION = 10.0  # train.augment.max_rotation_deg
+# The augmentation bounds of the releases this was measured on (benchmarks/README.md): max_shift_fraction, and
+# max_rotation_deg as it was before the default became 20.
+MAX_SHIFT = 0.036
+MAX_ROTATION = 10.0
 
 
 def view(angle_deg: float = 0.0, shift_fraction: tuple[float, float] = (0.0, 0.0), mirrored: bool = False) -> View:
