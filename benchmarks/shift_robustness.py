@@ -16,7 +16,6 @@ gives test AUC per shift and seed, and the drop from the unchanged images. Write
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.support.arguments import release_benchmark_parser  # noqa: E402
 from benchmarks.support.report import write_report  # noqa: E402
 from cccmr_model.data.preprocess import zscore  # noqa: E402
 from cccmr_model.engine.augment import affine_warp  # noqa: E402
@@ -172,11 +172,7 @@ def table(results: dict[str, dict[int, dict[str, float]]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ablation", required=True, type=Path, help="a finished phantom_ablation.py --out folder")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--runs", nargs="+", default=["fim-ua"], help="runs whose release to score")
-    args = parser.parse_args(argv)
+    args = release_benchmark_parser(__doc__, several_runs=True).parse_args(argv)
     results: dict[str, dict[int, dict[str, float]]] = {run: {} for run in args.runs}
     for seed in args.seeds:
         seed_dir = args.ablation / f"seed-{seed}"

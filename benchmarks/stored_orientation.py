@@ -15,7 +15,6 @@ and `.json`.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.support.arguments import release_benchmark_parser  # noqa: E402
 from benchmarks.support.report import write_report  # noqa: E402
 from cccmr_model.data import load_series  # noqa: E402
 from cccmr_model.data.orientation import ORDERS, DisplayOrder, reorder_pixels  # noqa: E402
@@ -93,11 +93,7 @@ def table(results: dict[int, dict[str, dict[str, float]]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ablation", required=True, type=Path, help="a finished phantom_ablation.py --out folder")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--run", default="fim-ua", help="the run whose release to score")
-    args = parser.parse_args(argv)
+    args = release_benchmark_parser(__doc__).parse_args(argv)
     results: dict[int, dict[str, dict[str, float]]] = {}
     for seed in args.seeds:
         seed_dir = args.ablation / f"seed-{seed}"

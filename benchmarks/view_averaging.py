@@ -14,7 +14,6 @@ probabilities, so other sets can be scored without the model).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.shift_robustness import SHIFTS, ShiftedDataset  # noqa: E402
+from benchmarks.support.arguments import release_benchmark_parser  # noqa: E402
 from benchmarks.support.report import write_report  # noqa: E402
 from cccmr_model.engine.augment import affine_warp  # noqa: E402
 from cccmr_model.sequences import CINE_SEQUENCES  # noqa: E402
@@ -144,11 +144,7 @@ def table(results: dict[int, dict[str, dict[str, list]]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ablation", required=True, type=Path, help="a finished phantom_ablation.py --out folder")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--run", default="fim-ua", help="the run whose release to score")
-    args = parser.parse_args(argv)
+    args = release_benchmark_parser(__doc__).parse_args(argv)
     results = {}
     for seed in args.seeds:
         seed_dir = args.ablation / f"seed-{seed}"
