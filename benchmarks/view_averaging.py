@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -30,7 +29,6 @@ from benchmarks.shift_robustness import SHIFTS, ShiftedDataset  # noqa: E402
 from benchmarks.support.arguments import release_benchmark_parser  # noqa: E402
 from benchmarks.support.report import write_report  # noqa: E402
 from cccmr_model.engine.augment import affine_warp  # noqa: E402
-from cccmr_model.sequences import CINE_SEQUENCES  # noqa: E402
 
 View = Callable[[torch.Tensor], torch.Tensor]  # (S, T, H, W) -> same shape
 
@@ -79,20 +77,11 @@ VIEW_SETS: dict[str, list[str]] = {
 }
 
 
-class ViewedDataset(Dataset):
-    """`base` with `view` applied to every cine sequence of each sample."""
+class ViewedDataset(ShiftedDataset):
+    """`base` with `view` applied to every cine sequence of each sample (a shift that draws nothing)."""
 
     def __init__(self, base: Sequence[dict], view: View) -> None:
-        self.base, self.view = base, view
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict:
-        sample = dict(self.base[index])
-        for seq in CINE_SEQUENCES:
-            sample[seq] = self.view(sample[seq].float())
-        return sample
+        super().__init__(base, lambda x, rng: view(x), seed=0)
 
 
 def view_scores(release_dir: Path, test_dir: Path, seed: int) -> dict[str, dict[str, list]]:
@@ -112,7 +101,7 @@ def view_scores(release_dir: Path, test_dir: Path, seed: int) -> dict[str, dict[
         for view_name, apply in VIEWS.items():
             result = evaluate_model(state, ViewedDataset(samples, apply), config, "cpu")
             out[shift_name][view_name] = result.scores[:, 1].tolist()
-            out[shift_name]["labels"] = result.labels.tolist()
+        out[shift_name]["labels"] = result.labels.tolist()  # the same subjects in every view
     return out
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,21 +101,22 @@ def _render(prediction: Prediction, content_hash: str, orders: dict | None, *, a
     return "\n".join(lines)
 
 
-def frames_note(inputs: SubjectInputs, release: Release) -> str:
-    """How the result page's frames relate to the stored series: the display order and what it took to get there."""
-    if not release.config.data.display_orientation:
-        return "in the scanner's stored pixel order"
-    orders = f"SAX {inputs.cine_sax.display_order.describe()}, 4CH {inputs.cine_4ch.display_order.describe()}"
-    return f"standard display (SAX: RV left, inferior down; 4CH: apex up); from the stored series: {orders}"
-
-
 def display_orders(inputs: SubjectInputs, release: Release) -> dict[str, dict[str, Any]] | None:
-    """Per cine series, how the model's frames were reordered from the stored pixels (quarter turns after an optional
-    left-right mirror, as `DisplayOrder`); None when the release scores the stored pixel order."""
+    """Per cine series, how the model's frames were reordered from the stored pixels: the sidecar's `DisplayOrder`
+    fields and the same in words; None when the release scores the stored pixel order."""
     if not release.config.data.display_orientation:
         return None
     orders = {CINE_4CH: inputs.cine_4ch.display_order, CINE_SAX: inputs.cine_sax.display_order}
-    return {seq: {"turns": o.turns % 4, "mirrored": o.mirrored, "described": o.describe()} for seq, o in orders.items()}
+    return {seq: asdict(order) | {"described": order.describe()} for seq, order in orders.items()}
+
+
+def frames_note(inputs: SubjectInputs, release: Release) -> str:
+    """How the result page's frames relate to the stored series: the display order and what it took to get there."""
+    orders = display_orders(inputs, release)
+    if orders is None:
+        return "in the scanner's stored pixel order"
+    stored = f"SAX {orders[CINE_SAX]['described']}, 4CH {orders[CINE_4CH]['described']}"
+    return f"standard display (SAX: RV left, inferior down; 4CH: apex up); from the stored series: {stored}"
 
 
 def _outputs_hook(args: argparse.Namespace, release: Release) -> SubjectHook | None:

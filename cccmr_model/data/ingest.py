@@ -33,6 +33,7 @@ from cccmr_model.data.manifest import (
     ManifestEntry,
     load_manifest,
 )
+from cccmr_model.data.orientation import DisplayOrder
 from cccmr_model.data.preprocess import preprocess_series
 from cccmr_model.data.series import load_series
 from cccmr_model.errors import DataError
@@ -289,8 +290,7 @@ def _heart_point(sidecar: dict[str, Any]) -> tuple[float, float, float] | None:
 
 
 def _reordered(sidecar: dict[str, Any]) -> bool:
-    order = sidecar.get("display_order") or {}
-    return bool(order.get("turns") or order.get("mirrored"))
+    return not DisplayOrder(**(sidecar.get("display_order") or {})).identity
 
 
 def _centre_fallbacks(
