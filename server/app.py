@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 from flwr.app import Context
@@ -14,6 +15,7 @@ from cccmr_model.config import ExperimentConfig, config_to_dict
 from cccmr_model.engine.checkpoint import seed_everything
 from cccmr_model.model import PHASE_GROUPS, build_model
 from cccmr_model.release.files import is_release_key
+from cccmr_model.sequences import CINE_SEQUENCES
 from server.checkpoint import check_resumable, known_sites
 from server.polling_grid import PollingGrid
 from server.privacy import check_privacy_config, check_update_bound, with_central_dp
@@ -45,7 +47,7 @@ def main(grid: Grid, context: Context) -> None:
         state,
         config=config,
         run_dir=settings.run_dir,
-        eval_keys=[k for k in state if is_release_key(k)],
+        eval_keys=evaluation_keys(state),
         completed_rounds=completed,
         known_sites=sites,
     )
@@ -64,6 +66,14 @@ def main(grid: Grid, context: Context) -> None:
         run_folder.release_dir(settings.run_dir), strategy.global_state, config, rounds, strategy.final_evaluation
     )
     log.info("release written to %s", out)
+
+
+def evaluation_keys(state: Mapping[str, np.ndarray]) -> list[str]:
+    """What an evaluation sends: the cine-only model (the release's groups) and the cine heads (a few hundred
+    numbers), so that every evaluation also scores the 4CH and SAX heads; the LGE head is scored only in rounds
+    whose message holds the LGE encoder (pretraining, FIM)."""
+    heads = tuple(f"heads.{seq}." for seq in CINE_SEQUENCES)
+    return [k for k in state if is_release_key(k) or k.startswith(heads)]
 
 
 def initial_state(config: ExperimentConfig) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.metrics import confusion_metrics, confusion_report, report, roc_auc
+from cccmr_model.sequences import SEQUENCES
 from cccmr_model.wire import NUM_EXAMPLES
 
 
@@ -18,7 +19,8 @@ def global_eval_metrics(site_metrics: Mapping[str, Mapping[str, object]], num_cl
     """Pool per-site `confusion` (row = true class, column = predicted, flattened) and `loss` into global metrics.
 
     Counts add exactly, so the global accuracy, sensitivity and specificity equal those of one evaluation on all
-    sites' validation subjects. With shared `scores`/`labels` the pooled AUC is added.
+    sites' validation subjects. With shared `scores`/`labels` the pooled AUC is added; per sequence head the sites
+    scored, `head_eval_metrics`.
     """
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     loss_sum, count = 0.0, 0
@@ -32,6 +34,26 @@ def global_eval_metrics(site_metrics: Mapping[str, Mapping[str, object]], num_cl
     auc = pooled_auc(site_metrics, num_classes)
     if auc is not None:
         out["auc"] = auc
+    out.update(head_eval_metrics(site_metrics))
+    return out
+
+
+def head_eval_metrics(site_metrics: Mapping[str, Mapping[str, object]]) -> dict[str, float]:
+    """Per sequence head the sites scored: `loss:<seq>` (exact mean over their subjects), `acc:<seq>` (exact, the
+    head's accuracy is a count), `auc:<seq>` (the sites' AUCs averaged with their subject counts as weights: per-site
+    AUCs do not pool exactly) and `examples:<seq>`."""
+    out: dict[str, float] = {}
+    for seq in SEQUENCES:
+        scored = [m for m in site_metrics.values() if f"examples:{seq}" in m]
+        if not scored:
+            continue
+        weights = np.asarray([int(m[f"examples:{seq}"]) for m in scored], dtype=np.float64)
+        for kind in ("loss", "acc"):
+            out[f"{kind}:{seq}"] = float(np.average([float(m[f"{kind}:{seq}"]) for m in scored], weights=weights))
+        with_auc = [(float(m[f"auc:{seq}"]), w) for m, w in zip(scored, weights, strict=True) if f"auc:{seq}" in m]
+        if with_auc:
+            out[f"auc:{seq}"] = float(np.average([a for a, _ in with_auc], weights=[w for _, w in with_auc]))
+        out[f"examples:{seq}"] = int(weights.sum())
     return out
 
 

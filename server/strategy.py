@@ -14,7 +14,8 @@ site whose reply flags a head that predicted a constant in its last local epoch 
 
 Evaluation has no exchange of its own but after the last round. Round t's global model, due an evaluation every
 `federation.evaluate_every` rounds, is what round t+1 sends: its train order asks the sites to evaluate it before
-training (`evaluate_round`), the message adds the cine-only groups the phase does not send, and the replies carry
+training (`evaluate_round`), the message adds the evaluated groups the phase does not send (`eval_keys`: the
+cine-only model and the cine heads; see server/app.py), and the replies carry
 the evaluation under `eval:`, checked apart from the training part (a bad evaluation leaves out only itself).
 `aggregate_train` pools them into round t+1's history line with `evaluated_round` t. After the last round
 `configure_evaluate` sends the final evaluation (`evaluated_round` the last round; an evaluation of the round before,
@@ -179,7 +180,7 @@ class PhaseFedAvg(FedAvg):
         self._round = RoundLog(plan, evaluate_round=self._piggyback_round(plan))
         node_ids = self._connected_nodes(grid, first=server_round == 1)
         sent = select(self.global_state, plan.sends)
-        if self._round.evaluate_round is not None:  # the evaluated model: the cine-only groups of the global state
+        if self._round.evaluate_round is not None:  # the evaluated model: the cine-only groups and the heads
             sent.update({k: self.global_state[k] for k in self.eval_keys if k not in sent})
         content = RecordDict(
             {
@@ -343,7 +344,7 @@ class PhaseFedAvg(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """After the last round only, send the cine-only model to every site (the final evaluation); earlier
+        """After the last round only, send the cine-only model and heads to every site (the final evaluation); earlier
         rounds' evaluations travel with the next round's train messages."""
         plan = self._plan(server_round)
         if plan.server_round != len(self.plan):

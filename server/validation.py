@@ -4,10 +4,10 @@ A training reply is rejected, with a one-line reason, when its arrays are not ex
 when a shape or dtype differs from the global model, when a value is NaN or infinite, when its update (reply minus
 what was sent) has an L2 norm above the round's bound (`update_bound`), or when an allow-listed metric has the wrong
 type; metrics that are not on the allow-list are dropped (`split_metrics`). An evaluation reply is rejected unless
-its confusion counts are non-negative integers summing to `num-examples`, and its shared scores and labels (if
-any) match them in length, range and per-class counts; the evaluation a train reply carries (`eval:`) is checked
-the same way, apart from the training part. The strategy bounds each claimed `num-examples` across the
-round's replies (`examples_bound`).
+its confusion counts are non-negative integers summing to `num-examples`, its shared scores and labels (if any)
+match them in length, range and per-class counts, and its per-head metrics (if any) are in range; the evaluation a
+train reply carries (`eval:`) is checked the same way, apart from the training part. The strategy bounds each
+claimed `num-examples` across the round's replies (`examples_bound`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ TRAIN_METRICS = frozenset(
     | {f"sigma:{term}" for term in FIM_TERMS}
     | {f"{kind}:{head}" for kind in ("acc", "auc", "constant") for head in HEADS}
 )
-EVAL_METRICS = frozenset({NUM_EXAMPLES, "loss", "confusion", "scores", "labels"})
+# Per sequence head, what an evaluation reply may add (each head the evaluated message held): see `check_head_metrics`.
+HEAD_EVAL_KINDS = ("acc", "auc", "loss", "examples")
+EVAL_METRICS = frozenset(
+    {NUM_EXAMPLES, "loss", "confusion", "scores", "labels"}
+    | {f"{kind}:{seq}" for kind in HEAD_EVAL_KINDS for seq in SEQUENCES}
+)
 # A train reply may also carry the evaluation its order asked for (`eval:<evaluation metric>`, checked apart).
 TRAIN_REPLY_METRICS = TRAIN_METRICS | {EVAL_PREFIX + name for name in EVAL_METRICS}
 INT64 = 2**63
@@ -98,7 +103,33 @@ def check_eval_metrics(metrics: Mapping[str, object], num_classes: int) -> str |
     if ("scores" in metrics) != ("labels" in metrics):
         return "scores and labels must be shared together"
     if "labels" in metrics:
-        return _check_scores(metrics["scores"], metrics["labels"], confusion, num_classes)
+        reason = _check_scores(metrics["scores"], metrics["labels"], confusion, num_classes)
+        if reason is not None:
+            return reason
+    return check_head_metrics(metrics)
+
+
+def check_head_metrics(metrics: Mapping[str, object]) -> str | None:
+    """None when every sequence head's validation metrics are consistent: `examples:<seq>` a positive count no larger
+    than num-examples, given with `loss:<seq>` (finite, >= 0) and `acc:<seq>` (in [0, 1]); `auc:<seq>` (in [0, 1])
+    only with them."""
+    count = int(metrics[NUM_EXAMPLES])
+    for seq in SEQUENCES:
+        given = {kind for kind in HEAD_EVAL_KINDS if f"{kind}:{seq}" in metrics}
+        if not given:
+            continue
+        if not {"examples", "loss", "acc"} <= given:
+            return f"head {seq}: examples, loss and acc must be given together, got {sorted(given)}"
+        examples = metrics[f"examples:{seq}"]
+        if not isinstance(examples, int) or isinstance(examples, bool) or not 0 < examples <= count:
+            return f"metric examples:{seq} must be an integer in 1..{count}, got {short_repr(examples)}"
+        loss = metrics[f"loss:{seq}"]
+        if not _is_finite_number(loss) or loss < 0:
+            return f"metric loss:{seq} must be a finite number >= 0, got {short_repr(loss)}"
+        for kind in ("acc", "auc"):
+            value = metrics.get(f"{kind}:{seq}", 0.0)
+            if not _is_finite_number(value) or not 0.0 <= value <= 1.0:
+                return f"metric {kind}:{seq} must lie in [0, 1], got {short_repr(value)}"
     return None
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from cccmr_model.sequences import SEQUENCES
+
 PHASE_COLOURS = {"pretrain": "#dbe9f6", "fim": "#fde6cf", "fusion": "#dff2dc"}
 PHASE_TITLES = {"pretrain": "phase 1: pretrain", "fim": "phase 2: FIM", "fusion": "phase 3: fusion"}
 DPI = 130
@@ -116,7 +118,8 @@ def site_accuracy(metrics: Mapping[str, Any]) -> float | None:
 
 
 def rounds_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Per round and site: training loss, validation loss, validation accuracy; pooled validation AUC."""
+    """Per round and site: training loss, validation loss, validation accuracy; pooled validation metrics and each
+    sequence head's validation AUC (rounds whose message held the heads)."""
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
     rounds = [int(r["round"]) for r in history]
@@ -144,6 +147,10 @@ def rounds_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path:
         xs, ys = _series(evaluated, lambda r, m=metric: r.get("evaluate_global", {}).get(m))
         if xs:
             ax.plot(xs, ys, marker="o", ls=style, lw=1.5, label=metric.replace("_", " "))
+    for seq, marker in zip(SEQUENCES, "^sD", strict=True):
+        xs, ys = _series(evaluated, lambda r, s=seq: r.get("evaluate_global", {}).get(f"auc:{s}"))
+        if xs:
+            ax.plot(xs, ys, marker=marker, markersize=4, ls="-", lw=0.8, alpha=0.8, label=f"AUC, {seq} head")
     ax.set_title("pooled validation metrics (all sites)", pad=14)
     ax.legend(fontsize=8)
     for ax in axes[1]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from cccmr_model.demo.figures import evaluations, site_accuracy
 from cccmr_model.markdown import escape_markdown
+from cccmr_model.sequences import SEQUENCES
 
 RELEASE, BASELINE = "release", "baseline"
 
@@ -53,11 +54,18 @@ def rounds_table(history: Sequence[Mapping[str, Any]]) -> str:
         )  # fmt: skip
         mb = (r.get("bytes_sent", 0) + r.get("bytes_received", 0)) / 1e6
         rows.append([r["round"], f"{r['phase']} {r['phase_round']}", ", ".join(r.get("sites_replied", [])),
-                     train.get("loss"), ev.get("loss"), ev.get("auc"), per_site or "n/a", f"{mb:.1f}",
-                     _fmt(r.get("round_time_s"), 1)])  # fmt: skip
-    header = ["round", "phase", "sites replied", "train loss", "val loss", "val AUC (pooled)", "val accuracy per site",
-              "MB exchanged", "round s"]  # fmt: skip
+                     train.get("loss"), ev.get("loss"), ev.get("auc"), head_aucs(ev), per_site or "n/a",
+                     f"{mb:.1f}", _fmt(r.get("round_time_s"), 1)])  # fmt: skip
+    header = ["round", "phase", "sites replied", "train loss", "val loss", "val AUC (pooled)",
+              "val AUC per head 4CH / SAX / LGE", "val accuracy per site", "MB exchanged", "round s"]  # fmt: skip
     return _table(header, rows)
+
+
+def head_aucs(evaluate_global: Mapping[str, Any]) -> str:
+    """The sequence heads' validation AUCs "4CH / SAX / LGE" (n/a where a head was not scored); "n/a" when none was
+    (a fusion round's message holds no heads)."""
+    values = [evaluate_global.get(f"auc:{seq}") for seq in SEQUENCES]
+    return "n/a" if all(v is None for v in values) else " / ".join(_fmt(v) for v in values)
 
 
 # AUC differences below this are inside the bootstrap noise of a ~50-subject test set and one seed.
@@ -95,7 +103,14 @@ def validation_trend(history: Sequence[Mapping[str, Any]]) -> str:
     last = {phase: (n, a) for n, phase, a in points}  # the last evaluated round of each phase
     parts = [f"round {points[0][0]} ({points[0][1]}) {_fmt(points[0][2])}"]
     parts += [f"end of {phase} (round {n}) {_fmt(a)}" for phase, (n, a) in last.items()]
-    return "Pooled validation AUC of the cine-only model, round by round: " + ", ".join(parts) + "."
+    trend = "Pooled validation AUC of the cine-only model, round by round: " + ", ".join(parts) + "."
+    heads = {e["phase"]: (e["round"], head_aucs(e["evaluate_global"])) for e in evaluations(history)}
+    heads = {phase: (n, aucs) for phase, (n, aucs) in heads.items() if aucs != "n/a"}
+    if heads:
+        parts = [f"end of {phase} (round {n}) {aucs}" for phase, (n, aucs) in heads.items()]
+        trend += (" Each sequence head's validation AUC (4CH / SAX / LGE; the sites' AUCs weighted by their "
+                  "validation subjects): " + ", ".join(parts) + ".")  # fmt: skip
+    return trend
 
 
 def sigma_table(history: Sequence[Mapping[str, Any]]) -> str:

@@ -2,8 +2,10 @@
 
 By default the prediction is the fused path `model.predict(cine_4ch, cine_sax)`, the one a release ships; the
 ablation also scores a single cine sequence through its own head (`source="cine_4ch"` or `"cine_sax"`).
-`evaluate_heads` scores every sequence head of the full model (LGE included) in one pass, e.g. to check that the
-training set is learned. `EvalResult.report` is the report with bootstrap CIs that the tables show.
+`evaluate_sources` scores several paths in one pass, each sequence encoded once: `evaluate_heads` every sequence
+head of the full model (LGE included), e.g. to check that the training set is learned; a site's validation every
+path the received state holds (`state_sources`). `EvalResult.report` is the report with bootstrap CIs that the
+tables show.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine.datasets import task_dataset
 from cccmr_model.engine.loading import model_holding, resolve_device, to_device, without_pretrained
 from cccmr_model.engine.train import autocast_for
-from cccmr_model.errors import DataError
+from cccmr_model.errors import CccmrError, DataError
 from cccmr_model.model import CCCMRModel, build_model
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES, LGE_SAX
 
@@ -79,27 +81,7 @@ def evaluate_model(
     source: str = "fusion",
 ) -> EvalResult:
     """Scores (N, C), labels (N,) and mean cross-entropy of `state` on `dataset` (task view of the config)."""
-    data = task_dataset(dataset, config.task)
-    if len(data) == 0:
-        raise DataError(f"no evaluation samples for task {config.task}")
-    dev = resolve_device(device)
-    model = eval_model(state, config, dev, required_prefixes(source))
-    autocast = autocast_for(dev, config)
-    logits, labels = [], []
-    with torch.inference_mode():
-        for batch in eval_loader(data, config, dev):
-            batch = to_device(batch, dev)
-            with autocast():
-                if source == "fusion":
-                    out = model.predict(batch[CINE_4CH], batch[CINE_SAX])  # B, C
-                else:
-                    out = model.heads[source](model.encode(source, batch[source]))  # B, C
-            logits.append(out.float())
-            labels.append(batch["label"])
-    all_logits, all_labels = torch.cat(logits), torch.cat(labels)
-    loss = F.cross_entropy(all_logits, all_labels).item()
-    scores = torch.softmax(all_logits, dim=1).cpu().numpy()
-    return EvalResult(scores=scores, labels=all_labels.cpu().numpy().astype(np.int64), loss=float(loss))
+    return evaluate_sources(state, dataset, config, device, (source,))[source]
 
 
 def evaluate_heads(
@@ -107,30 +89,73 @@ def evaluate_heads(
 ) -> dict[str, EvalResult]:
     """Per sequence head (LGE only if the state has it): scores, labels and mean cross-entropy on `dataset`, in eval
     mode without augmentation; the LGE head over the subjects with LGE only (left out when there are none)."""
+    with_lge = any(k.startswith(f"encoders.{LGE_SAX}.") for k in state)
+    heads = (*CINE_SEQUENCES, LGE_SAX) if with_lge else CINE_SEQUENCES
+    return evaluate_sources(state, dataset, config, device, heads)
+
+
+def state_sources(state: Mapping[str, Tensor]) -> tuple[str, ...]:
+    """The prediction paths (`SOURCES` order, LGE's head last) whose parameters `state` holds."""
+    sources = (*SOURCES, LGE_SAX)
+    required = {source: (f"encoders.{source}.", f"heads.{source}.") for source in sources if source != "fusion"}
+    required["fusion"] = required_prefixes("fusion")
+    return tuple(s for s in sources if all(any(k.startswith(p) for k in state) for p in required[s]))
+
+
+def evaluate_sources(
+    state: Mapping[str, Tensor],
+    dataset: Dataset,
+    config: ExperimentConfig,
+    device: str | torch.device,
+    sources: tuple[str, ...],
+) -> dict[str, EvalResult]:
+    """Per path in `sources` ("fusion" or a sequence head): scores, labels and mean cross-entropy on `dataset`, in
+    one pass (each sequence encoded once), eval mode, no augmentation. The LGE head is scored over the subjects
+    with LGE only and left out when there are none."""
+    unknown = [s for s in sources if s not in (*SOURCES, LGE_SAX)]
+    if unknown or not sources:
+        raise ValueError(f"unknown sources {unknown}; expected some of {[*SOURCES, LGE_SAX]}")
+    absent = [s for s in sources if s not in state_sources(state)]
+    if absent:
+        raise CccmrError(f"the weights hold no parameters for {absent}")
     data = task_dataset(dataset, config.task)
     if len(data) == 0:
         raise DataError(f"no evaluation samples for task {config.task}")
     dev = resolve_device(device)
-    model = eval_model(state, config, dev, ())
+    required = tuple(dict.fromkeys(p for s in sources for p in _source_prefixes(s)))
+    model = eval_model(state, config, dev, required)
+    encoded = tuple(dict.fromkeys(seq for s in sources for seq in _source_sequences(s)))
     autocast = autocast_for(dev, config)
-    logits: dict[str, list[Tensor]] = {}
+    logits: dict[str, list[Tensor]] = {source: [] for source in sources}
     labels, has_lge = [], []
     with torch.inference_mode():
         for batch in eval_loader(data, config, dev):
             batch = to_device(batch, dev)
             with autocast():
-                output = model(batch)
-            for seq, out in output.logits.items():
-                logits.setdefault(seq, []).append(out.float())
+                features = {seq: model.encode(seq, batch[seq]) for seq in encoded}  # seq -> B, D
+                for source in sources:
+                    if source == "fusion":
+                        out = model.fuse(features[CINE_4CH], features[CINE_SAX])  # B, C
+                    else:
+                        out = model.heads[source](features[source])  # B, C
+                    logits[source].append(out.float())
             labels.append(batch["label"])
-            has_lge.append(batch["has_lge"].bool())
+            has_lge.append(batch["has_lge"].bool() if LGE_SAX in sources else torch.ones_like(batch["label"]).bool())
     all_labels, lge_rows = torch.cat(labels), torch.cat(has_lge)
     results = {}
-    for seq, parts in logits.items():
-        rows = lge_rows if seq == LGE_SAX else torch.ones_like(lge_rows)
+    for source, parts in logits.items():
+        rows = lge_rows if source == LGE_SAX else torch.ones_like(lge_rows)
         if rows.any():
-            results[seq] = _result(torch.cat(parts)[rows], all_labels[rows])
+            results[source] = _result(torch.cat(parts)[rows], all_labels[rows])
     return results
+
+
+def _source_prefixes(source: str) -> tuple[str, ...]:
+    return (f"encoders.{LGE_SAX}.", f"heads.{LGE_SAX}.") if source == LGE_SAX else required_prefixes(source)
+
+
+def _source_sequences(source: str) -> tuple[str, ...]:
+    return (CINE_4CH, CINE_SAX) if source == "fusion" else (source,)
 
 
 def _result(logits: Tensor, labels: Tensor) -> EvalResult:

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from cccmr_model.config.schema import ExperimentConfig
-from cccmr_model.release.files import is_release_key
 from cccmr_model.site.budget import dp_ledger_path
 from cccmr_model.site.config import SiteSettings
 from cccmr_model.site.data import prepare_site
@@ -27,8 +26,8 @@ def handle_train(
     fields: Mapping[str, Any], arrays: list[np.ndarray], resolve_site: SiteResolver
 ) -> tuple[str, dict[str, Any], list[np.ndarray]]:
     """(site name, reply metrics, encoded trained groups) of one train message (the caller adds its timing). When
-    the order asks for it, the received model is first evaluated (the cine-only groups, as an evaluate message
-    sends them) and the reply's metrics carry that evaluation under `eval:`; training seeds itself afterwards."""
+    the order asks for it, the received model is first evaluated (the cine-only prediction, and each sequence head
+    the message holds) and the reply's metrics carry that evaluation under `eval:`; training seeds itself afterwards."""
     order = TrainOrder.from_config(fields)
     config, site = _setup(order.experiment_json, resolve_site)
     received = decode_model(arrays, order.wire, "message from the server")  # float32 (bf16-rounded with bf16, int8)
@@ -36,9 +35,8 @@ def handle_train(
     evaluation: dict[str, Any] = {}
     timing: dict[str, float] = {}
     if order.evaluate_round is not None:
-        cine_only = {k: v for k, v in tensors.items() if is_release_key(k)}
         started = time.perf_counter()
-        evaluation = evaluate_round(cine_only, data, config, device=site.device, share_scores=order.share_scores)
+        evaluation = evaluate_round(tensors, data, config, device=site.device, share_scores=order.share_scores)
         timing["evaluate_seconds"] = time.perf_counter() - started
     trained, metrics = train_round(
         tensors,

@@ -4,8 +4,8 @@ Training replies carry the trained parameter groups and aggregate metrics only: 
 seen, the FedAvg weight), losses, each head's training accuracy and AUC (`acc:<head>`, `auc:<head>`) with a
 `constant:<head>` flag for a head that predicted a constant, throughput and (FIM) the learned sigmas, all of the
 last local epoch. Evaluation replies carry the confusion
-counts and the mean loss on the site's validation split, and per-subject scores and labels (no identifiers) only
-when the run allows it.
+counts and the mean loss of the cine-only prediction on the site's validation split, each received sequence head's
+validation accuracy, AUC and loss, and per-subject scores and labels (no identifiers) only when the run allows it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 
 from cccmr_model.config.schema import ExperimentConfig
-from cccmr_model.engine import evaluate_model, train_phase
+from cccmr_model.engine import train_phase
+from cccmr_model.engine.evaluate import evaluate_sources, state_sources
+from cccmr_model.engine.train import head_metrics
 from cccmr_model.errors import CccmrError
 from cccmr_model.metrics import calls, confusion_counts
 from cccmr_model.model import build_model, phase_state
@@ -73,8 +75,11 @@ def train_round(
 def evaluate_round(
     received: Mapping[str, Tensor], data: SiteData, config: ExperimentConfig, *, device: str, share_scores: bool
 ) -> dict[str, int | float | list[int] | list[float]]:
-    """Cine-only prediction on the validation split: counts and loss (plus scores/labels when shared)."""
-    result = evaluate_model(received, data.val, config, device)
+    """Cine-only prediction on the validation split: counts and loss (plus scores/labels when shared). Each sequence
+    head whose encoder and head `received` holds (pretraining and FIM rounds send them) is scored in the same pass:
+    `acc:<seq>`, `auc:<seq>` (when defined), `loss:<seq>` and `examples:<seq>` (the LGE head: subjects with LGE)."""
+    results = evaluate_sources(received, data.val, config, device, state_sources(received))
+    result = results["fusion"]
     predicted = calls(config.task, result.scores, config.evaluation.threshold)
     confusion = confusion_counts(result.labels, predicted, config.num_classes)
     metrics: dict[str, int | float | list[int] | list[float]] = {
@@ -82,6 +87,11 @@ def evaluate_round(
         "loss": float(result.loss),
         "confusion": confusion.ravel().tolist(),
     }
+    for head, scored in results.items():
+        if head != "fusion":
+            validation = {**head_metrics(scored.scores, scored.labels), "loss": float(scored.loss)}
+            metrics.update({f"{key}:{head}": value for key, value in validation.items()})
+            metrics[f"examples:{head}"] = len(scored.labels)
     if share_scores:
         scores = result.scores[:, 1] if config.num_classes == 2 else result.scores.ravel()
         metrics["scores"] = [float(s) for s in scores]

@@ -47,6 +47,8 @@ TRAIN_METRICS |= {"dp_epsilon", "dp_delta", "dp_steps", "dp_stopped"}
 # Per-head training accuracy, AUC and constant-prediction flags: aggregates over the site's training subjects.
 TRAIN_METRICS |= {f"{kind}:{head}" for kind in ("acc", "auc", "constant") for head in (*SEQUENCES, "fusion")}
 EVAL_METRICS = {"num-examples", "loss", "confusion"}
+# Per-head validation accuracy, AUC, loss and count: aggregates over the site's validation subjects.
+EVAL_METRICS |= {f"{kind}:{seq}" for kind in ("acc", "auc", "loss", "examples") for seq in SEQUENCES}
 
 
 def planted(site: str, index: int) -> tuple[str, str, str]:

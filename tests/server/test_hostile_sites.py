@@ -179,6 +179,16 @@ BAD_EVALUATIONS = {
     "labels off the counts": ({"scores": [0.1, 0.9], "labels": [0, 0]}, "the confusion rows"),
     "score 3": ({"scores": [0.1, 3.0], "labels": [0, 1]}, "probabilities in [0, 1]"),
     "scores alone": ({"scores": [0.1, 0.9]}, "scores and labels must be shared together"),
+    "head AUC 7": (
+        {"acc:cine_sax": 0.5, "auc:cine_sax": 7.0, "loss:cine_sax": 0.6, "examples:cine_sax": 2},
+        "auc:cine_sax must lie in [0, 1]",
+    ),
+    "head AUC alone": ({"auc:lge_sax": 0.9}, "head lge_sax: examples, loss and acc must be given together"),
+    "head examples beyond num-examples": (
+        {"acc:lge_sax": 0.5, "loss:lge_sax": 0.6, "examples:lge_sax": 3000},
+        "examples:lge_sax must be an integer",
+    ),
+    "negative head loss": ({"acc:cine_4ch": 1.0, "loss:cine_4ch": -1.0, "examples:cine_4ch": 2}, "loss:cine_4ch"),
 }
 
 
@@ -260,4 +270,4 @@ def test_site_names_are_escaped_in_the_model_card_and_the_report():
     assert "<img" not in markdown_to_html(line) and "\\<img" in line
     table = rounds_table([{"round": 1, "phase": "pretrain", "phase_round": 1, "sites_replied": [HOSTILE]}])
     page = markdown_to_html(table)
-    assert "<img src" not in page and "<strong>" not in page and page.count("<td>") == 9
+    assert "<img src" not in page and "<strong>" not in page and page.count("<td>") == 10  # one row, ten columns

@@ -68,3 +68,18 @@ def test_global_metrics_equal_pooled_evaluation():
     assert g["auc"] == pytest.approx(roc_auc_score(labels, sites["a"]["scores"] + sites["b"]["scores"]))
     del sites["b"]["scores"]
     assert "auc" not in global_eval_metrics(sites, 2)
+
+
+def test_head_metrics_pool_exactly_where_they_can_and_weight_the_sites_aucs():
+    sites = {
+        "a": {"num-examples": 5, "loss": 1.0, "confusion": [2, 1, 0, 2], "acc:lge_sax": 1.0, "auc:lge_sax": 0.9,
+              "loss:lge_sax": 0.2, "examples:lge_sax": 3},
+        "b": {"num-examples": 3, "loss": 2.0, "confusion": [1, 0, 1, 1], "acc:lge_sax": 0.0, "auc:lge_sax": 0.5,
+              "loss:lge_sax": 1.0, "examples:lge_sax": 1, "acc:cine_4ch": 0.5, "loss:cine_4ch": 0.7,
+              "examples:cine_4ch": 3},
+    }  # fmt: skip
+    g = global_eval_metrics(sites, 2)
+    assert g["acc:lge_sax"] == pytest.approx(3 / 4) and g["loss:lge_sax"] == pytest.approx((3 * 0.2 + 1.0) / 4)
+    assert g["auc:lge_sax"] == pytest.approx((3 * 0.9 + 0.5) / 4) and g["examples:lge_sax"] == 4
+    assert (g["acc:cine_4ch"], g["loss:cine_4ch"], g["examples:cine_4ch"]) == (0.5, pytest.approx(0.7), 3)
+    assert "auc:cine_4ch" not in g and "examples:cine_sax" not in g  # undefined at its one site; not scored

@@ -11,6 +11,7 @@ from cccmr_model.demo.plan import overrides, site_names
 from cccmr_model.demo.report import (
     BASELINE,
     RELEASE,
+    head_aucs,
     lge_verdict,
     markdown_to_html,
     render_markdown,
@@ -25,13 +26,15 @@ TERMS = ("cls:cine_4ch", "cls:cine_sax", "cls:lge_sax", "fsa:cine_4ch|cine_sax",
          "fsa:cine_sax|lge_sax")  # fmt: skip
 
 
-def fake_evaluation(rnd: int, sites) -> dict:
-    """The evaluation of round `rnd`'s model (validation AUC 0.5 + 0.05 x rnd), as a history line holds it."""
+def fake_evaluation(rnd: int, sites, lge: bool = True) -> dict:
+    """The evaluation of round `rnd`'s model (validation AUC 0.5 + 0.05 x rnd; heads 4CH 0.6 + 0.05 x rnd, SAX
+    0.55, LGE 0.8 when the message held it), as a history line holds it."""
+    heads = {"auc:cine_4ch": 0.6 + 0.05 * rnd, "auc:cine_sax": 0.55, **({"auc:lge_sax": 0.8} if lge else {})}
     return {
         "evaluated_round": rnd,
         "evaluate": {s: {"loss": 0.7 - 0.01 * rnd, "confusion": [2, 1, 1, 2], "num-examples": 6} for s in sites},
         "evaluate_global": {"loss": 0.69, "auc": 0.5 + 0.05 * rnd, "balanced_accuracy": 0.6, "sensitivity": 0.5,
-                            "specificity": 0.7, "num-examples": 12},
+                            "specificity": 0.7, "num-examples": 12, **heads},
     }  # fmt: skip
 
 
@@ -45,7 +48,7 @@ def fake_history(phases: dict[str, int], sites=("anzhen", "lanzhou")) -> list[di
             rnd += 1
             sigma = {f"sigma:{t}": 1.0 + 0.01 * rnd * (i - 2.5) for i, t in enumerate(TERMS)} if phase == "fim" else {}
             evaluation = (
-                fake_evaluation(rnd if rnd == last else rnd - 1, sites)
+                fake_evaluation(rnd if rnd == last else rnd - 1, sites, lge=phase != "fusion")
                 if rnd > 1
                 else {"evaluated_round": None, "evaluate": {}, "evaluate_global": {}}
             )
@@ -78,6 +81,15 @@ def test_the_validation_trend_and_the_rounds_table_follow_the_evaluated_round(hi
     assert "end of fusion (round 5) 0.750" in trend
     rows = [line for line in rounds_table(histories[RELEASE]).splitlines() if line.startswith("| 1 ")]
     assert "0.550" in rows[0]  # round 1's model, evaluated in round 2
+    assert "0.650 / 0.550 / 0.800" in rows[0]  # its heads 4CH / SAX / LGE
+    last = [line for line in rounds_table(histories[RELEASE]).splitlines() if line.startswith("| 5 ")]
+    assert "0.850 / 0.550 / n/a" in last[0]  # a fusion round's message holds no LGE encoder
+    assert "end of pretrain (round 2) 0.700 / 0.550 / 0.800" in trend
+    assert "end of fusion (round 5) 0.850 / 0.550 / n/a" in trend
+
+
+def test_a_history_without_head_metrics_reads_n_a():
+    assert head_aucs({"auc": 0.7}) == "n/a" and head_aucs({"auc:cine_sax": 0.75}) == "n/a / 0.750 / n/a"
 
 
 @pytest.fixture
