@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,22 @@ def read_history(path: Path) -> list[dict[str, Any]]:
     text = path.read_text(encoding="utf-8")
     lines = text.split("\n")[:-1]  # the piece after the last newline is empty or unfinished
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def evaluations(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every evaluation the history records, as {"round", "phase", "evaluate", "evaluate_global"} of the round whose
+    model it evaluated, in round order. A line holds the evaluation that arrived in its round (`evaluated_round`:
+    the round before, whose model its train messages carried, or its own after the last round; a history without
+    the field: its own), the last line possibly one more (`previous_evaluation`)."""
+    phases = {int(r["round"]): r["phase"] for r in history}
+    found: dict[int, dict[str, Any]] = {}
+    for record in history:
+        for ev in (record.get("previous_evaluation") or {}, record):
+            if ev.get("evaluate_global"):
+                n = int(ev.get("evaluated_round") or record["round"])
+                found[n] = {"round": n, "phase": phases.get(n, record["phase"]), "evaluate": ev.get("evaluate", {}),
+                            "evaluate_global": ev["evaluate_global"]}  # fmt: skip
+    return [found[n] for n in sorted(found)]
 
 
 def bytes_per_site(record: Mapping[str, Any]) -> tuple[float, float]:

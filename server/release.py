@@ -14,6 +14,8 @@ import torch
 
 from cccmr_model.config import ExperimentConfig
 from cccmr_model.release.write import write_release as write_release_folder
+from cccmr_model.run_folder import evaluations
+from cccmr_model.sequences import SEQUENCES
 from cccmr_model.wire import NUM_EXAMPLES
 from server.evaluation import release_reports
 
@@ -29,7 +31,8 @@ def write_release(
 
     Metrics: Table-1 reports with bootstrap CIs (pooled and per site) of the last evaluated round, from
     `final_evaluation` (the sites' replies of that round, with per-subject scores when they were shared, so AUC
-    gets its CI) or else from the counts in the history (AUC unavailable).
+    gets its CI) or else from the counts in the history (AUC unavailable). Each phase's row in the model card adds
+    its heads' validation AUCs (`phase_head_aucs`).
     """
     evaluated = [r for r in rounds if r.get("evaluate_global")]
     site_metrics = final_evaluation or (evaluated[-1]["evaluate"] if evaluated else {})
@@ -44,12 +47,28 @@ def write_release(
     training = {
         "mode": "federated",
         "sites": sites or {name: {"rounds": 0} for name in config.federation.sites},
-        "phases": {p: {"rounds": f.rounds, "local_epochs": f.local_epochs} for p, f in phases.items()},
+        "phases": {
+            p: {"rounds": f.rounds, "local_epochs": f.local_epochs, **phase_head_aucs(rounds).get(p, {})}
+            for p, f in phases.items()
+        },
         "rounds_completed": len(rounds),
         "privacy": achieved_privacy(config, rounds),
     }
     torch_state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
     return write_release_folder(out_dir, state=torch_state, config=config, metrics=metrics, training_info=training)
+
+
+def phase_head_aucs(rounds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per phase, `val_auc:<seq>` of each sequence head: the latest evaluation of a model of that phase that scored
+    the head (the LGE head is scored only where the evaluating message held its encoder, so its FIM value may be
+    from the FIM's second-to-last round)."""
+    out: dict[str, dict[str, float]] = {}
+    for evaluation in evaluations(rounds):  # round order: later evaluations overwrite earlier ones
+        for seq in SEQUENCES:
+            auc = evaluation["evaluate_global"].get(f"auc:{seq}")
+            if isinstance(auc, int | float):
+                out.setdefault(evaluation["phase"], {})[f"val_auc:{seq}"] = float(auc)
+    return out
 
 
 def achieved_privacy(config: ExperimentConfig, rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from cccmr_model.run_folder import evaluations
 from cccmr_model.sequences import SEQUENCES
 
 PHASE_COLOURS = {"pretrain": "#dbe9f6", "fim": "#fde6cf", "fusion": "#dff2dc"}
@@ -75,22 +76,6 @@ def _phase_bands(ax, history: Sequence[Mapping[str, Any]], labels: bool) -> None
         if labels:
             ax.text((lo + hi) / 2, 1.01, PHASE_TITLES.get(phase, phase), transform=ax.get_xaxis_transform(),
                     ha="center", va="bottom", fontsize=8)  # fmt: skip
-
-
-def evaluations(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every evaluation the history records, as {"round", "phase", "evaluate", "evaluate_global"} of the round whose
-    model it evaluated, in round order. A line holds the evaluation that arrived in its round (`evaluated_round`:
-    the round before, whose model its train messages carried, or its own after the last round; a history without
-    the field: its own), the last line possibly one more (`previous_evaluation`)."""
-    phases = {int(r["round"]): r["phase"] for r in history}
-    found: dict[int, dict[str, Any]] = {}
-    for record in history:
-        for ev in (record.get("previous_evaluation") or {}, record):
-            if ev.get("evaluate_global"):
-                n = int(ev.get("evaluated_round") or record["round"])
-                found[n] = {"round": n, "phase": phases.get(n, record["phase"]), "evaluate": ev.get("evaluate", {}),
-                            "evaluate_global": ev["evaluate_global"]}  # fmt: skip
-    return [found[n] for n in sorted(found)]
 
 
 def _sites(history: Sequence[Mapping[str, Any]], key: str) -> list[str]:

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cccmr_model.demo.figures import evaluations, site_accuracy
+from cccmr_model.demo.figures import site_accuracy
 from cccmr_model.markdown import escape_markdown
+from cccmr_model.run_folder import evaluations
 from cccmr_model.sequences import SEQUENCES
 
 RELEASE, BASELINE = "release", "baseline"

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from cccmr_model.config import PHASES
 from cccmr_model.config.schema import ExperimentConfig
 from cccmr_model.engine.datasets import LabelledSubset, PooledDataset
-from cccmr_model.engine.evaluate import evaluate_model
+from cccmr_model.engine.evaluate import evaluate_heads, evaluate_model
 from cccmr_model.engine.train import PhaseResult, train_phase
 from cccmr_model.errors import DataError
-from cccmr_model.metrics import json_safe, markdown_table
+from cccmr_model.metrics import json_safe, markdown_table, roc_auc
 from cccmr_model.release import write_release
 from cccmr_model.splits import split_site
 
@@ -123,6 +125,20 @@ def train_phases(
     return results
 
 
+def head_validation(
+    state: Mapping[str, Tensor], val_set: Dataset, config: ExperimentConfig, device: str
+) -> dict[str, float]:
+    """`val_auc:<seq>` of each sequence head of a phase's model on the validation parts (logged): the model card's
+    evidence that every head learned more than its training subjects."""
+    aucs = {}
+    for seq, result in evaluate_heads(state, val_set, config, device).items():
+        auc = roc_auc(result.scores, result.labels)
+        if math.isfinite(auc):
+            aucs[f"val_auc:{seq}"] = auc
+    log.info("validation AUC per head: %s", ", ".join(f"{k.split(':')[1]} {v:.3f}" for k, v in aucs.items()))
+    return aucs
+
+
 @dataclass
 class CentralTraining:
     release: Path  # the release folder
@@ -167,11 +183,21 @@ def train_centrally(
     else:
         log.warning("data.val_fraction is 0: no validation metrics")
 
+    heads = (
+        {phase: head_validation(r.state, val_set, config, device) for phase, r in results.items()}
+        if val_set is not None
+        else {}
+    )
     training_info = {
         "mode": "central",
         "sites": site_summary,
         "phases": {
-            phase: {"epochs": config.train.phases[phase].epochs, "num_examples": r.num_examples, **r.metrics}
+            phase: {
+                "epochs": config.train.phases[phase].epochs,
+                "num_examples": r.num_examples,
+                **r.metrics,
+                **heads.get(phase, {}),
+            }
             for phase, r in results.items()
         },
     }

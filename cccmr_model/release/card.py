@@ -168,7 +168,8 @@ PHASE_LABELS = {
     "samples_per_s": "throughput (samples/s)",
     "train_seconds": "training time (s)",
 }
-PHASE_PREFIXES = {"acc": "accuracy", "auc": "AUC", "constant": "constant prediction", "sigma": "uncertainty σ"}
+PHASE_PREFIXES = {"acc": "accuracy", "auc": "AUC", "constant": "constant prediction", "sigma": "uncertainty σ",
+                  "val_auc": "validation AUC"}  # fmt: skip
 
 
 def _phases(phases: Mapping[str, Any]) -> list[str]:
@@ -186,9 +187,10 @@ def _phases(phases: Mapping[str, Any]) -> list[str]:
 
 
 def _phase_key_order(key: str) -> tuple[int, str, str]:
-    """Loss terms, then per-head scores (head by head), then sigmas, then timing and learning rate."""
+    """Loss terms, then per-head scores (head by head: training, then validation), then sigmas, then timing and
+    learning rate."""
     prefix, name = (key.split(":", 1)[0], key.split(":", 1)[1]) if ":" in key else ("", key)
-    group = 3 if key in PHASE_LABELS else {"acc": 1, "auc": 1, "constant": 1, "sigma": 2}.get(prefix, 0)
+    group = 3 if key in PHASE_LABELS else {"acc": 1, "auc": 1, "constant": 1, "val_auc": 1, "sigma": 2}.get(prefix, 0)
     return (group, name, prefix)
 
 

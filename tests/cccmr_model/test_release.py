@@ -250,6 +250,7 @@ def test_card_phase_table_is_rounded_and_one_row_per_quantity(tmp_path: Path, co
         "epochs": 2, "num_examples": 48, "loss": 0.6931471805599453, "cls:cine_4ch": 0.7012345678901234,
         "acc:cine_4ch": 0.5416666666666666, "auc:cine_4ch": 0.6180555555555556, "constant:cine_sax": 1.0,
         "lr": 3.0000000000000004e-05, "samples_per_s": 12.345678901234, "train_seconds": 3.888888888888,
+        "val_auc:cine_4ch": 0.5833333333333334,
     }  # fmt: skip
     phases = {"pretrain": phase, "fim": {**phase, "sigma:cine_4ch": 1.0123456789}, "fusion": {"epochs": 1}}
     training = {**TRAINING, "mode": "central", "phases": phases}
@@ -263,6 +264,7 @@ def test_card_phase_table_is_rounded_and_one_row_per_quantity(tmp_path: Path, co
         "| training samples seen | 48 | 48 | – |",
         "| final training loss | 0.693 | 0.693 | – |",
         "| accuracy, cine_4ch | 0.542 | 0.542 | – |",
+        "| validation AUC, cine_4ch | 0.583 | 0.583 | – |",
         "| constant prediction, cine_sax | yes | yes | – |",
         "| uncertainty σ, cine_4ch | – | 1.01 | – |",
         "| final learning rate | 3.00e-05 | 3.00e-05 | – |",

@@ -72,8 +72,11 @@ def test_a_site_without_scores_makes_the_pooled_auc_unavailable():
 
 def test_release_card_shows_table_one_with_cis(tmp_path):
     replies = {"anzhen": site_reply(0, 20, False), "lanzhou": site_reply(1, 14, False)}
-    rounds = [{"round": 1, "sites_replied": ["anzhen", "lanzhou"], "evaluate": replies}]  # a history line
-    rounds[0]["evaluate_global"] = global_eval_metrics(replies, 2)
+    replies["anzhen"].update(
+        {"acc:cine_sax": 0.8, "auc:cine_sax": 0.875, "loss:cine_sax": 0.4, "examples:cine_sax": 20}
+    )
+    rounds = [{"round": 1, "phase": "fusion", "sites_replied": ["anzhen", "lanzhou"], "evaluate": replies}]
+    rounds[0]["evaluate_global"] = global_eval_metrics(replies, 2)  # a history line
     out = write_release(tmp_path / "release", initial_state(CONFIG), CONFIG, rounds)
     verify_release(out)
     metrics = json.loads((out / METRICS_FILE).read_text())
@@ -82,6 +85,7 @@ def test_release_card_shows_table_one_with_cis(tmp_path):
     assert "| Evaluated on |" in card and "| pooled |" in card and "| sites / anzhen |" in card
     sens = metrics["pooled"]["metrics"]["sensitivity"]
     assert f"{sens['value']:.3f} ({sens['ci_low']:.3f}, {sens['ci_high']:.3f})" in card
+    assert "| validation AUC, cine_sax | – | – | 0.875 |" in card  # the heads' row, in the fusion column
 
 
 @pytest.mark.parametrize("privacy", ["none", "dp"])
@@ -91,7 +95,7 @@ def test_release_states_the_privacy_the_history_records(tmp_path, privacy):
     replies = {"anzhen": site_reply(0, 20, False), "lanzhou": site_reply(1, 14, False)}
     rounds = []
     for number, (eps_a, eps_l, central) in enumerate([(1.2, 1.1, 0.8), (2.345678, 2.2, 1.56789)], start=1):
-        record = {"round": number, "sites_replied": ["anzhen", "lanzhou"], "evaluate": replies}
+        record = {"round": number, "phase": "pretrain", "sites_replied": ["anzhen", "lanzhou"], "evaluate": replies}
         record["train"] = {"anzhen": {"num-examples": 20}, "lanzhou": {"num-examples": 14}}
         if privacy == "dp":
             record["train"]["anzhen"]["dp_epsilon"], record["train"]["lanzhou"]["dp_epsilon"] = eps_a, eps_l

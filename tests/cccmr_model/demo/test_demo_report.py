@@ -21,6 +21,7 @@ from cccmr_model.demo.report import (
 )
 from cccmr_model.errors import ConfigError
 from cccmr_model.metrics import evaluation_report, markdown_table
+from cccmr_model.run_folder import evaluations
 
 TERMS = ("cls:cine_4ch", "cls:cine_sax", "cls:lge_sax", "fsa:cine_4ch|cine_sax", "fsa:cine_4ch|lge_sax",
          "fsa:cine_sax|lge_sax")  # fmt: skip
@@ -67,12 +68,12 @@ def fake_history(phases: dict[str, int], sites=("anzhen", "lanzhou")) -> list[di
 
 
 def test_evaluations_are_read_by_the_round_whose_model_was_evaluated(histories):
-    evaluated = figures.evaluations(histories[RELEASE])
+    evaluated = evaluations(histories[RELEASE])
     assert [(e["round"], e["phase"]) for e in evaluated] == [(1, "pretrain"), (2, "pretrain"), (3, "fim"),
                                                              (4, "fim"), (5, "fusion")]  # fmt: skip
     assert [e["evaluate_global"]["auc"] for e in evaluated] == pytest.approx([0.55, 0.6, 0.65, 0.7, 0.75])
     older = [{"round": n, "phase": "pretrain", "evaluate_global": {"auc": 0.5}} for n in (1, 2)]  # no field
-    assert [e["round"] for e in figures.evaluations(older)] == [1, 2]
+    assert [e["round"] for e in evaluations(older)] == [1, 2]
 
 
 def test_the_validation_trend_and_the_rounds_table_follow_the_evaluated_round(histories):
