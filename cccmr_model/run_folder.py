@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from cccmr_model.errors import CccmrError
+from cccmr_model.sequences import SEQUENCES
 
 HISTORY = "history.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -86,6 +87,19 @@ def evaluations(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 found[n] = {"round": n, "phase": phases.get(n, record["phase"]), "evaluate": ev.get("evaluate", {}),
                             "evaluate_global": ev["evaluate_global"]}  # fmt: skip
     return [found[n] for n in sorted(found)]
+
+
+def phase_head_aucs(rounds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per phase, `val_auc:<seq>` of each sequence head: the latest evaluation of a model of that phase that scored
+    the head (the LGE head is scored only where the evaluating message held its encoder, so its FIM value may be
+    from the FIM's second-to-last round)."""
+    out: dict[str, dict[str, float]] = {}
+    for evaluation in evaluations(rounds):  # round order: later evaluations overwrite earlier ones
+        for seq in SEQUENCES:
+            auc = evaluation["evaluate_global"].get(f"auc:{seq}")
+            if isinstance(auc, int | float):
+                out.setdefault(evaluation["phase"], {})[f"val_auc:{seq}"] = float(auc)
+    return out
 
 
 def bytes_per_site(record: Mapping[str, Any]) -> tuple[float, float]:

@@ -14,8 +14,7 @@ import torch
 
 from cccmr_model.config import ExperimentConfig
 from cccmr_model.release.write import write_release as write_release_folder
-from cccmr_model.run_folder import evaluations
-from cccmr_model.sequences import SEQUENCES
+from cccmr_model.run_folder import phase_head_aucs
 from cccmr_model.wire import NUM_EXAMPLES
 from server.evaluation import release_reports
 
@@ -56,19 +55,6 @@ def write_release(
     }
     torch_state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
     return write_release_folder(out_dir, state=torch_state, config=config, metrics=metrics, training_info=training)
-
-
-def phase_head_aucs(rounds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per phase, `val_auc:<seq>` of each sequence head: the latest evaluation of a model of that phase that scored
-    the head (the LGE head is scored only where the evaluating message held its encoder, so its FIM value may be
-    from the FIM's second-to-last round)."""
-    out: dict[str, dict[str, float]] = {}
-    for evaluation in evaluations(rounds):  # round order: later evaluations overwrite earlier ones
-        for seq in SEQUENCES:
-            auc = evaluation["evaluate_global"].get(f"auc:{seq}")
-            if isinstance(auc, int | float):
-                out.setdefault(evaluation["phase"], {})[f"val_auc:{seq}"] = float(auc)
-    return out
 
 
 def achieved_privacy(config: ExperimentConfig, rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

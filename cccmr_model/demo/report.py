@@ -14,7 +14,7 @@ from typing import Any
 
 from cccmr_model.demo.figures import site_accuracy
 from cccmr_model.markdown import escape_markdown
-from cccmr_model.run_folder import evaluations
+from cccmr_model.run_folder import evaluations, phase_head_aucs
 from cccmr_model.sequences import SEQUENCES
 
 RELEASE, BASELINE = "release", "baseline"
@@ -62,10 +62,10 @@ def rounds_table(history: Sequence[Mapping[str, Any]]) -> str:
     return _table(header, rows)
 
 
-def head_aucs(evaluate_global: Mapping[str, Any]) -> str:
-    """The sequence heads' validation AUCs "4CH / SAX / LGE" (n/a where a head was not scored); "n/a" when none was
-    (a fusion round's message holds no heads)."""
-    values = [evaluate_global.get(f"auc:{seq}") for seq in SEQUENCES]
+def head_aucs(metrics: Mapping[str, Any], kind: str = "auc") -> str:
+    """The sequence heads' validation AUCs (`<kind>:<seq>`) as "4CH / SAX / LGE", n/a where a head was not scored;
+    "n/a" when none was (the LGE head is scored only where the evaluated message held its encoder)."""
+    values = [metrics.get(f"{kind}:{seq}") for seq in SEQUENCES]
     return "n/a" if all(v is None for v in values) else " / ".join(_fmt(v) for v in values)
 
 
@@ -105,12 +105,12 @@ def validation_trend(history: Sequence[Mapping[str, Any]]) -> str:
     parts = [f"round {points[0][0]} ({points[0][1]}) {_fmt(points[0][2])}"]
     parts += [f"end of {phase} (round {n}) {_fmt(a)}" for phase, (n, a) in last.items()]
     trend = "Pooled validation AUC of the cine-only model, round by round: " + ", ".join(parts) + "."
-    heads = {e["phase"]: (e["round"], head_aucs(e["evaluate_global"])) for e in evaluations(history)}
-    heads = {phase: (n, aucs) for phase, (n, aucs) in heads.items() if aucs != "n/a"}
+    heads = phase_head_aucs(history)
     if heads:
-        parts = [f"end of {phase} (round {n}) {aucs}" for phase, (n, aucs) in heads.items()]
+        parts = [f"{phase} {head_aucs(aucs, 'val_auc')}" for phase, aucs in heads.items()]
         trend += (" Each sequence head's validation AUC (4CH / SAX / LGE; the sites' AUCs weighted by their "
-                  "validation subjects): " + ", ".join(parts) + ".")  # fmt: skip
+                  "validation subjects; per phase its latest evaluation that scored the head: an LGE head is scored "
+                  "only where the message held its encoder): " + ", ".join(parts) + ".")  # fmt: skip
     return trend
 
 

@@ -45,6 +45,11 @@ def test_train_then_evaluate_release(cohort, tmp_path, capsys) -> None:
     training = json.loads((out / "release" / "training.json").read_text())
     assert training["sites"]["anzhen"] == {"subjects": 5, "train": 3, "val": 2}
     assert training["phases"]["fim"]["num_examples"] == 6
+    heads = {p: {k: v for k, v in phase.items() if k.startswith("val_auc:")} for p, phase in training["phases"].items()}
+    assert set(heads["pretrain"]) == {"val_auc:cine_4ch", "val_auc:cine_sax", "val_auc:lge_sax"}, heads
+    assert all(0.0 <= v <= 1.0 for phase in heads.values() for v in phase.values())
+    assert heads["fusion"] == heads["fim"]  # fusion trains the fusion MLP only
+    assert "| validation AUC, lge_sax |" in (out / "release" / "MODEL_CARD.md").read_text()
 
     ev = tmp_path / "eval"
     assert (

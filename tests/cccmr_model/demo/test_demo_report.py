@@ -85,8 +85,9 @@ def test_the_validation_trend_and_the_rounds_table_follow_the_evaluated_round(hi
     assert "0.650 / 0.550 / 0.800" in rows[0]  # its heads 4CH / SAX / LGE
     last = [line for line in rounds_table(histories[RELEASE]).splitlines() if line.startswith("| 5 ")]
     assert "0.850 / 0.550 / n/a" in last[0]  # a fusion round's message holds no LGE encoder
-    assert "end of pretrain (round 2) 0.700 / 0.550 / 0.800" in trend
-    assert "end of fusion (round 5) 0.850 / 0.550 / n/a" in trend
+    assert "pretrain 0.700 / 0.550 / 0.800" in trend  # round 2's model, evaluated in round 3 (FIM)
+    assert "fim 0.800 / 0.550 / 0.800" in trend  # round 4's cine heads; its LGE head unscored (a fusion message)
+    assert "fusion 0.850 / 0.550 / n/a" in trend
 
 
 def test_a_history_without_head_metrics_reads_n_a():
