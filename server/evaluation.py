@@ -57,6 +57,26 @@ def head_eval_metrics(site_metrics: Mapping[str, Mapping[str, object]]) -> dict[
     return out
 
 
+# A head whose training AUC reaches TRAIN_FIT while its validation AUC stays at or below NEAR_CHANCE has learned its
+# training subjects, not the task (e.g. training without augmentation). On ~20 validation subjects an AUC of 0.6 is
+# within chance; the pair is a warning, not a verdict.
+TRAIN_FIT, NEAR_CHANCE = 0.9, 0.6
+
+
+def memorising_heads(train_global: Mapping[str, object], evaluate_global: Mapping[str, object]) -> dict[str, dict]:
+    """The sequence heads of one model whose training AUC (`train_global`, the round that trained it) is at least
+    `TRAIN_FIT` and whose validation AUC (`evaluate_global`, its evaluation) is at most `NEAR_CHANCE`:
+    {seq: {"train_auc", "val_auc"}}."""
+    found = {}
+    for seq in SEQUENCES:
+        train, val = train_global.get(f"auc:{seq}"), evaluate_global.get(f"auc:{seq}")
+        if not (isinstance(train, int | float) and isinstance(val, int | float)):
+            continue  # a head not trained in that round (fusion) or not scored
+        if train >= TRAIN_FIT and val <= NEAR_CHANCE:
+            found[seq] = {"train_auc": float(train), "val_auc": float(val)}
+    return found
+
+
 def pooled_auc(site_metrics: Mapping[str, Mapping[str, object]], num_classes: int) -> float | None:
     """AUC over every site's shared subject scores (one-vs-rest macro for subtypes); None when not computable."""
     shared = [m for m in site_metrics.values() if "scores" in m and "labels" in m]

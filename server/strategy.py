@@ -10,7 +10,8 @@ each reply's update norm and claimed `num-examples` (server/validation.py), aggr
 server/aggregation.py) and writes the result into the global model. Sites are named by the node
 the SuperLink registered; a reply that claims another name, or one another node holds, is refused. A
 site whose reply flags a head that predicted a constant in its last local epoch (`constant:<head>`, see
-`cccmr_model.engine.train`) is named in a warning and in the round's `constant_heads`.
+`cccmr_model.engine.train`) is named in a warning and in the round's `constant_heads`; a head of an evaluated model
+that fits its training subjects but scores near chance on the validation split, in `memorising_heads`.
 
 Evaluation has no exchange of its own but after the last round. Round t's global model, due an evaluation every
 `federation.evaluate_every` rounds, is what round t+1 sends: its train order asks the sites to evaluate it before
@@ -59,7 +60,7 @@ from cccmr_model.wire import (
 from cccmr_model.wire_codec import decode_reply, encode_model
 from server.aggregation import aggregate, server_step
 from server.checkpoint import BackgroundCheckpoints, strategy_meta
-from server.evaluation import global_eval_metrics
+from server.evaluation import global_eval_metrics, memorising_heads
 from server.schedule import RoundPlan, round_seed, select
 from server.validation import (
     EVAL_METRICS,
@@ -100,6 +101,7 @@ class RoundLog:
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_global: dict[str, float] = field(default_factory=dict)
     constant_heads: dict[str, list[str]] = field(default_factory=dict)  # site -> heads flagged constant
+    memorising_heads: dict[str, dict] = field(default_factory=dict)  # head -> training and validation AUC
     claims: dict[str, int] = field(default_factory=dict)  # site -> num-examples claimed (rejected replies too)
     update_norms: dict[str, float] = field(default_factory=dict)  # site -> L2 norm of its update
     update_bound: float | None = None
@@ -144,6 +146,7 @@ class PhaseFedAvg(FedAvg):
         self._resumed_names = set(self.sites)  # names from the checkpoint: the node's first reply may correct them
         self.checkpoint_keep = checkpoint_keep
         self.checkpoints = BackgroundCheckpoints()  # written while the next round trains
+        self._train_global: dict[int, dict[str, Any]] = {}  # the last aggregated round's training metrics
         self.expected_sites = len(federation.sites)
         self.min_sites = min_sites
         self.max_update_norm = federation.max_update_norm  # server/privacy.py lowers it to the clipping norm
@@ -242,6 +245,7 @@ class PhaseFedAvg(FedAvg):
         train_global = _over_reporting_sites(dict(aggregate_metricrecords(contents, NUM_EXAMPLES)), accepted)
         train_global[NUM_EXAMPLES] = sum(int(m[NUM_EXAMPLES]) for _, _, m in accepted)
         self._round.train_global = train_global
+        self._train_global = {plan.server_round: train_global}  # what the next round's evaluation is read against
         log.info("round %d: %s of %s (%s)", plan.server_round, self.federation.aggregation, [s for s, _, _ in accepted],
                  _short(train_global))  # fmt: skip
         return self.global_arrays(), MetricRecord(train_global)
@@ -339,7 +343,21 @@ class PhaseFedAvg(FedAvg):
         rnd.evaluate_global = global_eval_metrics(site_metrics, self.config.num_classes)
         log.info("round %d: evaluation of round %d: %s", rnd.plan.server_round, evaluated_round,
                  _short(rnd.evaluate_global))  # fmt: skip
+        self._note_memorising_heads(evaluated_round)
         return rnd.evaluate_global
+
+    def _note_memorising_heads(self, evaluated_round: int) -> None:
+        """Warn about, and keep for the history, the heads of round `evaluated_round`'s model that fit their training
+        subjects but not the validation split (`server.evaluation.memorising_heads`)."""
+        rnd = self._round
+        heads = memorising_heads(self._train_global.get(evaluated_round, {}), rnd.evaluate_global)
+        rnd.memorising_heads = heads
+        for seq, auc in heads.items():
+            log.warning(
+                "round %d: head %s of round %d's model fits its training subjects (training AUC %.2f) but not the "
+                "validation split (AUC %.2f): it may be memorising them", rnd.plan.server_round, seq,
+                evaluated_round, auc["train_auc"], auc["val_auc"],
+            )  # fmt: skip
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -404,6 +422,7 @@ class PhaseFedAvg(FedAvg):
                 "train_global": rnd.train_global,
                 "sigma": {k: v for k, v in rnd.train_global.items() if "sigma" in k},
                 "constant_heads": rnd.constant_heads,
+                "memorising_heads": rnd.memorising_heads,
                 "num_examples_claimed": rnd.claims,
                 "update_norms": rnd.update_norms,
                 "update_bound": rnd.update_bound,
