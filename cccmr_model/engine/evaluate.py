@@ -29,7 +29,8 @@ from cccmr_model.errors import CccmrError, DataError
 from cccmr_model.model import CCCMRModel, build_model
 from cccmr_model.sequences import CINE_4CH, CINE_SAX, CINE_SEQUENCES, LGE_SAX
 
-SOURCES = ("fusion", *CINE_SEQUENCES)
+SOURCES = ("fusion", *CINE_SEQUENCES)  # what a release's model can score
+EVAL_SOURCES = (*SOURCES, LGE_SAX)  # what the full training model can score
 
 
 @dataclass
@@ -47,9 +48,9 @@ def required_prefixes(source: str) -> tuple[str, ...]:
     """The parameter prefixes a prediction path reads: what a state must hold to be evaluated that way."""
     if source == "fusion":
         return (f"encoders.{CINE_4CH}.", f"encoders.{CINE_SAX}.", "fusion.")
-    if source in CINE_SEQUENCES:
+    if source in EVAL_SOURCES:
         return (f"encoders.{source}.", f"heads.{source}.")
-    raise ValueError(f"unknown source {source!r}; expected one of {list(SOURCES)}")
+    raise ValueError(f"unknown source {source!r}; expected one of {list(EVAL_SOURCES)}")
 
 
 def eval_model(
@@ -95,11 +96,8 @@ def evaluate_heads(
 
 
 def state_sources(state: Mapping[str, Tensor]) -> tuple[str, ...]:
-    """The prediction paths (`SOURCES` order, LGE's head last) whose parameters `state` holds."""
-    sources = (*SOURCES, LGE_SAX)
-    required = {source: (f"encoders.{source}.", f"heads.{source}.") for source in sources if source != "fusion"}
-    required["fusion"] = required_prefixes("fusion")
-    return tuple(s for s in sources if all(any(k.startswith(p) for k in state) for p in required[s]))
+    """The prediction paths (`EVAL_SOURCES` order) whose parameters `state` holds."""
+    return tuple(s for s in EVAL_SOURCES if all(any(k.startswith(p) for k in state) for p in required_prefixes(s)))
 
 
 def evaluate_sources(
@@ -112,9 +110,9 @@ def evaluate_sources(
     """Per path in `sources` ("fusion" or a sequence head): scores, labels and mean cross-entropy on `dataset`, in
     one pass (each sequence encoded once), eval mode, no augmentation. The LGE head is scored over the subjects
     with LGE only and left out when there are none."""
-    unknown = [s for s in sources if s not in (*SOURCES, LGE_SAX)]
+    unknown = [s for s in sources if s not in EVAL_SOURCES]
     if unknown or not sources:
-        raise ValueError(f"unknown sources {unknown}; expected some of {[*SOURCES, LGE_SAX]}")
+        raise ValueError(f"unknown sources {unknown}; expected some of {list(EVAL_SOURCES)}")
     absent = [s for s in sources if s not in state_sources(state)]
     if absent:
         raise CccmrError(f"the weights hold no parameters for {absent}")
@@ -122,7 +120,7 @@ def evaluate_sources(
     if len(data) == 0:
         raise DataError(f"no evaluation samples for task {config.task}")
     dev = resolve_device(device)
-    required = tuple(dict.fromkeys(p for s in sources for p in _source_prefixes(s)))
+    required = tuple(dict.fromkeys(p for s in sources for p in required_prefixes(s)))
     model = eval_model(state, config, dev, required)
     encoded = tuple(dict.fromkeys(seq for s in sources for seq in _source_sequences(s)))
     autocast = autocast_for(dev, config)
@@ -148,10 +146,6 @@ def evaluate_sources(
         if rows.any():
             results[source] = _result(torch.cat(parts)[rows], all_labels[rows])
     return results
-
-
-def _source_prefixes(source: str) -> tuple[str, ...]:
-    return (f"encoders.{LGE_SAX}.", f"heads.{LGE_SAX}.") if source == LGE_SAX else required_prefixes(source)
 
 
 def _source_sequences(source: str) -> tuple[str, ...]:
