@@ -69,7 +69,7 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def evaluation_keys(state: Mapping[str, np.ndarray]) -> list[str]:
-    """What an evaluation sends: the cine-only model (the release's groups) and the cine heads (a few hundred
+    """What an evaluation sends: the cine-only model (the release's groups) and the cine heads (a few thousand
     numbers), so that every evaluation also scores the 4CH and SAX heads; the LGE head is scored only in rounds
     whose message holds the LGE encoder (pretraining, FIM)."""
     heads = tuple(f"heads.{seq}." for seq in CINE_SEQUENCES)
