@@ -7,7 +7,8 @@ with bf16 or int8 a reply is an update, which `_check_train` adds to the fp32 ma
 every check below sees trained weights. `aggregate_train` rejects unusable replies (logged by site name), bounds
 each reply's update norm and claimed `num-examples` (server/validation.py), aggregates the rest
 (`federation.aggregation`: FedAvg's mean weighted by `num-examples`, or Flower's median or trimmed mean; see
-server/aggregation.py) and writes the result into the global model. Sites are named by the node
+server/aggregation.py) and writes the result into the global model; an evaluation's `num-examples` is bounded
+the same way among the round's evaluations. Sites are named by the node
 the SuperLink registered; a reply that claims another name, or one another node holds, is refused. A
 site whose reply flags a head that predicted a constant in its last local epoch (`constant:<head>`, see
 `cccmr_model.engine.train`) is named in a warning and in the round's `constant_heads`; a head of an evaluated model
@@ -222,6 +223,7 @@ class PhaseFedAvg(FedAvg):
         self._round.update_bound = bound
         evaluations: dict[str, dict[str, Any]] = {}
         checked = [self._check_train(site, msg, expected, bound, evaluations) for site, msg in self._replies(replies)]
+        evaluations = self._bound_evaluations(evaluations, f"evaluation of round {self._round.evaluate_round}")
         if self._round.evaluate_round is not None and evaluations:
             self._record_evaluation(evaluations, self._round.evaluate_round)
         accepted = self._bound_claims([item for item in checked if item is not None])
@@ -315,6 +317,20 @@ class PhaseFedAvg(FedAvg):
 
     # ---- evaluation, end of round ----
 
+    def _bound_evaluations(self, site_metrics: dict[str, dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:
+        """The evaluations whose `num-examples` (their weight in the pooled metrics) is within
+        `federation.max_examples_ratio` x the lower median of the round's evaluation claims; the rest fail."""
+        claims = [int(m[NUM_EXAMPLES]) for m in site_metrics.values()]
+        limit = examples_bound(claims, None, self.federation.max_examples_ratio)
+        kept = {}
+        for site, metrics in site_metrics.items():
+            if metrics[NUM_EXAMPLES] > limit:
+                self._fail(site, f"{what} rejected: num-examples {metrics[NUM_EXAMPLES]} exceeds the round's bound "
+                                 f"{limit:.6g}")  # fmt: skip
+                continue
+            kept[site] = metrics
+        return kept
+
     def _piggyback_round(self, plan: RoundPlan) -> int | None:
         """The round before `plan`'s when it was due an evaluation (every `evaluate_every` rounds): `plan`'s train
         message carries its global model, so its replies evaluate it. None otherwise."""
@@ -398,6 +414,7 @@ class PhaseFedAvg(FedAvg):
                 self._fail(site, f"evaluation rejected: {reason}")
                 continue
             site_metrics[site] = metrics
+        site_metrics = self._bound_evaluations(site_metrics, "evaluation")
         result = None
         if site_metrics:
             result = MetricRecord(self._record_evaluation(site_metrics, self._round.plan.server_round))

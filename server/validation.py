@@ -7,7 +7,7 @@ type; metrics that are not on the allow-list are dropped (`split_metrics`). An e
 its confusion counts are non-negative integers summing to `num-examples`, its shared scores and labels (if any)
 match them in length, range and per-class counts, and its per-head metrics (if any) are in range; the evaluation a
 train reply carries (`eval:`) is checked the same way, apart from the training part. The strategy bounds each
-claimed `num-examples` across the round's replies (`examples_bound`).
+claimed `num-examples` across the round's replies, training and evaluation apart (`examples_bound`).
 """
 
 from __future__ import annotations

@@ -215,6 +215,20 @@ def test_a_bad_evaluation_report_is_rejected_and_the_release_is_written(case, tm
     assert (out / "metrics.json").is_file()
 
 
+def test_a_huge_validation_claim_does_not_set_the_pooled_metrics(tmp_path, kit, release_state):
+    """An evaluation claiming far more validation subjects than the round's others (its weight in the pooled
+    metrics and the release's Table 1) is rejected like a training claim; the honest sites' metrics stand."""
+    honest = {"num-examples": 4, "loss": 0.3, "confusion": [2, 0, 1, 1]}
+    huge = {"num-examples": 10**6, "loss": 0.1, "confusion": [0, 0, 0, 10**6]}  # "always right" on a million
+    strategy, _ = make_strategy(tmp_path, "evaluation.bootstrap_resamples=20")
+    sites = {1: site("anzhen", evaluation=honest), 2: site("lanzhou", evaluation=honest),
+             3: site("xian", evaluation=huge)}  # fmt: skip
+    record = run_round(strategy, kit.FakeGrid(sites))
+    assert "evaluation rejected: num-examples 1000000 exceeds the round's bound 40" in record["sites_failed"]["xian"]
+    assert set(record["evaluate"]) == {"anzhen", "lanzhou"} and set(strategy.final_evaluation) == {"anzhen", "lanzhou"}
+    assert record["evaluate_global"]["accuracy"] == pytest.approx(0.75)
+
+
 # ---- point 5: site names ----
 
 
