@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "phantom": "phantom_cmd",
     "export": "export_cmd",
     "predict": "predict_cmd",
+    "rounds": "rounds_cmd",
     "site-worker": "site_worker_cmd",
     "train": "train_cmd",
 }

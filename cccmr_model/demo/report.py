@@ -14,8 +14,8 @@ from typing import Any
 
 from cccmr_model.demo.figures import site_accuracy
 from cccmr_model.markdown import escape_markdown
+from cccmr_model.rounds import head_aucs
 from cccmr_model.run_folder import evaluations, phase_head_aucs
-from cccmr_model.sequences import SEQUENCES
 
 RELEASE, BASELINE = "release", "baseline"
 
@@ -60,13 +60,6 @@ def rounds_table(history: Sequence[Mapping[str, Any]]) -> str:
     header = ["round", "phase", "sites replied", "train loss", "val loss", "val AUC (pooled)",
               "val AUC per head 4CH / SAX / LGE", "val accuracy per site", "MB exchanged", "round s"]  # fmt: skip
     return _table(header, rows)
-
-
-def head_aucs(metrics: Mapping[str, Any], kind: str = "auc") -> str:
-    """The sequence heads' validation AUCs (`<kind>:<seq>`) as "4CH / SAX / LGE", n/a where a head was not scored;
-    "n/a" when none was (the LGE head is scored only where the evaluated message held its encoder)."""
-    values = [metrics.get(f"{kind}:{seq}") for seq in SEQUENCES]
-    return "n/a" if all(v is None for v in values) else " / ".join(_fmt(v) for v in values)
 
 
 # AUC differences below this are inside the bootstrap noise of a ~50-subject test set and one seed.

@@ -33,9 +33,10 @@ from cccmr_model.demo.explained import explain_examples
 from cccmr_model.demo.flower import FlowerSimulation
 from cccmr_model.demo.keeper import CheckpointKeeper
 from cccmr_model.demo.plan import CONFIG, CONFIG_NAME, DemoSize, demo_size, overrides, site_names
-from cccmr_model.demo.report import BASELINE, RELEASE, head_aucs, write_report
+from cccmr_model.demo.report import BASELINE, RELEASE, write_report
 from cccmr_model.errors import ConfigError
 from cccmr_model.metrics import json_safe, markdown_table
+from cccmr_model.rounds import round_line
 
 log = logging.getLogger("cccmr.demo")
 
@@ -204,19 +205,7 @@ class _RoundPrinter:
     def flush(self) -> None:
         for record in run_folder.read_history(self.history)[self.seen :]:
             self.seen += 1
-            ev, train = record.get("evaluate_global", {}), record.get("train_global", {})
-            mb = (record.get("bytes_sent", 0) + record.get("bytes_received", 0)) / 1e6
-            of = record.get("evaluated_round") or record["round"]  # the round whose model was evaluated
-            log.info(
-                "round %d (%s %d): sites %s, train loss %.3f, val AUC %s, heads 4CH / SAX / LGE %s, %.1f MB, %.1f s",
-                record["round"], record["phase"], record["phase_round"], ",".join(record.get("sites_replied", [])),
-                train.get("loss", float("nan")), _maybe(ev.get("auc"), of), head_aucs(ev), mb,
-                record.get("round_time_s", 0.0),
-            )  # fmt: skip
-
-
-def _maybe(value: float | None, of_round: int) -> str:
-    return "n/a" if value is None else f"{value:.3f} (round {of_round}'s model)"
+            log.info("%s", round_line(record))
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from cccmr_model.demo.plan import overrides, site_names
 from cccmr_model.demo.report import (
     BASELINE,
     RELEASE,
-    head_aucs,
     lge_verdict,
     markdown_to_html,
     render_markdown,
@@ -88,10 +87,6 @@ def test_the_validation_trend_and_the_rounds_table_follow_the_evaluated_round(hi
     assert "pretrain 0.700 / 0.550 / 0.800" in trend  # round 2's model, evaluated in round 3 (FIM)
     assert "fim 0.800 / 0.550 / 0.800" in trend  # round 4's cine heads; its LGE head unscored (a fusion message)
     assert "fusion 0.850 / 0.550 / n/a" in trend
-
-
-def test_a_history_without_head_metrics_reads_n_a():
-    assert head_aucs({"auc": 0.7}) == "n/a" and head_aucs({"auc:cine_sax": 0.75}) == "n/a / 0.750 / n/a"
 
 
 @pytest.fixture
