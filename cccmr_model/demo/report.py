@@ -14,7 +14,7 @@ from typing import Any
 
 from cccmr_model.demo.figures import site_accuracy
 from cccmr_model.markdown import escape_markdown
-from cccmr_model.rounds import head_aucs
+from cccmr_model.rounds import head_aucs, round_warnings
 from cccmr_model.run_folder import evaluations, phase_head_aucs
 
 RELEASE, BASELINE = "release", "baseline"
@@ -105,6 +105,17 @@ def validation_trend(history: Sequence[Mapping[str, Any]]) -> str:
                   "validation subjects; per phase its latest evaluation that scored the head: an LGE head is scored "
                   "only where the message held its encoder): " + ", ".join(parts) + ".")  # fmt: skip
     return trend
+
+
+def flagged(histories: Mapping[str, Sequence[Mapping[str, Any]]], names: Mapping[str, str]) -> str:
+    """What the server flagged in the runs (sites left out, constant or memorising heads), round by round, or that
+    it flagged nothing."""
+    items = [f"{names[key]}, round {r['round']}: {warning}" for key, history in histories.items() for r in history
+             for warning in round_warnings(r)]  # fmt: skip
+    if not items:
+        return ("The server flagged nothing: every site replied in every round, no head predicted a constant and "
+                "none fit its training subjects while scoring near chance on validation.")  # fmt: skip
+    return "The server flagged:\n\n" + "\n".join(f"- {escape_markdown(item)}" for item in items)
 
 
 def sigma_table(history: Sequence[Mapping[str, Any]]) -> str:
@@ -221,6 +232,8 @@ def render_markdown(summary: Mapping[str, Any], histories: Mapping[str, Sequence
         f"![per-round curves]({fig['rounds']})",
         "",
         validation_trend(histories[RELEASE]),
+        "",
+        flagged(histories, names),
         "",
         rounds_table(histories[RELEASE]),
         f"Baseline run ({names[BASELINE]}):",

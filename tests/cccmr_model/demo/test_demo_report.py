@@ -11,6 +11,7 @@ from cccmr_model.demo.plan import overrides, site_names
 from cccmr_model.demo.report import (
     BASELINE,
     RELEASE,
+    flagged,
     lge_verdict,
     markdown_to_html,
     render_markdown,
@@ -263,3 +264,13 @@ def test_report_shows_one_explained_subject_per_class(histories):
     assert "## Where the model looked: one held-out subject per class" in md and "not a segmentation" in md
     assert "**test-0001**: truth cardiomyopathy (HCM); P(cardiomyopathy) 0.800, call cardiomyopathy" in md
     assert "](figures/explained/test-0000/cine_sax_es.png)" in md
+
+
+def test_the_report_says_what_the_server_flagged(histories) -> None:
+    names = {RELEASE: "CC-CMR", BASELINE: "Baseline"}
+    assert flagged(histories, names).startswith("The server flagged nothing")
+    histories[BASELINE][1]["sites_failed"] = {"lanzhou": "no reply before the round timeout"}
+    histories[RELEASE][2]["memorising_heads"] = {"cine_sax": {"train_auc": 0.99, "val_auc": 0.5}}
+    text = flagged(histories, names)
+    assert "- CC-CMR, round 3: head cine_sax fits its training subjects (training AUC 0.990)" in text
+    assert "- Baseline, round 2: site lanzhou left out: no reply before the round timeout" in text
