@@ -43,8 +43,9 @@ def round_warnings(record: Mapping[str, Any]) -> list[str]:
     for site, heads in sorted((record.get("constant_heads") or {}).items()):
         lines.append(f"site {site}: head {', '.join(heads)} predicted a constant in its last local epoch")
     for seq, auc in sorted((record.get("memorising_heads") or {}).items()):
-        lines.append(f"head {seq} fits its training subjects (training AUC {_number(auc.get('train_auc'))}) but "
-                     f"not the validation split (AUC {_number(auc.get('val_auc'))})")  # fmt: skip
+        of = f" of round {auc['evaluated_round']}'s model" if "evaluated_round" in auc else ""
+        lines.append(f"head {seq}{of} fits its training subjects (training AUC {_number(auc.get('train_auc'))}) "
+                     f"but not the validation split (AUC {_number(auc.get('val_auc'))})")  # fmt: skip
     return lines
 
 

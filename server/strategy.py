@@ -102,7 +102,7 @@ class RoundLog:
     train: dict[str, dict[str, Any]] = field(default_factory=dict)
     train_global: dict[str, float] = field(default_factory=dict)
     constant_heads: dict[str, list[str]] = field(default_factory=dict)  # site -> heads flagged constant
-    memorising_heads: dict[str, dict] = field(default_factory=dict)  # head -> training and validation AUC
+    memorising_heads: dict[str, dict] = field(default_factory=dict)  # head -> training and validation AUC, round
     claims: dict[str, int] = field(default_factory=dict)  # site -> num-examples claimed (rejected replies too)
     update_norms: dict[str, float] = field(default_factory=dict)  # site -> L2 norm of its update
     update_bound: float | None = None
@@ -367,7 +367,7 @@ class PhaseFedAvg(FedAvg):
         subjects but not the validation split (`server.evaluation.memorising_heads`)."""
         rnd = self._round
         heads = memorising_heads(self._train_global.get(evaluated_round, {}), rnd.evaluate_global)
-        rnd.memorising_heads = heads
+        rnd.memorising_heads.update({seq: {**auc, "evaluated_round": evaluated_round} for seq, auc in heads.items()})
         for seq, auc in heads.items():
             log.warning(
                 "round %d: head %s of round %d's model fits its training subjects (training AUC %.2f) but not the "

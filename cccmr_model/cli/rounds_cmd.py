@@ -10,6 +10,7 @@ from pathlib import Path
 from cccmr_model import run_folder
 from cccmr_model.errors import CccmrError
 from cccmr_model.release.files import MANIFEST_FILE
+from cccmr_model.rounds import round_line, round_warnings
 
 HELP = "show a federated run's rounds (sites, losses, validation AUC per head, warnings); --follow watches it"
 
@@ -49,8 +50,6 @@ def _read(history: Path) -> list[dict]:
 
 
 def _show(record: dict) -> None:
-    from cccmr_model.rounds import round_line, round_warnings
-
     try:
         lines = [round_line(record), *(f"  ! {w}" for w in round_warnings(record))]
     except (KeyError, TypeError, AttributeError) as err:

@@ -16,7 +16,7 @@ RECORD = {
     "round": 9, "phase": "fim", "phase_round": 1, "sites_replied": ["anzhen"], "train_global": {"loss": 5.81},
     "evaluated_round": 8, "evaluate_global": {"auc": 0.822, "auc:cine_4ch": 0.929, "auc:cine_sax": 0.934},
     "sites_failed": {"lanzhou": "no reply before the round timeout"}, "constant_heads": {"anzhen": ["lge_sax"]},
-    "memorising_heads": {"cine_sax": {"train_auc": 0.99, "val_auc": 0.5}},
+    "memorising_heads": {"cine_sax": {"train_auc": 0.99, "val_auc": 0.5, "evaluated_round": 8}},
     "bytes_sent": 12_000_000, "bytes_received": 5_900_000, "round_time_s": 13.52,
 }  # fmt: skip
 
@@ -29,7 +29,8 @@ def test_a_round_line_and_its_warnings() -> None:
     assert round_warnings(RECORD) == [
         "site lanzhou left out: no reply before the round timeout",
         "site anzhen: head lge_sax predicted a constant in its last local epoch",
-        "head cine_sax fits its training subjects (training AUC 0.990) but not the validation split (AUC 0.500)",
+        "head cine_sax of round 8's model fits its training subjects (training AUC 0.990) but not the validation "
+        "split (AUC 0.500)",
     ]
     first = {"round": 1, "phase": "pretrain", "phase_round": 1, "evaluate_global": {}}
     assert "val AUC n/a, heads 4CH / SAX / LGE n/a, 0.0 MB" in round_line(first) and round_warnings(first) == []

@@ -95,7 +95,8 @@ def test_a_head_that_fits_training_but_not_validation_is_named(tmp_path, kit, ca
         strategy.start(grid=grid, initial_arrays=strategy.global_arrays(), num_rounds=1, timeout=5)
     (record,) = read_history(tmp_path / "history.jsonl")
     assert record["evaluate_global"]["auc:cine_4ch"] == pytest.approx(0.5)
-    assert record["memorising_heads"] == {"cine_4ch": {"train_auc": pytest.approx(0.98), "val_auc": 0.5}}
+    assert record["memorising_heads"] == {"cine_4ch": {"train_auc": pytest.approx(0.98), "val_auc": 0.5,
+                                                       "evaluated_round": 1}}  # fmt: skip
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("head cine_4ch of round 1's model fits its training subjects" in w for w in warnings), warnings
     assert not any("cine_sax" in w for w in warnings)
