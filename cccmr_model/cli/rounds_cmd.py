@@ -9,7 +9,6 @@ from pathlib import Path
 
 from cccmr_model import run_folder
 from cccmr_model.errors import CccmrError
-from cccmr_model.release.files import MANIFEST_FILE
 from cccmr_model.rounds import round_line, round_warnings
 
 HELP = "show a federated run's rounds (sites, losses, validation AUC per head, warnings); --follow watches it"
@@ -22,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cccmr_model.release.files import MANIFEST_FILE  # the release package imports torch: not at `cccmr` start
+
     if args.interval <= 0:
         raise CccmrError(f"--interval {args.interval}: must be positive")
     history = args.run_dir if args.run_dir.suffix == ".jsonl" else run_folder.history_path(args.run_dir)
