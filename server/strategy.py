@@ -86,6 +86,9 @@ class FederationError(CccmrError):
     """A round that cannot go on (too few usable replies); resume from the last checkpoint."""
 
 
+MIN_EVAL_SUBJECTS = 10  # an evaluation may claim max_examples_ratio x this whatever the others claim
+
+
 @dataclass
 class RoundLog:
     """What one round did, written as one history line."""
@@ -319,8 +322,10 @@ class PhaseFedAvg(FedAvg):
 
     def _bound_evaluations(self, site_metrics: dict[str, dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:
         """The evaluations whose `num-examples` (their weight in the pooled metrics) is within
-        `federation.max_examples_ratio` x the lower median of the round's evaluation claims; the rest fail."""
-        claims = [int(m[NUM_EXAMPLES]) for m in site_metrics.values()]
+        `federation.max_examples_ratio` x the lower median of the round's evaluation claims, that median taken as at
+        least `MIN_EVAL_SUBJECTS` (honest validation splits of a few subjects differ by more than the ratio); the rest
+        fail."""
+        claims = [max(int(m[NUM_EXAMPLES]), MIN_EVAL_SUBJECTS) for m in site_metrics.values()]
         limit = examples_bound(claims, None, self.federation.max_examples_ratio)
         kept = {}
         for site, metrics in site_metrics.items():

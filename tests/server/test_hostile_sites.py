@@ -224,9 +224,20 @@ def test_a_huge_validation_claim_does_not_set_the_pooled_metrics(tmp_path, kit, 
     sites = {1: site("anzhen", evaluation=honest), 2: site("lanzhou", evaluation=honest),
              3: site("xian", evaluation=huge)}  # fmt: skip
     record = run_round(strategy, kit.FakeGrid(sites))
-    assert "evaluation rejected: num-examples 1000000 exceeds the round's bound 40" in record["sites_failed"]["xian"]
+    assert "evaluation rejected: num-examples 1000000 exceeds the round's bound 100" in record["sites_failed"]["xian"]
     assert set(record["evaluate"]) == {"anzhen", "lanzhou"} and set(strategy.final_evaluation) == {"anzhen", "lanzhou"}
     assert record["evaluate_global"]["accuracy"] == pytest.approx(0.75)
+
+
+def test_honest_validation_splits_of_a_few_subjects_pass_the_bound(tmp_path, kit):
+    """1 and 11 validation subjects (more than 10x apart): each claim counts as at least 10, so both stand."""
+    one = {"num-examples": 1, "loss": 0.3, "confusion": [1, 0, 0, 0]}
+    eleven = {"num-examples": 11, "loss": 0.3, "confusion": [5, 1, 1, 4]}
+    strategy, _ = make_strategy(tmp_path, "evaluation.bootstrap_resamples=20")
+    record = run_round(
+        strategy, kit.FakeGrid({1: site("anzhen", evaluation=one), 2: site("lanzhou", evaluation=eleven)})
+    )
+    assert record["sites_failed"] == {} and set(record["evaluate"]) == {"anzhen", "lanzhou"}
 
 
 # ---- point 5: site names ----
