@@ -31,13 +31,14 @@ def run(args: argparse.Namespace) -> int:
         raise CccmrError(f"{history}: no round history here (is {args.run_dir} the run's run-dir?)")
     shown = 0
     while True:  # Ctrl-C ends a --follow (the `cccmr` entry point turns it into exit code 130)
+        released = release.is_file()  # before reading: the server writes the last round's line before the release
         records = _read(history)
         for record in records[shown:]:
             _show(record)
         shown = max(shown, len(records))
         if not args.follow:
             return 0
-        if release.is_file() and len(_read(history)) == shown:  # the last line is written before the release
+        if released:
             print(f"release written: {release.parent}", flush=True)
             return 0
         time.sleep(args.interval)

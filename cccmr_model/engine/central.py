@@ -24,6 +24,7 @@ from cccmr_model.engine.evaluate import evaluate_heads, evaluate_model
 from cccmr_model.engine.train import PhaseResult, train_phase
 from cccmr_model.errors import DataError
 from cccmr_model.metrics import json_safe, markdown_table, roc_auc
+from cccmr_model.model import PHASE_GROUPS
 from cccmr_model.release import write_release
 from cccmr_model.splits import split_site
 
@@ -183,11 +184,12 @@ def train_centrally(
     else:
         log.warning("data.val_fraction is 0: no validation metrics")
 
-    heads = (
-        {phase: head_validation(r.state, val_set, config, device) for phase, r in results.items()}
-        if val_set is not None
-        else {}
-    )
+    heads: dict[str, dict[str, float]] = {}
+    last: dict[str, float] = {}  # fusion leaves the heads as the phase before it left them: scored once
+    for phase, result in results.items() if val_set is not None else ():
+        if "heads." in PHASE_GROUPS[phase]:
+            last = head_validation(result.state, val_set, config, device)
+        heads[phase] = last
     training_info = {
         "mode": "central",
         "sites": site_summary,

@@ -53,11 +53,16 @@ def required_prefixes(source: str) -> tuple[str, ...]:
     raise ValueError(f"unknown source {source!r}; expected one of {list(EVAL_SOURCES)}")
 
 
+def holds_lge(state: Mapping[str, Tensor]) -> bool:
+    """Whether `state` holds the LGE encoder (a training state; a release's does not)."""
+    return any(k.startswith(f"encoders.{LGE_SAX}.") for k in state)
+
+
 def eval_model(
     state: Mapping[str, Tensor], config: ExperimentConfig, device: torch.device, required: tuple[str, ...]
 ) -> CCCMRModel:
     """The model of `config` (with LGE only if the state has it) holding `state`, on `device`, in eval mode."""
-    with_lge = any(k.startswith(f"encoders.{LGE_SAX}.") for k in state)
+    with_lge = holds_lge(state)
     model = model_holding(state, lambda: build_model(without_pretrained(config), with_lge=with_lge), required)
     return model.to(device).eval()
 
@@ -90,8 +95,7 @@ def evaluate_heads(
 ) -> dict[str, EvalResult]:
     """Per sequence head (LGE only if the state has it): scores, labels and mean cross-entropy on `dataset`, in eval
     mode without augmentation; the LGE head over the subjects with LGE only (left out when there are none)."""
-    with_lge = any(k.startswith(f"encoders.{LGE_SAX}.") for k in state)
-    heads = (*CINE_SEQUENCES, LGE_SAX) if with_lge else CINE_SEQUENCES
+    heads = (*CINE_SEQUENCES, LGE_SAX) if holds_lge(state) else CINE_SEQUENCES
     return evaluate_sources(state, dataset, config, device, heads)
 
 
