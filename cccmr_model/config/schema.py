@@ -77,6 +77,10 @@ class DataConfig:
     # field_of_view_mm / image_size mm.
     crop: Literal["heart", "centre"] = "heart"
     field_of_view_mm: float = 160.0
+    # In-plane resolution every image is brought to before the crop (FWHM, mm): a Gaussian blur of FWHM
+    # sqrt(resolution_mm^2 - pixel^2), none for images already that coarse; 0 = off. Scanners and generators differ
+    # in resolution more than in anything else the crop keeps: a model trained on coarse images meets finer ones.
+    resolution_mm: float = 0.0
     # Reorder each series' pixels (quarter turns, a mirror) to the standard display (SAX: patient left to the image
     # right, inferior down; 4CH: apex up), read from ImageOrientationPatient (data/orientation.py); false keeps
     # the scanner's pixel order.
@@ -99,6 +103,7 @@ class DataConfig:
         _require(self.image_size >= 32, "image_size must be at least 32")
         _require(self.crop in ("heart", "centre"), "crop must be 'heart' or 'centre'")
         _require(self.field_of_view_mm > 0, "field_of_view_mm must be positive")
+        _require(0.0 <= self.resolution_mm <= 20.0, "resolution_mm must be in [0, 20] (0 = off)")
         _require(self.frames >= 2, "frames must be at least 2")
         _require(set(self.slices) == set(SEQUENCES), f"slices must name exactly {list(SEQUENCES)}")
         _require(all(n >= 1 for n in self.slices.values()), "slices per sequence must be at least 1")

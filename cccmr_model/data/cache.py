@@ -36,7 +36,7 @@ SUMMARY_NAME = "ingest-summary.txt"
 
 def preprocessing_settings(config: DataConfig, sequence: str) -> dict[str, Any]:
     """The settings that determine a sequence's cached output."""
-    return {
+    settings = {
         "pipeline": PIPELINE_VERSION,
         "sequence": sequence,
         "image_size": config.image_size,
@@ -48,6 +48,9 @@ def preprocessing_settings(config: DataConfig, sequence: str) -> dict[str, Any]:
         "clip_percentiles": list(config.clip_percentiles),
         "min_frames": config.min_frames,
     }
+    if config.resolution_mm > 0:  # named only when on, so that caches made before the key stay valid
+        settings["resolution_mm"] = config.resolution_mm
+    return settings
 
 
 def cache_settings(config: DataConfig) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Steps, all set by `DataConfig`: the series' pixels reordered (quarter turns, mirror) to the standard display
 (`orientation`, from ImageOrientationPatient); the middle slices (1 of the 4CH cine, 3 of the SAX cine, 6 of the
-SAX LGE); frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); a
-`field_of_view_mm` square around the heart (`crop: heart` with a centre from `localise`) or around the image
+SAX LGE); frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); each image
+blurred to `resolution_mm` when finer; a `field_of_view_mm` square around the heart (`crop: heart` with a centre from `localise`) or around the image
 centre, resampled to `image_size` pixels; intensities clipped at the configured percentiles and z-scored over the
 whole sequence.
 Output: cine (S, T, H, W), LGE (S, H, W), float32. A 4CH cine must be one plane: a stack given as the 4CH (the
@@ -23,6 +23,8 @@ from cccmr_model.config.schema import DataConfig
 from cccmr_model.data.orientation import DisplayOrder, to_display_orientation
 from cccmr_model.data.series import Series, SeriesError
 from cccmr_model.sequences import CINE_4CH, CINE_SEQUENCES, SEQUENCES
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.355
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,19 @@ def resample_inplane(images: np.ndarray, spacing: tuple[float, float], target_mm
         images = ndimage.gaussian_filter(images, sigma=sigma, mode="nearest")
     out = ndimage.zoom(images, (1.0, *factors), order=1, mode="nearest", grid_mode=True)
     return out.astype(np.float32, copy=False)
+
+
+def harmonise_resolution(images: np.ndarray, spacing: tuple[float, float], resolution_mm: float) -> np.ndarray:
+    """Blur (N, R, C) images of `spacing` (row, col mm) to an in-plane resolution of `resolution_mm` (FWHM).
+
+    A pixel counts as a resolution of its own size; the Gaussian added has FWHM sqrt(resolution_mm^2 - spacing^2)
+    per axis, so an image already that coarse is returned as it is.
+    """
+    fwhm = [math.sqrt(max(resolution_mm**2 - p**2, 0.0)) for p in spacing]
+    if resolution_mm <= 0 or not any(fwhm):
+        return images
+    sigma = [0.0] + [f / FWHM_PER_SIGMA / p for f, p in zip(fwhm, spacing, strict=True)]  # pixels
+    return ndimage.gaussian_filter(images, sigma=sigma, mode="nearest").astype(np.float32, copy=False)
 
 
 def crop_or_pad(images: np.ndarray, size: int, fill: float) -> np.ndarray:
@@ -187,7 +202,7 @@ def preprocess_series(
         frame_times.append([round(float(t), 3) if math.isfinite(t) else None for t in targets])
     volume = np.stack(stacks)  # S, T, R, C
     s, t, rows, cols = volume.shape
-    flat = volume.reshape(s * t, rows, cols)  # S*T, R, C
+    flat = harmonise_resolution(volume.reshape(s * t, rows, cols), series.pixel_spacing, config.resolution_mm)
     mid = float(np.mean(chosen))
     size = config.image_size
     localised = config.crop == "heart" and centre is not None

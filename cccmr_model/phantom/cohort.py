@@ -52,7 +52,7 @@ class CohortSize:
 SIZES: dict[str, CohortSize] = {
     "full": CohortSize(matrix=(192, 208, 224, 240, 256), frames=(20, 25, 30), sax_slices=(8, 12), lge_slices=(10, 14)),
     "small": CohortSize(matrix=(112, 128), frames=(16, 20), sax_slices=(8, 10), lge_slices=(10, 12)),
-    "tiny": CohortSize(matrix=(64, 72), frames=(8, 10), sax_slices=(5, 6), lge_slices=(6, 8), thickness_samples=1),
+    "tiny": CohortSize(matrix=(64, 72), frames=(8, 10), sax_slices=(8, 10), lge_slices=(6, 8), thickness_samples=1),
 }
 
 
@@ -116,7 +116,10 @@ def sample_protocol(rng: np.random.Generator, site: Site, size: CohortSize, hear
     thickness = float(rng.choice(site.slice_thickness))
     gap = float(rng.choice([0.0, 0.0, 1.0, 2.0]))
     coverage = heart.lv_length + heart.apex_wall + 10.0
-    sax = int(np.clip(round(coverage / (thickness + gap)) + 1, *size.sax_slices))
+    needed = round(coverage / (thickness + gap)) + 1
+    sax = int(np.clip(needed, *size.sax_slices))
+    if sax < needed:  # a stack covers base to apex: fewer slices take wider gaps rather than stopping half way,
+        gap = round(coverage / (sax - 1) - thickness, 1)  # where their middle slices would be basal, not mid-LV
     lge = int(rng.integers(size.lge_slices[0], size.lge_slices[1] + 1))
     slope = round(float(rng.uniform(*vendor.slope_range)), 5) if vendor.rescale else 1.0
     return Protocol(

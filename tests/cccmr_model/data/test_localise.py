@@ -76,16 +76,18 @@ def _lv_distances(site: Path) -> list[float]:
         origin, axis = np.array(truth["heart_origin_mm"]), np.array(truth["lv_axis"])
         offset = np.array(centre.point_mm) - origin
         along = float(offset @ axis)
-        assert 0.0 < along < 0.6 * 2 * np.linalg.norm(np.array(truth["lv_centre_mm"]) - origin)  # within the LV
+        assert 0.0 < along < 2 * np.linalg.norm(np.array(truth["lv_centre_mm"]) - origin)  # between base and apex
         distances.append(float(np.linalg.norm(offset - along * axis)))
     return distances
 
 
 @pytest.mark.slow
 def test_phantom_heart_located_on_the_lv_axis(tmp_path: Path) -> None:
-    generate_cohort(tmp_path, ["anzhen", "lanzhou"], 3, seed=11, size="tiny", workers=1)
+    # full size: at the tiny preset's 4.4-5.9 mm pixels the mid-ventricular LV and RV pools merge across the septum
+    # and the point drifts 4-16 mm towards it (6 subjects); at 1.3-1.9 mm: 0.4-4.9 mm, mean 1.6
+    generate_cohort(tmp_path, ["anzhen", "lanzhou"], 3, seed=11, size="full", workers=1)
     distances = _lv_distances(tmp_path / "anzhen") + _lv_distances(tmp_path / "lanzhou")
-    assert max(distances) < 10.0 and float(np.mean(distances)) < 5.0  # measured: 1.5 mm max, 0.9 mean (36 subjects)
+    assert max(distances) < 10.0 and float(np.mean(distances)) < 5.0
 
 
 def _endo_centres(study: str, patient: str) -> list[np.ndarray]:
