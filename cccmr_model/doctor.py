@@ -156,15 +156,16 @@ def check_data(site: SiteConfig) -> list[Check]:
         from cccmr_model.data.localise import choose_centre
         from cccmr_model.sequences import CINE_SAX
 
-        shapes, sax_point = [], None
+        shapes, sax_point, sax_axis = [], None, None
         for sequence in sorted(first.series, key=lambda name: name != CINE_SAX):  # the SAX heart point first
             ref = first.series[sequence]
             if ref is None:
                 continue
             series = load_series(ref.path, ref.series_uid)
             centre = choose_centre(series, sequence, data_config.crop, sax_point)
-            sax_point = centre.point_mm if sequence == CINE_SAX else sax_point
-            preprocess_series(series, sequence, data_config, centre.point_mm)
+            result = preprocess_series(series, sequence, data_config, centre.point_mm, sax_axis)
+            if sequence == CINE_SAX and centre.ok:  # as ingestion carries them to the 4CH and LGE
+                sax_point, sax_axis = centre.point_mm, result.slice_normal
             shapes.append(f"{sequence} {series.num_slices}x{series.num_frames}")
     except CccmrError as exc:
         fix = "fix or replace this series (cccmr ingest reports every subject)"

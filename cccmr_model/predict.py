@@ -117,6 +117,7 @@ def read_cine(
     sequence: str,
     config: ExperimentConfig,
     sax_point: tuple[float, float, float] | None = None,
+    long_axis: tuple[float, float, float] | None = None,
 ) -> tuple[Preprocessed, HeartCentre]:
     """One cine series preprocessed as in training: (its `Preprocessed`, array (S, T, H, W); its crop centre).
 
@@ -125,18 +126,26 @@ def read_cine(
     """
     if not path.exists():
         raise DataError(f"{path}: {sequence} series not found")
-    prepared, centre = prepare_cine(load_series(path, series_uid), sequence, config.data, sax_point)
+    prepared, centre = prepare_cine(load_series(path, series_uid), sequence, config.data, sax_point, long_axis)
     if centre.method == CENTRE_FALLBACK:
         log.warning("%s %s: heart not located (%s); centre crop used", path, sequence, centre.reason)
     return prepared, centre
 
 
 def prepare_cine(
-    series: Series, sequence: str, data: DataConfig, sax_point: tuple[float, float, float] | None = None
+    series: Series,
+    sequence: str,
+    data: DataConfig,
+    sax_point: tuple[float, float, float] | None = None,
+    long_axis: tuple[float, float, float] | None = None,
 ) -> tuple[Preprocessed, HeartCentre]:
-    """A loaded cine series localised and preprocessed as at ingestion: (its `Preprocessed`; its crop centre)."""
+    """A loaded cine series localised and preprocessed as at ingestion: (its `Preprocessed`; its crop centre).
+
+    A 4CH takes the SAX's heart point (`sax_point`) and, when that was found, its slice normal (`long_axis`), as
+    ingestion does."""
     centre = choose_centre(series, sequence, data.crop, sax_point)
-    return preprocess_series(series, sequence, data, centre.point_mm), centre
+    axis = long_axis if sax_point is not None else None
+    return preprocess_series(series, sequence, data, centre.point_mm, axis), centre
 
 
 def uses_bf16(device: torch.device, precision: str) -> bool:
@@ -192,7 +201,8 @@ class Predictor:
         sax_path, sax_uid = parse_series_ref(cine_sax, base)
         sax, centre = read_cine(sax_path, sax_uid, CINE_SAX, self.config)
         four_path, four_uid = parse_series_ref(cine_4ch, base)
-        four, _ = read_cine(four_path, four_uid, CINE_4CH, self.config, centre.point_mm if centre.ok else None)
+        point, axis = (centre.point_mm, sax.slice_normal) if centre.ok else (None, None)
+        four, _ = read_cine(four_path, four_uid, CINE_4CH, self.config, point, axis)
         return SubjectInputs(four, sax, {CINE_4CH: (four_path, four_uid), CINE_SAX: (sax_path, sax_uid)})
 
     def predict_inputs(self, inputs: SubjectInputs) -> Prediction:

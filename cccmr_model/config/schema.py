@@ -85,6 +85,10 @@ class DataConfig:
     # right, inferior down; 4CH: apex up), read from ImageOrientationPatient (data/orientation.py); false keeps
     # the scanner's pixel order.
     display_orientation: bool = True
+    # Turn the 4CH crop so that the LV long axis, taken from the subject's SAX stack (its slice normal), points
+    # straight down to the base: a 4CH is prescribed at the operator's angle (apex up in one centre, 45 deg off in
+    # another), which quarter turns do not undo. Only with `crop: heart` and a located heart.
+    align_4ch: bool = True
     frames: int = 16  # frames resampled over one cardiac cycle
     slices: dict[str, int] = field(default_factory=lambda: {"cine_4ch": 1, "cine_sax": 3, "lge_sax": 6})
     clip_percentiles: tuple[float, float] = (0.1, 99.9)
@@ -133,6 +137,11 @@ class AugmentConfig:
     lge_geometry_scale: float = 1.0
     flip_prob: float = 0.5
     intensity_jitter: float = 0.1
+    # Contrast curve: intensities (scaled to 0..1 per sequence) raised to a gamma drawn log-uniformly in
+    # [1 / (1 + g), 1 + g], then z-scored again: another scanner's or renderer's tissue contrast; 0 = none.
+    max_gamma: float = 0.0
+    # Gaussian blur of sigma drawn uniformly in [0, b] pixels: another in-plane resolution; 0 = none.
+    max_blur_px: float = 0.0
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.max_rotation_deg <= 180.0, "max_rotation_deg must be in [0, 180]")
@@ -141,6 +150,8 @@ class AugmentConfig:
         _require(0.0 <= self.lge_geometry_scale <= 1.0, "lge_geometry_scale must be in [0, 1]")
         _require(0.0 <= self.flip_prob <= 1.0, "flip_prob must be in [0, 1]")
         _require(self.intensity_jitter >= 0.0, "intensity_jitter must be >= 0")
+        _require(0.0 <= self.max_gamma <= 2.0, "max_gamma must be in [0, 2]")
+        _require(0.0 <= self.max_blur_px <= 5.0, "max_blur_px must be in [0, 5]")
 
 
 @dataclass(frozen=True)

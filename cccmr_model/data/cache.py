@@ -27,8 +27,9 @@ from cccmr_model.data.manifest import SeriesRef
 
 CACHE_VERSION = 1
 # Bump when preprocessing changes what it writes or accepts (3: a stacked 4CH is refused; 4: series are reordered
-# to the standard display, `data.display_orientation`).
-PIPELINE_VERSION = 4
+# to the standard display, `data.display_orientation`; 5: the 4CH crop turned to the SAX long axis, `data.align_4ch`,
+# and `data.resolution_mm`).
+PIPELINE_VERSION = 5
 INDEX_NAME = "index.json"
 REPORT_NAME = "ingest-report.json"
 SUMMARY_NAME = "ingest-summary.txt"
@@ -36,7 +37,7 @@ SUMMARY_NAME = "ingest-summary.txt"
 
 def preprocessing_settings(config: DataConfig, sequence: str) -> dict[str, Any]:
     """The settings that determine a sequence's cached output."""
-    settings = {
+    return {
         "pipeline": PIPELINE_VERSION,
         "sequence": sequence,
         "image_size": config.image_size,
@@ -47,10 +48,9 @@ def preprocessing_settings(config: DataConfig, sequence: str) -> dict[str, Any]:
         "slices": config.slices[sequence],
         "clip_percentiles": list(config.clip_percentiles),
         "min_frames": config.min_frames,
+        "align_4ch": config.align_4ch,
+        "resolution_mm": config.resolution_mm,
     }
-    if config.resolution_mm > 0:  # named only when on, so that caches made before the key stay valid
-        settings["resolution_mm"] = config.resolution_mm
-    return settings
 
 
 def cache_settings(config: DataConfig) -> dict[str, Any]:
@@ -60,13 +60,18 @@ def cache_settings(config: DataConfig) -> dict[str, Any]:
     return {**{k: settings[k] for k in keys}, "pixel_spacing_mm": config.pixel_spacing_mm}
 
 
-def input_hash(ref: SeriesRef, config: DataConfig, sequence: str, heart_point: Any = None) -> str:
-    """sha256 over (relative path, size, mtime) of every file of the series, the preprocessing settings and the
-    SAX heart point a 4CH/LGE crop is centred on (so a changed SAX re-runs them)."""
+def input_hash(
+    ref: SeriesRef, config: DataConfig, sequence: str, heart_point: Any = None, long_axis: Any = None
+) -> str:
+    """sha256 over (relative path, size, mtime) of every file of the series, the preprocessing settings, the SAX
+    heart point a 4CH/LGE crop is centred on and the SAX long axis a 4CH is turned to (so a changed SAX re-runs
+    them)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(preprocessing_settings(config, sequence), sort_keys=True).encode())
     if heart_point is not None:
         digest.update(f"heart={list(heart_point)}\n".encode())
+    if long_axis is not None:
+        digest.update(f"axis={list(long_axis)}\n".encode())
     digest.update(f"uid={ref.series_uid}\n".encode())
     for file in list_series_files(ref.path):
         stat = file.stat()

@@ -112,6 +112,7 @@ class _Task:
     cache_dir: str
     config: DataConfig
     heart_point: tuple[float, float, float] | None = None  # the subject's SAX heart point (4CH, LGE)
+    long_axis: tuple[float, float, float] | None = None  # the subject's SAX slice normal (4CH alignment)
 
 
 def _relative(file: str, root: Path) -> str:
@@ -128,7 +129,7 @@ def process_sequence(task: _Task) -> dict[str, Any]:
     try:
         series = load_series(task.path, task.series_uid)
         centre = choose_centre(series, task.sequence, task.config.crop, task.heart_point)
-        result = preprocess_series(series, task.sequence, task.config, centre.point_mm)
+        result = preprocess_series(series, task.sequence, task.config, centre.point_mm, task.long_axis)
         sidecar.update(
             crop_centre={
                 "patient_mm": list(result.crop_centre_mm or ()),
@@ -138,6 +139,7 @@ def process_sequence(task: _Task) -> dict[str, Any]:
                 "reason": centre.reason,
             },
             heart_point_mm=list(centre.point_mm) if centre.ok and task.sequence == CINE_SAX else None,
+            long_axis=list(result.slice_normal or ()) if task.sequence == CINE_SAX else None,
         )
         sidecar.update(
             status="ok",
@@ -177,11 +179,13 @@ def _plan(
     config: DataConfig,
     sequences: tuple[str, ...] = SEQUENCES,
     heart_points: dict[str, tuple[float, float, float] | None] | None = None,
+    long_axes: dict[str, tuple[float, float, float] | None] | None = None,
 ) -> tuple[list[_Task], dict[tuple[str, str], dict[str, Any]]]:
     """Split the work on `sequences` into tasks to run and results already known (cached, missing, unreadable)."""
     tasks, known = [], {}
     for entry in entries:
         point = (heart_points or {}).get(entry.subject_id) if config.crop == "heart" else None
+        axis = (long_axes or {}).get(entry.subject_id) if point is not None and config.align_4ch else None
         for sequence in sequences:
             ref = entry.series[sequence]
             key = (entry.subject_id, sequence)
@@ -192,8 +196,9 @@ def _plan(
                 else:
                     known[key] = {"status": "absent"}
                 continue
+            four_axis = axis if sequence == CINE_4CH else None
             try:
-                digest = cache.input_hash(ref, config, sequence, point)
+                digest = cache.input_hash(ref, config, sequence, point, four_axis)
             except (DataError, OSError) as exc:
                 known[key] = {"status": "rejected", "file": str(ref.path), "reason": str(exc)}
                 continue
@@ -203,7 +208,15 @@ def _plan(
             else:
                 tasks.append(
                     _Task(
-                        entry.subject_id, sequence, str(ref.path), ref.series_uid, digest, str(cache_dir), config, point
+                        entry.subject_id,
+                        sequence,
+                        str(ref.path),
+                        ref.series_uid,
+                        digest,
+                        str(cache_dir),
+                        config,
+                        point,
+                        four_axis,
                     )
                 )
     return tasks, known
@@ -248,8 +261,9 @@ def ingest_site(
     report.subjects = len(entries) + len(report.rejected_subjects)
     results: dict[tuple[str, str], dict[str, Any]] = {}
     points: dict[str, tuple[float, float, float] | None] = {}
-    for stage in ((CINE_SAX,), (CINE_4CH, LGE_SAX)):  # the SAX heart points first
-        tasks, known = _plan(entries, manifest, cache_dir, data_config, stage, points)
+    axes: dict[str, tuple[float, float, float] | None] = {}
+    for stage in ((CINE_SAX,), (CINE_4CH, LGE_SAX)):  # the SAX heart points (and long axes) first
+        tasks, known = _plan(entries, manifest, cache_dir, data_config, stage, points, axes)
         report.reused += sum(1 for r in known.values() if r.get("reused"))
         report.computed += len(tasks)
         computed = _run(tasks, workers)
@@ -257,6 +271,7 @@ def ingest_site(
         results.update(computed)
         if stage == (CINE_SAX,):
             points = {e.subject_id: _heart_point(results[(e.subject_id, CINE_SAX)]) for e in entries}
+            axes = {e.subject_id: _long_axis(results[(e.subject_id, CINE_SAX)]) for e in entries}
     index = _build_index(entries, results, root, report, data_config)
     report.centre_fallbacks = _centre_fallbacks(entries, results, root)
     report.reordered = sum(1 for r in results.values() if r.get("status") == "ok" and _reordered(r))
@@ -287,6 +302,11 @@ def _reject_rows(manifest: Manifest, root: Path, report: IngestReport) -> None:
 def _heart_point(sidecar: dict[str, Any]) -> tuple[float, float, float] | None:
     point = sidecar.get("heart_point_mm") if sidecar.get("status") == "ok" else None
     return (float(point[0]), float(point[1]), float(point[2])) if point else None
+
+
+def _long_axis(sidecar: dict[str, Any]) -> tuple[float, float, float] | None:
+    axis = sidecar.get("long_axis") if sidecar.get("status") == "ok" else None
+    return (float(axis[0]), float(axis[1]), float(axis[2])) if axis else None
 
 
 def _reordered(sidecar: dict[str, Any]) -> bool:

@@ -2,10 +2,11 @@
 
 Steps, all set by `DataConfig`: the series' pixels reordered (quarter turns, mirror) to the standard display
 (`orientation`, from ImageOrientationPatient); the middle slices (1 of the 4CH cine, 3 of the SAX cine, 6 of the
-SAX LGE); frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); each image
-blurred to `resolution_mm` when finer; a `field_of_view_mm` square around the heart (`crop: heart` with a centre from `localise`) or around the image
-centre, resampled to `image_size` pixels; intensities clipped at the configured percentiles and z-scored over the
-whole sequence.
+SAX LGE); frames resampled to a fixed count over one cardiac cycle (linear in time, periodic); each image blurred
+to `resolution_mm` when finer; a `field_of_view_mm` square around the heart (`crop: heart` with a centre from
+`localise`; a 4CH turned so that the SAX's long axis points down, `align_4ch`) or around the image centre,
+resampled to `image_size` pixels; intensities clipped at the configured percentiles and z-scored over the whole
+sequence.
 Output: cine (S, T, H, W), LGE (S, H, W), float32. A 4CH cine must be one plane: a stack given as the 4CH (the
 SAX cine in the wrong column) is refused rather than cut to its middle slice.
 """
@@ -20,11 +21,12 @@ import numpy as np
 from scipy import ndimage
 
 from cccmr_model.config.schema import DataConfig
-from cccmr_model.data.orientation import DisplayOrder, to_display_orientation
+from cccmr_model.data.orientation import TOWARDS_BASE, DisplayOrder, to_display_orientation
 from cccmr_model.data.series import Series, SeriesError
 from cccmr_model.sequences import CINE_4CH, CINE_SEQUENCES, SEQUENCES
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.355
+MIN_IN_PLANE = 0.5  # a long axis with less than this in the 4CH plane (over 60 deg out of it) leaves the crop unturned
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Preprocessed:
     crop_centre_px: tuple[float, float] | None = None  # (row, col) of the crop centre, in display-order pixels
     localised: bool = False  # True when cropped around a given heart centre, False for the image centre
     display_order: DisplayOrder = field(default_factory=DisplayOrder)  # stored pixels -> standard display
+    slice_normal: tuple[float, float, float] | None = None  # patient direction; a SAX stack's is the LV long axis
 
 
 def middle_slices(num_slices: int, count: int) -> list[int]:
@@ -120,17 +123,33 @@ def crop_or_pad(images: np.ndarray, size: int, fill: float) -> np.ndarray:
 
 
 def crop_around(
-    images: np.ndarray, spacing: tuple[float, float], centre: tuple[float, float], fov_mm: float, size: int
+    images: np.ndarray,
+    spacing: tuple[float, float],
+    centre: tuple[float, float],
+    fov_mm: float,
+    size: int,
+    down: tuple[float, float] = (0.0, 1.0),
 ) -> np.ndarray:
-    """A fov_mm square of (N, R, C) images around centre (row, col), resampled to (N, size, size); nan outside."""
+    """A fov_mm square of (N, R, C) images around centre (row, col), resampled to (N, size, size); nan outside.
+
+    `down` is the in-plane direction (along the image right, along the image down; any length) that becomes the
+    output's down: (0, 1) keeps the image as it is, another turns the crop about its centre (no mirror).
+    """
     step = fov_mm / size
     factors = (spacing[0] / step, spacing[1] / step)  # output pixels per input pixel
     sigma = [0.0] + [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]
     if any(sigma):
         images = ndimage.gaussian_filter(images, sigma=sigma, mode="nearest")
     half = (size - 1) / 2.0
-    matrix = np.array([1.0, step / spacing[0], step / spacing[1]])
-    offset = np.array([0.0, centre[0] - half * matrix[1], centre[1] - half * matrix[2]])
+    right_part, down_part = down[0] / math.hypot(*down), down[1] / math.hypot(*down)
+    if right_part == 0.0 and down_part > 0.0:  # no turn: the diagonal form
+        matrix = np.array([1.0, step / spacing[0], step / spacing[1]])
+        offset = np.array([0.0, centre[0] - half * matrix[1], centre[1] - half * matrix[2]])
+    else:  # output (i, j) -> input (row, col): the output's down axis along `down`, its right axis turned with it
+        turn = np.array([[down_part, -right_part], [right_part, down_part]])  # (row, col) mm <- (i, j) mm
+        matrix = np.eye(3)
+        matrix[1:, 1:] = np.diag([step / spacing[0], step / spacing[1]]) @ turn
+        offset = np.array([0.0, *(np.asarray(centre, dtype=np.float64) - matrix[1:, 1:] @ np.array([half, half]))])
     out = ndimage.affine_transform(
         images.astype(np.float32, copy=False), matrix, offset=offset, output_shape=(len(images), size, size),
         order=1, mode="constant", cval=np.nan,
@@ -168,14 +187,31 @@ def check_view(series: Series, sequence: str) -> None:
     )
 
 
+def long_axis_down(series: Series, long_axis: Sequence[float]) -> tuple[float, float] | None:
+    """The in-plane direction (image right, image down components) of the LV long axis towards the base, or None
+    when the axis is too steep to the plane to give one (a 4CH contains the long axis: this is not a 4CH of it)."""
+    axis = np.asarray(long_axis, dtype=np.float64)
+    axis = axis / max(float(np.linalg.norm(axis)), 1e-12)
+    if axis @ TOWARDS_BASE < 0:  # the SAX normal may point either way along the axis
+        axis = -axis
+    right, down = float(axis @ series.row_cosine), float(axis @ series.col_cosine)
+    return (right, down) if math.hypot(right, down) >= MIN_IN_PLANE else None
+
+
 def preprocess_series(
-    series: Series, sequence: str, config: DataConfig, centre: Sequence[float] | None = None
+    series: Series,
+    sequence: str,
+    config: DataConfig,
+    centre: Sequence[float] | None = None,
+    long_axis: Sequence[float] | None = None,
 ) -> Preprocessed:
     """Turn a series into the model input of `sequence`; SeriesError for the wrong view (`check_view`) or too few
     slices or frames.
 
     With `config.crop == "heart"` and a `centre` (patient mm), the crop is a field_of_view_mm square around the
-    centre projected on the chosen slices; otherwise around the image centre.
+    centre projected on the chosen slices; otherwise around the image centre. A 4CH cropped so, given the LV
+    `long_axis` (patient direction, the SAX stack's normal) and `config.align_4ch`, is turned so that the axis
+    points down to the base.
     """
     if sequence not in SEQUENCES:
         raise ValueError(f"unknown sequence {sequence!r}")
@@ -208,7 +244,10 @@ def preprocess_series(
     localised = config.crop == "heart" and centre is not None
     if localised:
         row, col, _ = series.to_pixel(centre, mid)  # type: ignore[arg-type]
-        cropped = crop_around(flat, series.pixel_spacing, (row, col), config.field_of_view_mm, size)
+        down = (0.0, 1.0)
+        if sequence == CINE_4CH and config.align_4ch and long_axis is not None:
+            down = long_axis_down(series, long_axis) or down
+        cropped = crop_around(flat, series.pixel_spacing, (row, col), config.field_of_view_mm, size, down)
         valid = np.isfinite(cropped)
         clipped, clip_range = normalise(cropped[valid] if valid.any() else np.zeros(1), config.clip_percentiles)
         fitted = np.where(valid, np.clip(cropped, *clip_range), clip_range[0]).astype(np.float32)  # S*T, H, W
@@ -234,4 +273,5 @@ def preprocess_series(
         crop_centre_px=(round(row, 2), round(col, 2)),
         localised=localised,
         display_order=order,
+        slice_normal=tuple(round(float(v), 6) for v in series.normal),  # type: ignore[arg-type]
     )

@@ -2,9 +2,10 @@
 
 Per sequence one set of parameters is drawn: a cyclic temporal offset (a cine covers one cardiac cycle, so rolling
 the frames gives another valid cine), a small rotation, a zoom about the centre and a shift sized as a fraction of
-the image (edge pixels repeated where the image moves in, not a fill value), a left-right flip and an intensity jitter
-(scale and offset on the z-scored intensities). An absent LGE (zeros, `has_lge` false) is left untouched.
-All randomness comes from the `torch.Generator` passed in, so a (sample, seed) pair always gives the same result.
+the image (edge pixels repeated where the image moves in, not a fill value), a left-right flip, optionally a contrast
+curve (gamma) and a blur, and an intensity jitter (scale and offset on the z-scored intensities). An absent LGE
+(zeros, `has_lge` false) is left untouched. All randomness comes from the `torch.Generator` passed in, so a (sample,
+seed) pair always gives the same result.
 """
 
 from __future__ import annotations
@@ -78,11 +79,43 @@ def augment_volume(
     flip = float(torch.rand((), generator=generator)) < cfg.flip_prob
     scale = 1.0 + _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
     bias = _uniform(generator, -cfg.intensity_jitter, cfg.intensity_jitter)
+    gamma = (
+        math.exp(_uniform(generator, -math.log1p(cfg.max_gamma), math.log1p(cfg.max_gamma))) if cfg.max_gamma else 1.0
+    )
+    blur = _uniform(generator, 0.0, cfg.max_blur_px) if cfg.max_blur_px else 0.0
     if angle != 0.0 or shift != (0.0, 0.0) or zoom != 1.0:
         x = affine_warp(x, angle, shift, zoom)
     if flip:
         x = torch.flip(x, dims=(-1,))
+    if gamma != 1.0:
+        x = contrast_curve(x, gamma)
+    if blur > 0.0:
+        x = gaussian_blur(x, blur)
     return x.mul(scale).add_(bias)
+
+
+def contrast_curve(x: torch.Tensor, gamma: float) -> torch.Tensor:
+    """x (..., H, W) scaled to 0..1 over the whole sequence, raised to `gamma`, and brought back to x's mean and
+    standard deviation (a z-scored sequence stays z-scored)."""
+    low, high = x.min(), x.max()
+    if float(high - low) <= 1e-6:
+        return x
+    curved = ((x - low) / (high - low)).pow(gamma)
+    spread = curved.std().clamp_min(1e-6)
+    return (curved - curved.mean()) / spread * x.std() + x.mean()
+
+
+def gaussian_blur(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Every image of x (..., H, W) blurred by a Gaussian of `sigma_px` pixels (separable, edges repeated)."""
+    radius = max(1, math.ceil(3.0 * sigma_px))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps / sigma_px) ** 2)
+    kernel = kernel / kernel.sum()  # 2r + 1
+    height, width = x.shape[-2:]
+    flat = x.reshape(-1, 1, height, width).float()  # N, 1, H, W
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return flat.reshape(x.shape)
 
 
 def augment_sample(sample: Sample, cfg: AugmentConfig, generator: torch.Generator) -> Sample:

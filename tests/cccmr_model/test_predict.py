@@ -74,9 +74,10 @@ def test_predict_matches_release_preprocessing_and_model(release_dir: Path, subj
     centre = choose_centre(sax, "cine_sax", data.crop)  # the SAX heart point centres the 4CH too
     four = load_series(subject["cine_4ch"])
     four_centre = choose_centre(four, "cine_4ch", data.crop, centre.point_mm)
+    sax_input = preprocess_series(sax, "cine_sax", data, centre.point_mm)  # its normal turns the 4CH
     inputs = [
-        preprocess_series(four, "cine_4ch", data, four_centre.point_mm).array[None],  # 1, S, T, H, W
-        preprocess_series(sax, "cine_sax", data, centre.point_mm).array[None],
+        preprocess_series(four, "cine_4ch", data, four_centre.point_mm, sax_input.slice_normal).array[None],
+        sax_input.array[None],  # 1, S, T, H, W
     ]
     assert inputs[0].shape == (1, 1, 8, 64, 64) and inputs[1].shape == (1, 3, 8, 64, 64)
     with torch.no_grad():

@@ -124,3 +124,46 @@ def test_non_finite_output_is_refused(fault: str) -> None:
         series.array *= np.float32(1e35)  # finite pixels whose mean and spread overflow float32
     with pytest.raises(SeriesError, match=r"^/site/series: cine_sax: non-finite values"):
         preprocess_series(series, "cine_sax", replace(CONFIG, crop="centre"))
+
+
+def _four_chamber_bar(angle_deg: float) -> tuple[Series, np.ndarray]:
+    """A 4CH whose only bright structure is a bar through the centre along the long axis, `angle_deg` from the
+    image's down direction towards its right; and that axis as a patient direction."""
+    size, angle = 64, math.radians(angle_deg)
+    rows, cols = np.indices((size, size)) - (size - 1) / 2.0
+    along_right, along_down = math.sin(angle), math.cos(angle)
+    distance = np.abs(rows * along_right - cols * along_down)  # from the line through the centre
+    image = np.where(distance < 2.0, 1000.0, 100.0).astype(np.float32)
+    row_cosine, col_cosine = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])  # right: left, down: superior
+    series = Series(
+        array=np.tile(image, (1, 4, 1, 1)),
+        pixel_spacing=(1.0, 1.0),
+        slice_positions=np.zeros(1),
+        trigger_times=np.arange(4.0)[None] * 40.0,
+        orientation=(*row_cosine, *col_cosine),
+        series_uid="1.2.4",
+        nominal_interval=math.nan,
+        source="/site/4ch",
+    )
+    return series, along_right * row_cosine + along_down * col_cosine
+
+
+def _bar_columns(array: np.ndarray) -> np.ndarray:
+    """Column of every bright pixel of the first frame."""
+    frame = array[0, 0]
+    return np.nonzero(frame > frame.mean() + frame.std())[1]
+
+
+@pytest.mark.parametrize("angle", [40.0, -50.0])
+def test_four_chamber_is_turned_so_that_the_long_axis_points_down(angle: float) -> None:
+    series, axis = _four_chamber_bar(angle)
+    config = replace(CONFIG, image_size=32, field_of_view_mm=40.0)
+    centre = series.to_patient(0, 31.5, 31.5)
+    aligned = preprocess_series(series, "cine_4ch", config, centre, axis)
+    assert np.std(_bar_columns(aligned.array)) < 1.5  # one vertical bar, 3-4 pixels wide
+    assert np.std(_bar_columns(preprocess_series(series, "cine_4ch", config, centre).array)) > 4.0  # diagonal
+    unaligned = preprocess_series(series, "cine_4ch", replace(config, align_4ch=False), centre, axis)
+    assert np.std(_bar_columns(unaligned.array)) > 4.0
+    sax_config = replace(config, slices={**config.slices, "cine_sax": 1})  # a SAX is never turned
+    with_axis = preprocess_series(series, "cine_sax", sax_config, centre, axis).array
+    assert np.array_equal(with_axis, preprocess_series(series, "cine_sax", sax_config, centre).array)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cccmr_model.config.schema import AugmentConfig
@@ -146,3 +147,35 @@ def test_lge_geometry_scale_scales_only_the_lge_geometry_and_keeps_every_draw() 
     g = torch.Generator().manual_seed(7)
     ref = augment_sample(_sample(), AugmentConfig(), torch.Generator().manual_seed(7))
     assert torch.equal(augment_sample(_sample(), AugmentConfig(lge_geometry_scale=1.0), g)["lge_sax"], ref["lge_sax"])
+
+
+def test_contrast_curve_keeps_order_mean_and_spread() -> None:
+    from cccmr_model.engine.augment import contrast_curve
+
+    x = torch.randn(3, 8, 16, 16, generator=torch.Generator().manual_seed(1))
+    for gamma in (0.6, 1.6):
+        y = contrast_curve(x, gamma)
+        assert torch.allclose(y.mean(), x.mean(), atol=1e-4) and torch.allclose(y.std(), x.std(), atol=1e-4)
+        order = torch.argsort(x.flatten())
+        assert bool((y.flatten()[order].diff() >= -1e-5).all())  # monotone: a contrast change, no new structure
+        assert not torch.allclose(y, x, atol=1e-2)
+
+
+def test_gaussian_blur_smooths_and_keeps_flat_images() -> None:
+    from cccmr_model.engine.augment import gaussian_blur
+
+    flat = torch.full((2, 4, 16, 16), 3.0)
+    assert torch.allclose(gaussian_blur(flat, 1.2), flat)
+    spike = torch.zeros(1, 1, 17, 17)
+    spike[0, 0, 8, 8] = 1.0
+    blurred = gaussian_blur(spike, 1.0)
+    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5) and blurred.max().item() < 0.2
+
+
+def test_gamma_and_blur_are_drawn_only_when_set() -> None:
+    sample = _sample()
+    plain = augment_sample(sample, AugmentConfig(), torch.Generator().manual_seed(3))
+    again = augment_sample(sample, AugmentConfig(max_gamma=0.0, max_blur_px=0.0), torch.Generator().manual_seed(3))
+    assert torch.equal(plain["cine_sax"], again["cine_sax"])  # the earlier draws, bit for bit
+    varied = augment_sample(sample, AugmentConfig(max_gamma=0.5, max_blur_px=1.0), torch.Generator().manual_seed(3))
+    assert not torch.equal(plain["cine_sax"], varied["cine_sax"])
