@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks.support.arguments import release_benchmark_parser  # noqa: E402
 from benchmarks.support.report import write_report  # noqa: E402
 from cccmr_model.metrics import SUBTYPE_NAMES, screening_metrics  # noqa: E402
-from cccmr_model.predict import Predictor, SubjectInputs, predict_arrays  # noqa: E402
+from cccmr_model.predict import Predictor, SubjectInputs  # noqa: E402
 from cccmr_model.sequences import CINE_4CH, CINE_SAX  # noqa: E402
 
 MONTAGE_SUBJECTS = 8
@@ -56,10 +56,8 @@ def read_cohort(predictor: Predictor, data: Path) -> tuple[list[SubjectInputs], 
 
 
 def score(predictor: Predictor, inputs: Sequence[SubjectInputs]) -> np.ndarray:
-    """P(cardiomyopathy) per subject."""
-    module, device = predictor.module, predictor.device
-    rows = [predict_arrays(module, s.cine_4ch.array[None], s.cine_sax.array[None], device)[0, 1] for s in inputs]
-    return np.array(rows)
+    """P(cardiomyopathy) per subject, as `cccmr predict` scores it."""
+    return np.array([predictor.predict_inputs(subject).p_cardiomyopathy for subject in inputs])
 
 
 def cohort_metrics(scores: np.ndarray, rows: Sequence[dict[str, str]], threshold: float) -> dict[str, float]:

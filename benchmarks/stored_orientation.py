@@ -48,8 +48,7 @@ def subject_inputs(predictor: Predictor, sax: Series, four: Series, display: boo
     """(4CH (1, 1, T, H, W), SAX (1, 3, T, H, W)) as `cccmr predict` makes them, with `display_orientation`."""
     data = replace(predictor.config.data, display_orientation=display)
     x_sax, centre = prepare_cine(sax, CINE_SAX, data)
-    point, axis = (centre.point_mm, x_sax.slice_normal) if centre.ok else (None, None)
-    x_four, _ = prepare_cine(four, CINE_4CH, data, point, axis)
+    x_four, _ = prepare_cine(four, CINE_4CH, data, centre.point_mm if centre.ok else None, x_sax.slice_normal)
     return x_four.array[None], x_sax.array[None]
 
 

@@ -201,8 +201,8 @@ class Predictor:
         sax_path, sax_uid = parse_series_ref(cine_sax, base)
         sax, centre = read_cine(sax_path, sax_uid, CINE_SAX, self.config)
         four_path, four_uid = parse_series_ref(cine_4ch, base)
-        point, axis = (centre.point_mm, sax.slice_normal) if centre.ok else (None, None)
-        four, _ = read_cine(four_path, four_uid, CINE_4CH, self.config, point, axis)
+        point = centre.point_mm if centre.ok else None  # without it the 4CH is not turned either (`prepare_cine`)
+        four, _ = read_cine(four_path, four_uid, CINE_4CH, self.config, point, sax.slice_normal)
         return SubjectInputs(four, sax, {CINE_4CH: (four_path, four_uid), CINE_SAX: (sax_path, sax_uid)})
 
     def predict_inputs(self, inputs: SubjectInputs) -> Prediction:
